@@ -1,0 +1,50 @@
+"""The one Definitions object: assets, checks, resources, sensors and jobs of the mining platform."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.frames import frames
+from mining_assets.jobs import add_keywords, video_pipeline
+from mining_assets.video.downloads import raw_videos
+from mining_assets.video.frames import video_frames
+from mining_assets.video.registry import video_registry
+from resources.blob_store import BlobStore, LocalBlobStore, S3BlobStore
+from resources.settings import blob_root, warehouse_path
+from resources.youtube import YouTubeResource
+from sensors.keywords import keyword_file_sensor
+
+
+def blob_store_resource() -> BlobStore:
+    """S3 when MINING_S3_BUCKET is set (credentials from the standard AWS variables), else a local directory."""
+    if not os.environ.get("MINING_S3_BUCKET"):
+        return LocalBlobStore(root=blob_root())
+    from dagster_aws.s3 import S3Resource
+
+    return S3BlobStore(
+        bucket=dg.EnvVar("MINING_S3_BUCKET"),
+        prefix=os.environ.get("MINING_S3_PREFIX", "mining"),
+        s3=S3Resource(
+            endpoint_url=os.environ.get("MINING_S3_ENDPOINT_URL") or None,
+            region_name=os.environ.get("AWS_REGION") or None,
+        ),
+    )
+
+
+def resources() -> dict:
+    return {
+        "blob_store": blob_store_resource(),
+        "warehouse": DuckDBResource(database=warehouse_path()),
+        "youtube": YouTubeResource(),
+    }
+
+
+defs = dg.Definitions(
+    assets=[video_registry, raw_videos, video_frames, frames],
+    jobs=[video_pipeline, add_keywords],
+    sensors=[keyword_file_sensor],
+    resources=resources(),
+)

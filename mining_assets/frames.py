@@ -1,0 +1,72 @@
+"""frames: the catalog where video and photo sources meet, one row per frame, traceable to its source URL."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.partitions import keyword_partitions
+from mining_assets.video.frames import video_frames
+from mining_assets.warehouse import WAREHOUSE_POOL, transaction, warehouse_connection
+
+CATALOG_VIDEO_FRAMES = """
+INSERT INTO frames (partition_key, keyword, frame_id, media_id, source, media_type, frame_index, timestamp_s,
+                    width, height, blob_key, uri, sha256, source_url)
+SELECT f.partition_key, f.keyword, f.frame_id, f.media_id, f.source, 'video', f.frame_index, f.timestamp_s,
+       f.width, f.height, f.blob_key, f.uri, f.sha256, v.url
+FROM video_frames f JOIN videos v USING (partition_key, media_id)
+WHERE f.partition_key = ?
+"""
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    deps=[video_frames],
+    group_name="frames",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    check_specs=[
+        dg.AssetCheckSpec("unique_frame_ids", asset="frames"),
+        dg.AssetCheckSpec("traceable_to_source", asset="frames"),
+    ],
+)
+def frames(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    """Every frame of a keyword, from videos (sampled frames) and photos (one frame each), with its source URL."""
+    partition_key = context.partition_key
+    with warehouse_connection(warehouse) as conn:
+        with transaction(conn):
+            conn.execute("DELETE FROM frames WHERE partition_key = ? AND media_type = 'video'", [partition_key])
+            conn.execute(CATALOG_VIDEO_FRAMES, [partition_key])
+            conn.execute(
+                "UPDATE videos SET status = 'complete', updated_at = now() "
+                "WHERE partition_key = ? AND status = 'framed'",
+                [partition_key],
+            )
+        by_type = dict(
+            conn.execute(
+                "SELECT media_type, count(*) FROM frames WHERE partition_key = ? GROUP BY media_type", [partition_key]
+            ).fetchall()
+        )
+        duplicates = conn.execute(
+            "SELECT count(*) - count(DISTINCT frame_id) FROM frames WHERE partition_key = ?", [partition_key]
+        ).fetchone()[0]
+        untraceable = conn.execute(
+            "SELECT count(*) FROM frames WHERE partition_key = ? AND (source_url IS NULL OR source_url = '')",
+            [partition_key],
+        ).fetchone()[0]
+        sources = conn.execute(
+            "SELECT count(DISTINCT media_id) FROM frames WHERE partition_key = ?", [partition_key]
+        ).fetchone()[0]
+    return dg.MaterializeResult(
+        metadata={
+            "frames": sum(by_type.values()),
+            "by_media_type": dg.MetadataValue.json(by_type),
+            "media_items": sources,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="unique_frame_ids", passed=duplicates == 0, metadata={"duplicates": duplicates}
+            ),
+            dg.AssetCheckResult(
+                check_name="traceable_to_source", passed=untraceable == 0, metadata={"without_url": untraceable}
+            ),
+        ],
+    )

@@ -1,0 +1,44 @@
+"""Jobs: the whole video path for a keyword, and adding keywords from the UI's Launchpad."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.frames import frames
+from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.partitions import keyword_partitions
+from mining_assets.video.downloads import raw_videos
+from mining_assets.video.frames import video_frames
+from mining_assets.video.registry import video_registry
+from mining_assets.warehouse import WAREHOUSE_POOL, warehouse_connection
+
+video_pipeline = dg.define_asset_job(
+    "video_pipeline",
+    selection=dg.AssetSelection.assets(video_registry, raw_videos, video_frames, frames),
+    partitions_def=keyword_partitions,
+    description="Search, download and sample the videos of one keyword, up to the frames catalog.",
+)
+
+
+class AddKeywordsConfig(dg.Config):
+    keywords: list[str]
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def register_keyword_partitions(
+    context: dg.OpExecutionContext, config: AddKeywordsConfig, warehouse: DuckDBResource
+) -> None:
+    """Add a keyword partition for each keyword and keep its exact text."""
+    with warehouse_connection(warehouse) as conn:
+        pairs, rejected = register_keywords(conn, config.keywords)
+    new = add_keyword_partitions(context.instance, [key for key, _ in pairs])
+    for key, keyword in pairs:
+        context.log.info(f"{'added' if key in new else 'known'}: {keyword!r} -> partition {key}")
+    for text, reason in rejected:
+        context.log.error(f"refused {text!r}: {reason}")
+    if rejected and not pairs:
+        raise dg.Failure(f"no keyword added: {len(rejected)} refused", metadata={"refused": len(rejected)})
+
+
+@dg.job(description="Add keyword partitions. Launchpad config: ops.register_keyword_partitions.config.keywords")
+def add_keywords() -> None:
+    register_keyword_partitions()

@@ -1,0 +1,54 @@
+"""Adding keywords: one slug partition per keyword, with its exact text kept in the warehouse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from mining_assets.partitions import keyword_partitions, keyword_slug, normalize_keyword
+
+if TYPE_CHECKING:
+    import dagster as dg
+    import duckdb
+
+
+def register_keywords(
+    conn: duckdb.DuckDBPyConnection, texts: Iterable[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Record each keyword's text under its partition key.
+
+    Returns:
+        (partition_key, keyword) pairs, deduplicated, and (text, reason) for each keyword refused: empty, too
+        long, control characters, or a key that already belongs to a different text.
+    """
+    pairs: dict[str, str] = {}
+    rejected: list[tuple[str, str]] = []
+    for text in texts:
+        try:
+            keyword = normalize_keyword(text)
+        except ValueError as error:
+            rejected.append((str(text), str(error)))
+            continue
+        key = keyword_slug(keyword)
+        row = conn.execute("SELECT keyword FROM keywords WHERE partition_key = ?", [key]).fetchone()
+        if row and row[0] != keyword:
+            rejected.append((keyword, f"partition key {key!r} already belongs to keyword {row[0]!r}"))
+            continue
+        if not row:
+            conn.execute("INSERT INTO keywords (partition_key, keyword) VALUES (?, ?)", [key, keyword])
+        pairs.setdefault(key, keyword)
+    return list(pairs.items()), rejected
+
+
+def parse_keyword_list(text: str) -> list[str]:
+    """Keywords from a list file: one per line; blank lines and lines starting with # are skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def add_keyword_partitions(instance: dg.DagsterInstance, keys: Iterable[str]) -> list[str]:
+    """Add the keys that are not partitions yet; return those that were new."""
+    existing = set(instance.get_dynamic_partitions(keyword_partitions.name))
+    new = [key for key in dict.fromkeys(keys) if key not in existing]
+    if new:
+        instance.add_dynamic_partitions(keyword_partitions.name, new)
+    return new

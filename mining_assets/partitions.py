@@ -1,0 +1,81 @@
+"""Keyword partitions and the slug rules that turn free keyword text into safe partition keys.
+
+A keyword such as ``glass door`` becomes the partition key ``glass-door``. Text that the readable form cannot
+carry exactly (capitals, punctuation, quotes, HTML, emoji, ``../``, very long text) gets a short hash of the
+exact text appended after an underscore, a character readable slugs never contain, so two different keywords
+never share a key. The exact text is kept beside the key in the warehouse ``keywords`` table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+import dagster as dg
+
+keyword_partitions = dg.DynamicPartitionsDefinition(name="keyword")
+
+MAX_KEYWORD_CHARS = 500
+_READABLE_MAX = 48
+_HASH_CHARS = 12
+_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:_[0-9a-f]{12})?$")
+
+
+def normalize_keyword(text: str) -> str:
+    """Canonical form of a keyword: Unicode NFC, surrounding white space dropped, inner runs folded to one space.
+
+    Raises:
+        ValueError: the keyword is empty, too long, or holds control characters.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"keyword must be text, got {type(text).__name__}")
+    folded = " ".join(unicodedata.normalize("NFC", text).split())
+    if not folded:
+        raise ValueError("keyword is empty")
+    if len(folded) > MAX_KEYWORD_CHARS:
+        raise ValueError(f"keyword is longer than {MAX_KEYWORD_CHARS} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in folded):
+        raise ValueError("keyword contains control characters")
+    return folded
+
+
+def _readable(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    words = re.findall(r"[a-z0-9]+", ascii_text)
+    readable = ""
+    for word in words:
+        candidate = f"{readable}-{word}" if readable else word
+        if len(candidate) > _READABLE_MAX:
+            break
+        readable = candidate
+    return readable or (words[0][:_READABLE_MAX] if words else "kw")
+
+
+def keyword_slug(text: str) -> str:
+    """The partition key for a keyword: readable, safe in paths and URLs, and distinct for distinct keywords.
+
+    >>> keyword_slug("glass door")
+    'glass-door'
+    >>> keyword_slug("Glass Door").startswith("glass-door_")
+    True
+    """
+    keyword = normalize_keyword(text)
+    readable = _readable(keyword)
+    if readable.replace("-", " ") == keyword:
+        return readable
+    digest = hashlib.sha256(keyword.encode("utf-8")).hexdigest()[:_HASH_CHARS]
+    return f"{readable}_{digest}"
+
+
+def is_slug(key: str) -> bool:
+    """Whether a partition key already has the slug form (and so is safe to use in storage paths)."""
+    return bool(_SLUG_RE.match(key)) and len(key) <= _READABLE_MAX + 1 + _HASH_CHARS
+
+
+def storage_key(partition_key: str) -> str:
+    """The path component for a partition: the key itself when it is a slug, else the slug of the key's text.
+
+    Keys added by hand in the UI may be free text; they never reach a storage path unslugged.
+    """
+    return partition_key if is_slug(partition_key) else keyword_slug(partition_key)

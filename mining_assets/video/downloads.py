@@ -1,0 +1,138 @@
+"""raw_videos: the registry's videos downloaded into the blob store and probed."""
+
+import re
+import tempfile
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.partitions import keyword_partitions, storage_key
+from mining_assets.video.probe import probe_video
+from mining_assets.video.registry import video_registry
+from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, set_video_status, warehouse_connection
+from resources.blob_store import BlobStore
+from resources.youtube import YouTubeResource
+
+_SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
+
+
+class RawVideosConfig(dg.Config):
+    max_concurrent_downloads: int = 3
+    retry_failed: bool = True
+
+
+def video_blob_key(partition_key: str, media_id: str, suffix: str) -> str:
+    suffix = suffix.lower()
+    return f"videos/{storage_key(partition_key)}/{media_id}{suffix if _SAFE_SUFFIX.match(suffix) else '.video'}"
+
+
+def fetch_video(
+    partition_key: str, media_id: str, source: str, url: str, youtube: YouTubeResource, blob_store: BlobStore
+) -> dict:
+    """Download (or, for local files, read) one video, probe it, and store it; return the fields to record.
+
+    Raises:
+        VideoSourceError, MediaError, OSError: the reason this video is failed.
+    """
+    with tempfile.TemporaryDirectory(prefix="download-") as tmp:
+        if source == "local":
+            path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+        else:
+            path = youtube.download(url, Path(tmp))
+        probe = probe_video(path)
+        key = video_blob_key(partition_key, media_id, path.suffix)
+        uri = blob_store.put_file(key, path)
+    return {
+        "blob_key": key,
+        "uri": uri,
+        "size_bytes": probe.size_bytes,
+        "width": probe.width,
+        "height": probe.height,
+        "fps": probe.fps,
+        "frame_count": probe.frame_count,
+        "codec": probe.codec,
+        "duration_s": probe.duration_s,
+        "sha256": probe.sha256,
+    }
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    deps=[video_registry],
+    group_name="video",
+    pool=WAREHOUSE_POOL,
+    kinds={"youtube", "duckdb"},
+    check_specs=[dg.AssetCheckSpec("downloads_succeeded", asset="raw_videos", blocking=False)],
+)
+def raw_videos(
+    context: dg.AssetExecutionContext,
+    config: RawVideosConfig,
+    youtube: YouTubeResource,
+    blob_store: BlobStore,
+    warehouse: DuckDBResource,
+) -> dg.MaterializeResult:
+    """Video files (height capped, video stream only) in the blob store, probed for duration, fps, size, codec."""
+    partition_key = context.partition_key
+    statuses = ("pending", "failed") if config.retry_failed else ("pending",)
+    with warehouse_connection(warehouse) as conn:
+        todo = conn.execute(
+            "SELECT media_id, source, url FROM videos WHERE partition_key = ? AND status IN ? ORDER BY media_id",
+            [partition_key, list(statuses)],
+        ).fetchall()
+        stored = conn.execute(
+            "SELECT media_id, source, url, blob_key FROM videos WHERE partition_key = ? "
+            "AND status IN ('downloaded', 'framed', 'complete') ORDER BY media_id",
+            [partition_key],
+        ).fetchall()
+        # a stored video whose file went missing is fetched again
+        todo += [(m, s, u) for m, s, u, key in stored if not key or not blob_store.exists(key)]
+
+        failures: list[tuple[str, str]] = []
+        downloaded = 0
+        workers = max(1, config.max_concurrent_downloads)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+            futures = {
+                pool.submit(fetch_video, partition_key, media_id, source, url, youtube, blob_store): (media_id, url)
+                for media_id, source, url in todo
+            }
+            for future in as_completed(futures):
+                media_id, url = futures[future]
+                try:
+                    fields = future.result()
+                except Exception as error:  # one bad video never stops the partition; its reason is recorded
+                    reason = str(error) or type(error).__name__
+                    context.log.warning(f"{media_id} ({url}) failed: {reason}")
+                    set_video_status(conn, partition_key, media_id, "failed", reason)
+                    failures.append((media_id, reason))
+                    continue
+                set_video_status(conn, partition_key, media_id, "downloaded", None, **fields)
+                downloaded += 1
+        record_errors(conn, partition_key, "raw_videos", failures)
+        summary = conn.execute(
+            "SELECT count(*) FILTER (WHERE status NOT IN ('pending', 'failed')), coalesce(sum(size_bytes), 0), "
+            "coalesce(sum(duration_s) FILTER (WHERE status NOT IN ('pending', 'failed')), 0) "
+            "FROM videos WHERE partition_key = ?",
+            [partition_key],
+        ).fetchone()
+    return dg.MaterializeResult(
+        metadata={
+            "downloaded_now": downloaded,
+            "failed_now": len(failures),
+            "videos_stored": summary[0],
+            "bytes_stored": summary[1],
+            "hours_of_video": round(summary[2] / 3600, 3),
+            "failures": dg.MetadataValue.json([{"media_id": m, "reason": r} for m, r in failures]),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="downloads_succeeded",
+                passed=not failures,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"failed": len(failures), "attempted": len(todo)},
+            )
+        ],
+    )

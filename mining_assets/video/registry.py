@@ -1,0 +1,164 @@
+"""video_registry: the videos known for a keyword, from a YouTube search, explicit URLs and a local folder."""
+
+import pandas as pd
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.partitions import keyword_partitions
+from mining_assets.video.probe import file_sha256
+from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, record_errors, warehouse_connection
+from resources.youtube import VideoCandidate, VideoSourceError, YouTubeResource, media_id_for_url
+
+
+class VideoRegistryConfig(dg.Config):
+    max_results: int = 10
+    search: bool = True
+    urls: list[str] = []
+    local_dir: str | None = None
+
+
+def local_candidates(folder: str | Path) -> list[VideoCandidate]:
+    """Every visible file in a folder (not recursive), identified by its content; probing decides what is a video."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise VideoSourceError(f"local folder not found: {folder}")
+    return [
+        VideoCandidate(media_id="local-" + file_sha256(path)[:16], source="local", url=path.as_uri(), title=path.name)
+        for path in sorted(folder.iterdir())
+        if path.is_file() and not path.name.startswith(".")
+    ]
+
+
+def gather_candidates(
+    keyword: str, config: VideoRegistryConfig, youtube: YouTubeResource
+) -> tuple[list[VideoCandidate], list[tuple[str, str]]]:
+    """All candidates for a keyword (first occurrence of each media id wins) and the (item, reason) failures."""
+    found: list[VideoCandidate] = []
+    errors: list[tuple[str, str]] = []
+    if config.search:
+        try:
+            found += youtube.search(keyword, config.max_results)
+        except VideoSourceError as error:
+            errors.append(("search", f"search failed: {error}"))
+    for url in config.urls:
+        try:
+            found.append(youtube.describe(url))
+        except VideoSourceError as error:
+            # kept as a failed video, so the registry shows what was asked for and why it is missing
+            found.append(VideoCandidate(media_id_for_url(url), "web", url))
+            errors.append((url, str(error)))
+    if config.local_dir:
+        try:
+            found += local_candidates(config.local_dir)
+        except (VideoSourceError, OSError) as error:
+            errors.append((config.local_dir, str(error)))
+    unique: dict[str, VideoCandidate] = {}
+    for candidate in found:
+        unique.setdefault(candidate.media_id, candidate)
+    return list(unique.values()), errors
+
+
+UPSERT = """
+INSERT INTO videos (partition_key, keyword, media_id, source, url, title, channel, duration_s, status, error)
+SELECT partition_key, keyword, media_id, source, url, title, channel, duration_s, status, error FROM _incoming
+ON CONFLICT (partition_key, media_id) DO UPDATE SET
+    title = coalesce(excluded.title, videos.title),
+    channel = coalesce(excluded.channel, videos.channel),
+    duration_s = coalesce(excluded.duration_s, videos.duration_s),
+    updated_at = now()
+"""
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    group_name="video",
+    pool=WAREHOUSE_POOL,
+    kinds={"youtube", "duckdb"},
+    check_specs=[dg.AssetCheckSpec("sources_answered", asset="video_registry", blocking=False)],
+)
+def video_registry(
+    context: dg.AssetExecutionContext, config: VideoRegistryConfig, youtube: YouTubeResource, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    """Videos found for a keyword (YouTube search, explicit URLs, a local folder): one row each, with status."""
+    partition_key = context.partition_key
+    with warehouse_connection(warehouse) as conn:
+        keyword = keyword_text(conn, partition_key)
+    candidates, errors = gather_candidates(keyword, config, youtube)
+    failed_urls = {item for item, _ in errors}
+    rows = pd.DataFrame(
+        [
+            {
+                "partition_key": partition_key,
+                "keyword": keyword,
+                "media_id": c.media_id,
+                "source": c.source,
+                "url": c.url,
+                "title": c.title,
+                "channel": c.channel,
+                "duration_s": c.duration_s,
+                "status": "failed" if c.url in failed_urls else "pending",
+                "error": next((reason for item, reason in errors if item == c.url), None),
+            }
+            for c in candidates
+        ],
+        columns=[
+            "partition_key",
+            "keyword",
+            "media_id",
+            "source",
+            "url",
+            "title",
+            "channel",
+            "duration_s",
+            "status",
+            "error",
+        ],
+    )
+    with warehouse_connection(warehouse) as conn:
+        known = {
+            row[0]
+            for row in conn.execute("SELECT media_id FROM videos WHERE partition_key = ?", [partition_key]).fetchall()
+        }
+        conn.register("_incoming", rows)
+        conn.execute(UPSERT)
+        conn.unregister("_incoming")
+        record_errors(conn, partition_key, "video_registry", errors)
+        statuses = dict(
+            conn.execute(
+                "SELECT status, count(*) FROM videos WHERE partition_key = ? GROUP BY status", [partition_key]
+            ).fetchall()
+        )
+        total = sum(statuses.values())
+    for item, reason in errors:
+        context.log.warning(f"{item}: {reason}")
+    new = [c for c in candidates if c.media_id not in known]
+    return dg.MaterializeResult(
+        metadata={
+            "keyword": keyword,
+            "videos": total,
+            "new_videos": len(new),
+            "by_status": dg.MetadataValue.json(statuses),
+            "errors": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors]),
+            "new_preview": dg.MetadataValue.md(_preview(new)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="sources_answered",
+                passed=not errors,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"failures": len(errors)},
+            )
+        ],
+    )
+
+
+def _preview(candidates: list[VideoCandidate], limit: int = 20) -> str:
+    if not candidates:
+        return "_no new videos_"
+    lines = ["| media_id | title | url |", "|---|---|---|"]
+    for c in candidates[:limit]:
+        title = (c.title or "").replace("|", "/").replace("<", "&lt;")
+        lines.append(f"| {c.media_id} | {title[:60]} | {c.url[:80]} |")
+    return "\n".join(lines)

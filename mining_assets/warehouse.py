@@ -1,0 +1,203 @@
+"""The DuckDB warehouse: table definitions and the few write patterns every stage uses.
+
+One row per keyword, video and frame. Stages that own a partition's rows replace them in one transaction
+(delete, then insert), so re-materializing never duplicates; the video registry upserts, so known videos keep
+their status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keywords (
+    partition_key VARCHAR PRIMARY KEY,
+    keyword VARCHAR NOT NULL,
+    added_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS videos (
+    partition_key VARCHAR NOT NULL,
+    keyword VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    url VARCHAR NOT NULL,
+    title VARCHAR,
+    channel VARCHAR,
+    duration_s DOUBLE,
+    status VARCHAR NOT NULL DEFAULT 'pending',
+    error VARCHAR,
+    blob_key VARCHAR,
+    uri VARCHAR,
+    size_bytes BIGINT,
+    width INTEGER,
+    height INTEGER,
+    fps DOUBLE,
+    frame_count BIGINT,
+    codec VARCHAR,
+    sha256 VARCHAR,
+    discovered_at TIMESTAMP DEFAULT current_timestamp,
+    updated_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (partition_key, media_id)
+);
+CREATE TABLE IF NOT EXISTS video_frames (
+    partition_key VARCHAR NOT NULL,
+    keyword VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    frame_index BIGINT NOT NULL,
+    timestamp_s DOUBLE NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    blob_key VARCHAR NOT NULL,
+    uri VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS frames (
+    partition_key VARCHAR NOT NULL,
+    keyword VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    media_type VARCHAR NOT NULL,      -- 'video' (a sampled frame) or 'photo' (the photo itself)
+    frame_index BIGINT,               -- NULL for photos
+    timestamp_s DOUBLE,               -- NULL for photos
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    blob_key VARCHAR NOT NULL,
+    uri VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    source_url VARCHAR,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS ingest_errors (
+    partition_key VARCHAR NOT NULL,
+    stage VARCHAR NOT NULL,
+    item VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    recorded_at TIMESTAMP DEFAULT current_timestamp
+);
+"""
+
+# DuckDB allows a single writer: every asset that writes the warehouse runs in this concurrency pool.
+WAREHOUSE_POOL = "duckdb"
+
+VIDEO_STATUSES = ("pending", "downloaded", "framed", "complete", "failed")
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the warehouse tables that do not exist yet."""
+    conn.execute(SCHEMA)
+
+
+@contextmanager
+def connect(database: str, read_only: bool = False, attempts: int = 20) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock.
+
+    Assets get their connection from DuckDBResource; this is for the CLI and sensors, which run outside the
+    concurrency pool.
+    """
+    import duckdb
+
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            conn = duckdb.connect(database, read_only=read_only)
+            break
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        if not read_only:
+            ensure_schema(conn)
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All statements in the block commit together or not at all."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def replace_partition_rows(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    partition_key: str,
+    rows: pd.DataFrame,
+    where: str = "",
+    params: Sequence[Any] = (),
+) -> int:
+    """Replace a partition's rows of a table (optionally only those matching ``where``) in one transaction."""
+    with transaction(conn):
+        conn.execute(f"DELETE FROM {table} WHERE partition_key = ? {where}", [partition_key, *params])
+        if len(rows):
+            columns = ", ".join(rows.columns)
+            conn.register("_incoming", rows)
+            conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming")
+            conn.unregister("_incoming")
+    return len(rows)
+
+
+def record_errors(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, stage: str, errors: Sequence[tuple[str, str]]
+) -> None:
+    """Replace the (item, reason) errors a stage recorded for a partition."""
+    import pandas as pd
+
+    frame = pd.DataFrame(errors, columns=["item", "reason"]).assign(partition_key=partition_key, stage=stage)
+    replace_partition_rows(conn, "ingest_errors", partition_key, frame, "AND stage = ?", [stage])
+
+
+def keyword_text(conn: duckdb.DuckDBPyConnection, partition_key: str) -> str:
+    """The keyword text behind a partition key; a key added by hand in the UI is its own text."""
+    row = conn.execute("SELECT keyword FROM keywords WHERE partition_key = ?", [partition_key]).fetchone()
+    return row[0] if row else partition_key
+
+
+def set_video_status(
+    conn: duckdb.DuckDBPyConnection,
+    partition_key: str,
+    media_id: str,
+    status: str,
+    error: str | None = None,
+    **fields: Any,
+) -> None:
+    """Move one video to a new status, recording the error (or clearing it) and any probed fields."""
+    if status not in VIDEO_STATUSES:
+        raise ValueError(f"unknown video status {status!r}")
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    extra = f", {assignments}" if assignments else ""
+    conn.execute(
+        f"UPDATE videos SET status = ?, error = ?, updated_at = now(){extra} WHERE partition_key = ? AND media_id = ?",
+        [status, error, *fields.values(), partition_key, media_id],
+    )
+
+
+@contextmanager
+def warehouse_connection(warehouse: Any) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection from a DuckDBResource, with the data folder and the tables created if missing."""
+    from pathlib import Path
+
+    if warehouse.database != ":memory:":
+        Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
+    with warehouse.get_connection() as conn:
+        ensure_schema(conn)
+        yield conn

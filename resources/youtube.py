@@ -1,0 +1,157 @@
+"""Video search and download through yt-dlp: YouTube by default, any page yt-dlp understands by URL."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+
+# yt-dlp's wording for the usual ways a video goes missing, mapped to one short reason each.
+_FAILURE_KINDS = (
+    ("private video", "private"),
+    ("sign in to confirm your age", "age-restricted"),
+    ("not available in your country", "geo-blocked"),
+    ("geo restriction", "geo-blocked"),
+    ("has been removed", "removed"),
+    ("video unavailable", "removed or unavailable"),
+    ("http error 404", "not found (HTTP 404)"),
+    ("http error 403", "forbidden (HTTP 403)"),
+    ("http error 429", "rate limited (HTTP 429)"),
+    ("unsupported url", "not a video page"),
+    ("failed to resolve", "network unreachable"),
+    ("requested format is not available", "no downloadable video format"),
+)
+
+
+class VideoSourceError(Exception):
+    """A search or download that failed, with a short kind and yt-dlp's message."""
+
+
+def describe_failure(message: str) -> str:
+    """A recorded reason: the failure kind yt-dlp's message points to, then the message itself."""
+    text = re.sub(r"^(ERROR:\s*)+", "", str(message).strip())
+    lowered = text.lower()
+    kind = next((kind for needle, kind in _FAILURE_KINDS if needle in lowered), "download failed")
+    return f"{kind}: {text[:500]}"
+
+
+@dataclass(frozen=True)
+class VideoCandidate:
+    """A video found by a search or named by URL, before download."""
+
+    media_id: str
+    source: str
+    url: str
+    title: str | None = None
+    channel: str | None = None
+    duration_s: float | None = None
+
+
+def media_id_for_url(url: str, extractor: str | None = None, video_id: str | None = None) -> str:
+    """A stable, path-safe id: ``youtube-<id>`` for YouTube, else ``web-<hash of the URL>``."""
+    if extractor and extractor.lower().startswith("youtube") and video_id and _YOUTUBE_ID.match(video_id):
+        return f"youtube-{video_id}"
+    return "web-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+class _QuietLogger:
+    """Keeps yt-dlp off stdout; its errors reach us as exceptions."""
+
+    def debug(self, msg: str) -> None:
+        pass
+
+    info = warning = error = debug
+
+
+class YouTubeResource(dg.ConfigurableResource):
+    """Searches and downloads videos with yt-dlp.
+
+    ``search_url_template`` replaces YouTube search with a results page yt-dlp can read (``{query}`` is filled
+    in, URL-quoted), e.g. ``https://www.youtube.com/results?search_query={query}`` or a local test page.
+    """
+
+    search_url_template: str | None = None
+    max_height: int = 720
+    socket_timeout_s: float = 30.0
+    retries: int = 3
+    max_filesize_mb: int = 4096
+
+    def _options(self, **extra) -> dict:
+        return {
+            "quiet": True,
+            "no_warnings": True,
+            "noprogress": True,
+            "logger": _QuietLogger(),
+            "socket_timeout": self.socket_timeout_s,
+            "retries": self.retries,
+            **extra,
+        }
+
+    def _extract(self, target: str, download: bool = False, **options) -> dict:
+        from yt_dlp import YoutubeDL
+        from yt_dlp.utils import YoutubeDLError
+
+        try:
+            with YoutubeDL(self._options(**options)) as ydl:
+                return ydl.sanitize_info(ydl.extract_info(target, download=download))
+        except YoutubeDLError as error:
+            raise VideoSourceError(describe_failure(str(error))) from error
+
+    def search(self, query: str, max_results: int) -> list[VideoCandidate]:
+        """Up to max_results videos for a query, in the order the search returned them."""
+        if max_results <= 0:
+            return []
+        if self.search_url_template:
+            target = self.search_url_template.format(query=urllib.parse.quote_plus(query))
+        else:
+            target = f"ytsearch{max_results}:{query}"
+        info = self._extract(target, extract_flat="in_playlist", playlistend=max_results)
+        entries = info.get("entries") if info.get("_type") == "playlist" else [info]
+        return [self._candidate(entry) for entry in (entries or [])[:max_results] if entry]
+
+    def describe(self, url: str) -> VideoCandidate:
+        """Metadata for one URL without downloading it."""
+        return self._candidate(self._extract(url, noplaylist=True), fallback_url=url)
+
+    def _candidate(self, entry: dict, fallback_url: str | None = None) -> VideoCandidate:
+        # a search entry's "url" is the video itself (a watch page, or the media file of a <video> tag), while
+        # its "webpage_url" may be the results page it was found on
+        url = fallback_url or entry.get("url") or entry.get("webpage_url") or entry.get("original_url")
+        if not url:
+            raise VideoSourceError(f"search result without a URL: {entry.get('id')!r}")
+        extractor = entry.get("ie_key") or entry.get("extractor_key") or entry.get("extractor")
+        if extractor and extractor.lower().startswith("youtube") and entry.get("id"):
+            url = f"https://www.youtube.com/watch?v={entry['id']}"
+        duration = entry.get("duration")
+        return VideoCandidate(
+            media_id=media_id_for_url(url, extractor, entry.get("id")),
+            source="youtube" if extractor and extractor.lower().startswith("youtube") else "web",
+            url=url,
+            title=entry.get("title"),
+            channel=entry.get("channel") or entry.get("uploader"),
+            duration_s=float(duration) if duration else None,
+        )
+
+    def download(self, url: str, dest_dir: Path) -> Path:
+        """Download one video (video stream only, height capped at max_height) into dest_dir; return its path."""
+        cap = self.max_height
+        options = {
+            "format": f"bv*[height<=?{cap}]/b[height<=?{cap}]/wv*/w",
+            "outtmpl": str(Path(dest_dir) / "video.%(ext)s"),
+            "noplaylist": True,
+            "overwrites": True,
+            "max_filesize": self.max_filesize_mb * 1024 * 1024,
+        }
+        info = self._extract(url, download=True, **options)
+        downloads = info.get("requested_downloads") or []
+        paths = [Path(d["filepath"]) for d in downloads if d.get("filepath")]
+        paths = [p for p in paths if p.is_file()] or [p for p in Path(dest_dir).glob("video.*") if p.is_file()]
+        if not paths:
+            raise VideoSourceError("download failed: yt-dlp finished without writing a file")
+        return paths[0]

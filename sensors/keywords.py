@@ -1,0 +1,36 @@
+"""keyword_file_sensor: a keyword list file on disk becomes keyword partitions, each with a run of the video path."""
+
+import hashlib
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.jobs import video_pipeline
+from mining_assets.keywords import parse_keyword_list, register_keywords
+from mining_assets.partitions import keyword_partitions
+from mining_assets.warehouse import warehouse_connection
+from resources.settings import keywords_file
+
+
+@dg.sensor(job=video_pipeline, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def keyword_file_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
+    """Watches the keyword list file ($MINING_KEYWORDS_FILE, else ./keywords.txt): one keyword per line."""
+    path = keywords_file()
+    if not path.is_file():
+        return dg.SkipReason(f"no keyword file at {path}")
+    content = path.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()
+    if context.cursor == digest:
+        return dg.SkipReason("keyword file unchanged")
+    texts = parse_keyword_list(content.decode("utf-8", errors="replace"))
+    with warehouse_connection(warehouse) as conn:
+        pairs, rejected = register_keywords(conn, texts)
+    for text, reason in rejected:
+        context.log.warning(f"keyword file line refused {text!r}: {reason}")
+    existing = set(context.instance.get_dynamic_partitions(keyword_partitions.name))
+    new = [key for key, _ in pairs if key not in existing]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=f"keyword-{key}") for key in new],
+        dynamic_partitions_requests=[keyword_partitions.build_add_request(new)] if new else [],
+        cursor=digest,
+    )

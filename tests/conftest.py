@@ -1,0 +1,100 @@
+"""Shared offline fixtures: synthetic videos, a local HTTP server standing in for video sites, a moto S3 server,
+and a Dagster harness over a DuckDB warehouse and blob store in tmp_path."""
+
+import functools
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.video.synthetic import make_audio_only, make_video, truncate
+from resources.blob_store import LocalBlobStore
+from resources.youtube import YouTubeResource
+
+SEARCH_PAGE = """<html><head><title>Results</title></head><body>
+<video src="clip_h264.mp4"></video>
+<video src="clip_mp4v.mp4"></video>
+</body></html>"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch):
+    """Keep every test's data, keyword file and Dagster home inside its tmp_path."""
+    monkeypatch.setenv("MINING_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MINING_KEYWORDS_FILE", str(tmp_path / "keywords.txt"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("MINING_WAREHOUSE", raising=False)
+    monkeypatch.delenv("MINING_S3_BUCKET", raising=False)
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    """Good and bad media, made once per session."""
+    root = tmp_path_factory.mktemp("media")
+    make_video(root / "clip_h264.mp4", frames=90, fps=30, codec="h264", gop=30)
+    make_video(root / "clip_mp4v.mp4", frames=60, fps=30, codec="mp4v", gop=15)
+    make_audio_only(root / "audio_only.mp4")
+    truncate(make_video(root / "truncated.mp4", frames=60))
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("this is not a video\n")
+    (root / "search.html").write_text(SEARCH_PAGE)
+    (root / "empty_search.html").write_text("<html><head><title>Nothing</title></head><body></body></html>")
+    (root / "one.html").write_text(
+        '<html><head><title>A door</title></head><body><video src="clip_h264.mp4"></video></body></html>'
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def media_server(media_dir) -> str:
+    """Base URL of an HTTP server on loopback serving media_dir (missing paths answer 404)."""
+    handler = functools.partial(_QuietHandler, directory=str(media_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3 HTTP endpoint on loopback (moto server)."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def resources(tmp_path, media_server) -> dict:
+    return {
+        "blob_store": LocalBlobStore(root=str(tmp_path / "data" / "blobs")),
+        "warehouse": DuckDBResource(database=str(tmp_path / "data" / "warehouse.duckdb")),
+        "youtube": YouTubeResource(search_url_template=media_server + "/search.html?q={query}", retries=0),
+    }
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
