@@ -5,7 +5,6 @@ from dagster_duckdb import DuckDBResource
 
 from mining_assets.frames import frames
 from mining_assets.keywords import add_keyword_partitions, register_keywords
-from mining_assets.partitions import keyword_partitions
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
@@ -14,7 +13,6 @@ from mining_assets.warehouse import WAREHOUSE_POOL, warehouse_connection
 video_pipeline = dg.define_asset_job(
     "video_pipeline",
     selection=dg.AssetSelection.assets(video_registry, raw_videos, video_frames, frames),
-    partitions_def=keyword_partitions,
     description="Search, download and sample the videos of one keyword, up to the frames catalog.",
 )
 

@@ -141,7 +141,7 @@ class S3BlobStore(BlobStore):
 
     bucket: str
     prefix: str = "mining"
-    s3: dg.ResourceDependency[S3Resource]
+    s3: S3Resource
 
     _client = PrivateAttr(default=None)
 

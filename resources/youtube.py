@@ -16,7 +16,7 @@ _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 _FAILURE_KINDS = (
     ("private video", "private"),
     ("sign in to confirm your age", "age-restricted"),
-    ("not available in your country", "geo-blocked"),
+    ("available in your country", "geo-blocked"),
     ("geo restriction", "geo-blocked"),
     ("has been removed", "removed"),
     ("video unavailable", "removed or unavailable"),

@@ -154,3 +154,24 @@ def test_hostile_keywords_stay_inside_the_store(instance, resources, tmp_path, k
     stored = [p for p in written if root in p.resolve().parents]
     assert stored and all(p.resolve().is_relative_to(root) for p in stored)
     assert not [p for p in written if "local" not in p.parts and p not in stored]
+
+
+def test_video_path_on_s3(instance, resources, s3_endpoint):
+    import boto3
+    from dagster_aws.s3 import S3Resource
+
+    from resources.blob_store import S3BlobStore
+
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+    boto3.client("s3", endpoint_url=s3_endpoint, **credentials).create_bucket(Bucket="mining-e2e")
+    resources["blob_store"] = S3BlobStore(
+        bucket="mining-e2e", prefix="data", s3=S3Resource(endpoint_url=s3_endpoint, **credentials)
+    )
+    key = add_keyword(instance, resources, "glass door")
+    materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
+    uris = [r[0] for r in query(resources, "SELECT uri FROM frames ORDER BY uri")]
+    assert len(uris) == 3 + 4 and all(u.startswith("s3://mining-e2e/data/frames/glass-door/") for u in uris)
+    video_uris = [r[0] for r in query(resources, "SELECT uri FROM videos")]
+    assert all(u.startswith("s3://mining-e2e/data/videos/glass-door/") for u in video_uris)
+    objects = boto3.client("s3", endpoint_url=s3_endpoint, **credentials).list_objects_v2(Bucket="mining-e2e")
+    assert objects["KeyCount"] == 2 + 7

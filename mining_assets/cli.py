@@ -1,0 +1,275 @@
+"""The ``mining`` command line: start the local UI, add keywords, and inspect or export the video registry."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import dagster as dg
+
+from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.partitions import keyword_partitions, keyword_slug
+from mining_assets.warehouse import VIDEO_STATUSES, connect
+from resources import settings
+
+if TYPE_CHECKING:
+    import duckdb
+
+DEFAULT_INSTANCE_YAML = """\
+# Written by `mining`: the embedded SQLite instance. See deploy/dagster.production.yaml for Postgres and S3.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+"""
+EXPORT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet"}
+COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "json": "FORMAT json", "parquet": "FORMAT parquet"}
+CELL_WIDTH = 40
+LIST_COLUMNS = ("media_id", "status", "source", "title", "url", "error")
+KNOWN_KEY_SQL = "SELECT 1 FROM keywords WHERE partition_key = ? UNION ALL SELECT 1 FROM videos WHERE partition_key = ?"
+
+
+def ensure_dagster_home() -> Path:
+    """Point DAGSTER_HOME at ``settings.dagster_home()``, creating it (with a default dagster.yaml) if missing.
+
+    Returns:
+        The absolute Dagster home, also set in ``os.environ["DAGSTER_HOME"]`` for this process and its children.
+    """
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DEFAULT_INSTANCE_YAML, encoding="utf-8")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def dagster_executable() -> str:
+    """The ``dagster`` executable: the one beside this Python interpreter, else the first on PATH.
+
+    Raises:
+        click.ClickException: neither exists.
+    """
+    beside = Path(sys.executable).parent / "dagster"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("dagster")
+    if found is None:
+        raise click.ClickException("no dagster executable beside the Python interpreter or on PATH")
+    return found
+
+
+def dev_command(host: str, port: int) -> list[str]:
+    """Prepare the Dagster home and data directory, and build the ``dagster dev`` command line.
+
+    Args:
+        host: Interface the webserver listens on.
+        port: Port the webserver listens on.
+
+    Returns:
+        The argv to exec; DAGSTER_HOME is set in ``os.environ``, which the exec inherits.
+    """
+    ensure_dagster_home()
+    settings.data_dir().mkdir(parents=True, exist_ok=True)
+    return [dagster_executable(), "dev", "-m", "mining_assets.definitions", "-h", host, "-p", str(port)]
+
+
+def _cell(value: Any, width: int | None = CELL_WIDTH) -> str:
+    """Printable text for a value: control and format characters become spaces, long text is cut to width."""
+    text = "" if value is None else str(value)
+    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as aligned columns; columns holding only integers are right-aligned."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(headers))]
+    widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
+    align = [(str.rjust if right else str.ljust, width) for right, width in zip(numeric, widths, strict=True)]
+    lines = [
+        "  ".join(pad(text, width) for text, (pad, width) in zip(row, align, strict=True)) for row in [headers, *cells]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@contextmanager
+def _read_warehouse() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the warehouse; never creates it.
+
+    Raises:
+        click.ClickException: the warehouse does not exist yet, lacks a table, or cannot be read.
+    """
+    import duckdb
+
+    path = settings.warehouse_path()
+    if not Path(path).is_file():
+        raise click.ClickException(f"no warehouse yet at {path}: add a keyword and materialize video_registry")
+    try:
+        with connect(path, read_only=True) as conn:
+            yield conn
+    except duckdb.CatalogException as error:
+        raise click.ClickException(
+            f"warehouse at {path} is incomplete ({error}): materialize video_registry"
+        ) from error
+    except duckdb.IOException as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _partition_key(conn: duckdb.DuckDBPyConnection, value: str | None) -> str | None:
+    """The partition key for ``--keyword``: the value itself if it is a known key, else the slug of its text."""
+    if value is None or conn.execute(KNOWN_KEY_SQL, [value, value]).fetchone():
+        return value
+    try:
+        return keyword_slug(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--keyword") from error
+
+
+def _where(clauses: dict[str, str | None]) -> tuple[str, list[str]]:
+    """A WHERE clause matching each column to its value (None values are skipped), and its parameters."""
+    used = {column: value for column, value in clauses.items() if value is not None}
+    if not used:
+        return "", []
+    return "WHERE " + " AND ".join(f"{column} = ?" for column in used), list(used.values())
+
+
+keyword_option = click.option("--keyword", help="Keyword text or partition key.")
+
+
+@click.group()
+def main() -> None:
+    """Mine visual datasets: run the local Dagster UI, add keywords, inspect the video registry."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface for the webserver.")
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Webserver port.")
+def dev(host: str, port: int) -> None:
+    """Start `dagster dev` on the embedded instance (this process is replaced)."""
+    argv = dev_command(host, port)
+    click.echo(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}\n$ {shlex.join(argv)}", err=True)
+    os.execvp(argv[0], argv)
+
+
+@main.group()
+def keywords() -> None:
+    """Keyword partitions."""
+
+
+@keywords.command("add")
+@click.argument("texts", nargs=-1, required=True)
+def keywords_add(texts: tuple[str, ...]) -> None:
+    """Add a keyword partition for each TEXT, keeping its exact text in the warehouse."""
+    path = Path(settings.warehouse_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with connect(str(path)) as conn:
+        pairs, rejected = register_keywords(conn, texts)
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        new = set(add_keyword_partitions(instance, [key for key, _ in pairs]))
+    for key, keyword in pairs:
+        click.echo(f"{'added' if key in new else 'known'} {key}  {_cell(keyword, None)}")
+    for text, reason in rejected:
+        click.echo(f"refused {text!r}: {reason}", err=True)
+    if rejected and not pairs:
+        raise click.exceptions.Exit(1)
+
+
+@keywords.command("list")
+def keywords_list() -> None:
+    """Keyword partitions and their text, tab-separated."""
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        keys = instance.get_dynamic_partitions(keyword_partitions.name)
+    texts: dict[str, str] = {}
+    path = settings.warehouse_path()
+    if keys and Path(path).is_file():
+        with connect(path, read_only=True) as conn:
+            texts = dict(conn.execute("SELECT partition_key, keyword FROM keywords").fetchall())
+    if not keys:
+        click.echo("no keyword partitions yet", err=True)
+    for key in keys:
+        click.echo(f"{key}\t{_cell(texts.get(key, key), None)}")
+
+
+@main.group()
+def registry() -> None:
+    """The video registry in the warehouse."""
+
+
+@registry.command("status")
+@keyword_option
+def registry_status(keyword: str | None) -> None:
+    """Videos per partition and status, and frames per partition."""
+    with _read_warehouse() as conn:
+        where, params = _where({"partition_key": _partition_key(conn, keyword)})
+        counts = conn.execute(
+            f"SELECT partition_key, status, count(*) FROM videos {where} GROUP BY ALL", params
+        ).fetchall()
+        frames = dict(
+            conn.execute(f"SELECT partition_key, count(*) FROM frames {where} GROUP BY ALL", params).fetchall()
+        )
+    statuses = [*VIDEO_STATUSES, *sorted({status for _, status, _ in counts} - set(VIDEO_STATUSES))]
+    table = {key: dict.fromkeys(statuses, 0) for key in sorted({key for key, _, _ in counts} | set(frames))}
+    for key, status, count in counts:
+        table[key][status] = count
+    if not table:
+        click.echo("no videos yet")
+        return
+    rows = [[key, *by_status.values(), sum(by_status.values()), frames.get(key, 0)] for key, by_status in table.items()]
+    click.echo(_table(["partition", *statuses, "total", "frames"], rows))
+
+
+@registry.command("list")
+@keyword_option
+@click.option("--status", type=click.Choice(VIDEO_STATUSES), help="Only videos in this status.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most rows to show.")
+def registry_list(keyword: str | None, status: str | None, limit: int) -> None:
+    """Videos ordered by partition and media id, long cells cut short."""
+    with _read_warehouse() as conn:
+        key = _partition_key(conn, keyword)
+        where, params = _where({"partition_key": key, "status": status})
+        columns = list(LIST_COLUMNS) if key else ["partition_key", *LIST_COLUMNS]
+        total = conn.execute(f"SELECT count(*) FROM videos {where}", params).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT {', '.join(columns)} FROM videos {where} ORDER BY partition_key, media_id LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+    if not rows:
+        click.echo("no matching videos")
+        return
+    click.echo(_table(columns, rows))
+    if total > len(rows):
+        click.echo(f"({len(rows)} of {total} shown; raise --limit for more)", err=True)
+
+
+@registry.command("export")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@click.option("--format", "fmt", type=click.Choice(sorted(COPY_OPTIONS)), help="Default: from the output suffix.")
+@keyword_option
+def registry_export(output: Path, fmt: str | None, keyword: str | None) -> None:
+    """Write the video rows (all columns) to a CSV, JSON (one object per line) or Parquet file."""
+    fmt = fmt or EXPORT_FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise click.UsageError(f"cannot tell the format of {output.name!r}: pass --format csv, json or parquet")
+    output = output.resolve()
+    with _read_warehouse() as conn:
+        where, params = _where({"partition_key": _partition_key(conn, keyword)})
+        output.parent.mkdir(parents=True, exist_ok=True)
+        # COPY ... TO ? is a parser error before DuckDB 1.4 and unreliable after, so the path is a quoted literal.
+        target = str(output).replace("'", "''")
+        select = f"SELECT * FROM videos {where} ORDER BY partition_key, media_id"
+        row = conn.execute(f"COPY ({select}) TO '{target}' ({COPY_OPTIONS[fmt]})", params).fetchone()
+    click.echo(f"wrote {row[0] if row else 0} rows to {output} ({fmt})")

@@ -1,0 +1,69 @@
+import pytest
+
+from resources.youtube import VideoSourceError, YouTubeResource, describe_failure, media_id_for_url
+
+
+@pytest.fixture
+def youtube(media_server):
+    return YouTubeResource(search_url_template=media_server + "/search.html?q={query}", retries=0)
+
+
+def test_search_finds_each_video_on_the_results_page(youtube, media_server):
+    found = youtube.search('glass "door" <b>', max_results=5)
+    assert [c.url for c in found] == [f"{media_server}/clip_h264.mp4", f"{media_server}/clip_mp4v.mp4"]
+    assert len({c.media_id for c in found}) == 2
+    assert youtube.search("door", max_results=1)[0].url.endswith("clip_h264.mp4")
+    assert youtube.search("door", max_results=0) == []
+
+
+def test_search_with_no_results(media_server):
+    empty = YouTubeResource(search_url_template=media_server + "/empty_search.html?q={query}", retries=0)
+    with pytest.raises(VideoSourceError, match="not a video page"):
+        empty.search("door", 3)
+
+
+def test_failed_search_names_the_cause(media_server):
+    broken = YouTubeResource(search_url_template=media_server + "/gone?q={query}", retries=0)
+    with pytest.raises(VideoSourceError, match=r"not found \(HTTP 404\)"):
+        broken.search("door", 3)
+
+
+def test_describe_keeps_the_page_url(youtube, media_server):
+    candidate = youtube.describe(media_server + "/one.html")
+    assert candidate.url == media_server + "/one.html" and candidate.title.startswith("A door")
+
+
+@pytest.mark.parametrize("page", ["clip_mp4v.mp4", "one.html"])
+def test_download_direct_file_and_video_tag(youtube, media_server, media_dir, tmp_path, page):
+    path = youtube.download(f"{media_server}/{page}", tmp_path)
+    assert path.parent == tmp_path and path.stat().st_size > 0
+    source = "clip_mp4v.mp4" if page.endswith(".mp4") else "clip_h264.mp4"
+    assert path.read_bytes() == (media_dir / source).read_bytes()
+
+
+def test_download_404(youtube, media_server, tmp_path):
+    with pytest.raises(VideoSourceError, match=r"not found \(HTTP 404\)"):
+        youtube.download(media_server + "/removed.mp4", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader", "removed"),
+        ("ERROR: [youtube] abc: Private video. Sign in if you've been granted access", "private"),
+        ("ERROR: [youtube] abc: The uploader has not made this video available in your country", "geo-blocked"),
+        ("ERROR: [youtube] abc: Video unavailable", "removed or unavailable"),
+        ("ERROR: something new", "download failed"),
+    ],
+)
+def test_failure_reasons(message, kind):
+    assert describe_failure(message).startswith(kind + ": ")
+    assert "ERROR:" not in describe_failure(message)
+
+
+def test_media_ids_are_safe_and_stable():
+    assert media_id_for_url("https://www.youtube.com/watch?v=dQw4w9WgXcQ", "Youtube", "dQw4w9WgXcQ") == (
+        "youtube-dQw4w9WgXcQ"
+    )
+    weird = media_id_for_url("https://x/../../etc?<b>", "Youtube", "../../etc")
+    assert weird.startswith("web-") and weird == media_id_for_url("https://x/../../etc?<b>")

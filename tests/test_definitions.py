@@ -1,0 +1,55 @@
+import dagster as dg
+
+from mining_assets.definitions import blob_store_resource, defs
+from mining_assets.partitions import keyword_partitions
+from resources.blob_store import LocalBlobStore, S3BlobStore
+
+EXPECTED_EDGES = {
+    "video_registry": set(),
+    "raw_videos": {"video_registry"},
+    "video_frames": {"raw_videos"},
+    "frames": {"video_frames"},
+}
+
+
+def test_definitions_load_and_validate():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_graph_has_the_video_path():
+    graph = defs.resolve_asset_graph()
+    edges = {
+        key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    assert edges == EXPECTED_EDGES
+
+
+def test_every_per_keyword_asset_shares_the_keyword_partitions():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).partitions_def == keyword_partitions, key
+
+
+def test_warehouse_writers_are_in_the_duckdb_pool():
+    for assets_def in defs.assets:
+        assert assets_def.op.pool == "duckdb", assets_def.key
+
+
+def test_jobs_sensors_and_resources_are_registered():
+    assert {job.name for job in defs.jobs} == {"video_pipeline", "add_keywords"}
+    assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor"]
+    assert set(defs.resources) == {"blob_store", "warehouse", "youtube"}
+
+
+def test_every_asset_explains_itself():
+    for assets_def in defs.assets:
+        for spec in assets_def.specs:
+            assert spec.description and len(spec.description) > 20, spec.key
+
+
+def test_blob_store_follows_the_environment(monkeypatch):
+    assert isinstance(blob_store_resource(), LocalBlobStore)
+    monkeypatch.setenv("MINING_S3_BUCKET", "datasets")
+    store = blob_store_resource()
+    assert isinstance(store, S3BlobStore)

@@ -1,0 +1,57 @@
+import pytest
+
+from mining_assets.partitions import is_slug, keyword_slug, normalize_keyword, storage_key
+
+HOSTILE = [
+    "../../etc/passwd",
+    "..",
+    'he said "door" \'open\'',
+    "<script>alert(1)</script>",
+    "<b>glass</b> door",
+    "🚪🚪",
+    "door 🚪",
+    "x" * 200,
+    "glass/door\\window",
+    "Glass Door",
+    "glass-door",
+    "glass  door ",
+    "café",
+    "ドア",
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "slug"),
+    [("glass door", "glass-door"), ("robot arm 2", "robot-arm-2"), ("door", "door")],
+)
+def test_plain_keywords_get_readable_slugs(text, slug):
+    assert keyword_slug(text) == slug
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_keywords_become_safe_slugs(text):
+    slug = keyword_slug(text)
+    assert is_slug(slug)
+    assert len(slug) <= 61
+    assert "/" not in slug and ".." not in slug and "<" not in slug and '"' not in slug
+    assert storage_key(slug) == slug
+
+
+def test_distinct_keywords_never_share_a_key():
+    texts = ["glass door", "Glass Door", "glass-door", "glass_door", "glass door!", "glass  door"]
+    slugs = {normalize_keyword(t): keyword_slug(t) for t in texts}
+    # "glass door" and "glass  door" are the same keyword once white space is folded
+    assert len(set(slugs.values())) == len(slugs) == 5
+    long_a, long_b = "a " * 99 + "x", "a " * 99 + "y"
+    assert keyword_slug(long_a) != keyword_slug(long_b)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "a\x00b", "tab\x07", "x" * 501])
+def test_unusable_keywords_are_refused(text):
+    with pytest.raises(ValueError):
+        keyword_slug(text)
+
+
+@pytest.mark.parametrize("key", ["glass door", "../x", "<b>", "Glass-Door"])
+def test_free_text_partition_keys_are_slugged_for_storage(key):
+    assert is_slug(storage_key(key)) and storage_key(key) != key
