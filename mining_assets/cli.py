@@ -30,6 +30,8 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1
+  runs:
+    max_concurrent_runs: 4
 """
 EXPORT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet"}
 COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "json": "FORMAT json", "parquet": "FORMAT parquet"}

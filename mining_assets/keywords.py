@@ -19,7 +19,8 @@ def register_keywords(
 
     Returns:
         (partition_key, keyword) pairs, deduplicated, and (text, reason) for each keyword refused: empty, too
-        long, control characters, or a key that already belongs to a different text.
+        long, control characters (the text as given), or a key that already belongs to a different text (the
+        normalized text).
     """
     pairs: dict[str, str] = {}
     rejected: list[tuple[str, str]] = []

@@ -142,7 +142,8 @@ class YouTubeResource(dg.ConfigurableResource):
         """Download one video (video stream only, height capped at max_height) into dest_dir; return its path."""
         cap = self.max_height
         options = {
-            "format": f"bv*[height<=?{cap}]/b[height<=?{cap}]/wv*/w",
+            # H.264 first: it decodes fastest; audio is never needed for frames, so no merge (and no ffmpeg)
+            "format": f"bv*[height<=?{cap}][vcodec^=avc1]/bv*[height<=?{cap}]/b[height<=?{cap}]/wv*/w",
             "outtmpl": str(Path(dest_dir) / "video.%(ext)s"),
             "noplaylist": True,
             "overwrites": True,

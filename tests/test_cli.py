@@ -281,7 +281,10 @@ def test_dev_command_prepares_home_and_builds_argv(tmp_path):
     assert os.environ["DAGSTER_HOME"] == str(home)
     assert (tmp_path / "data").is_dir()
     config = yaml.safe_load((home / "dagster.yaml").read_text())
-    assert config == {"telemetry": {"enabled": False}, "concurrency": {"pools": {"default_limit": 1}}}
+    assert config == {
+        "telemetry": {"enabled": False},
+        "concurrency": {"pools": {"default_limit": 1}, "runs": {"max_concurrent_runs": 4}},
+    }
     with dg.DagsterInstance.get() as instance:
         assert instance.root_directory == str(home)
 
