@@ -5,7 +5,7 @@ from mining_assets.partitions import is_slug, keyword_slug, normalize_keyword, s
 HOSTILE = [
     "../../etc/passwd",
     "..",
-    'he said "door" \'open\'',
+    "he said \"door\" 'open'",
     "<script>alert(1)</script>",
     "<b>glass</b> door",
     "🚪🚪",

@@ -61,7 +61,7 @@ def test_search_download_sample_and_catalog(instance, resources, media_server):
     # 90 frames -> 0, 30, 60; 60 frames -> 0, 30
     assert sorted(r[1] for r in rows) == [0, 0, 30, 30, 60]
     store = resources["blob_store"]
-    for media_id, index, timestamp, blob_key, source_url, media_type in rows:
+    for _, index, timestamp, blob_key, source_url, media_type in rows:
         image = Image.open(io.BytesIO(store.get_bytes(blob_key)))
         assert read_frame_index(np.asarray(image.convert("RGB"))) == index
         assert timestamp == pytest.approx(index / 30, abs=1e-3)

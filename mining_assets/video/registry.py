@@ -1,9 +1,9 @@
 """video_registry: the videos known for a keyword, from a YouTube search, explicit URLs and a local folder."""
 
-import pandas as pd
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions

@@ -22,12 +22,14 @@ def test_keyword_file_adds_partitions_and_requests_runs(tmp_path, instance):
 
     # an unchanged file is skipped; a new line adds just that keyword
     instance.add_dynamic_partitions("keyword", added)
-    unchanged = keyword_file_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
-                                                            resources={"warehouse": warehouse}))
+    unchanged = keyword_file_sensor(
+        dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"warehouse": warehouse})
+    )
     assert isinstance(unchanged, dg.SkipReason)
     keywords.write_text(keywords.read_text() + "window\n")
-    later = keyword_file_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
-                                                        resources={"warehouse": warehouse}))
+    later = keyword_file_sensor(
+        dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"warehouse": warehouse})
+    )
     assert later.dynamic_partitions_requests[0].partition_keys == ["window"]
     assert [r.partition_key for r in later.run_requests] == ["window"]
 
