@@ -60,6 +60,10 @@ def gather_candidates(
     return list(unique.values()), errors
 
 
+REGISTRY_COLUMNS = [
+    "partition_key", "keyword", "media_id", "source", "url", "title", "channel", "duration_s", "status", "error",
+]  # fmt: skip
+
 UPSERT = """
 INSERT INTO videos (partition_key, keyword, media_id, source, url, title, channel, duration_s, status, error)
 SELECT partition_key, keyword, media_id, source, url, title, channel, duration_s, status, error FROM _incoming
@@ -86,35 +90,14 @@ def video_registry(
     with warehouse_connection(warehouse) as conn:
         keyword = keyword_text(conn, partition_key)
     candidates, errors = gather_candidates(keyword, config, youtube)
-    failed_urls = {item for item, _ in errors}
+    reasons = dict(errors)
     rows = pd.DataFrame(
         [
-            {
-                "partition_key": partition_key,
-                "keyword": keyword,
-                "media_id": c.media_id,
-                "source": c.source,
-                "url": c.url,
-                "title": c.title,
-                "channel": c.channel,
-                "duration_s": c.duration_s,
-                "status": "failed" if c.url in failed_urls else "pending",
-                "error": next((reason for item, reason in errors if item == c.url), None),
-            }
+            (partition_key, keyword, c.media_id, c.source, c.url, c.title, c.channel, c.duration_s)
+            + (("failed", reasons[c.url]) if c.url in reasons else ("pending", None))
             for c in candidates
         ],
-        columns=[
-            "partition_key",
-            "keyword",
-            "media_id",
-            "source",
-            "url",
-            "title",
-            "channel",
-            "duration_s",
-            "status",
-            "error",
-        ],
+        columns=REGISTRY_COLUMNS,
     )
     with warehouse_connection(warehouse) as conn:
         known = {
