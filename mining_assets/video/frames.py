@@ -33,7 +33,7 @@ class FrameSamplingConfig(dg.Config):
     strategy: Literal["interval", "time", "keyframes"] = "time"
     every_n_frames: int = 30
     every_s: float = 1.0
-    max_frames_per_video: int = 300
+    max_frames_per_video: int = 300  # 0: no cap
     jpeg_quality: int = 90
 
 
