@@ -175,3 +175,11 @@ def test_video_path_on_s3(instance, resources, s3_endpoint):
     assert all(u.startswith("s3://mining-e2e/data/videos/glass-door/") for u in video_uris)
     objects = boto3.client("s3", endpoint_url=s3_endpoint, **credentials).list_objects_v2(Bucket="mining-e2e")
     assert objects["KeyCount"] == 2 + 7
+
+
+def test_partition_added_by_hand_in_the_ui_uses_its_key_as_keyword(instance, resources):
+    instance.add_dynamic_partitions("keyword", ["Glass Door!"])
+    materialize(instance, resources, "Glass Door!", {"video_frames": {"config": {"strategy": "keyframes"}}})
+    assert query(resources, "SELECT DISTINCT keyword FROM videos") == [("Glass Door!",)]
+    keys = resources["blob_store"].list_keys("frames")
+    assert keys and all(k.startswith("frames/glass-door_") for k in keys)
