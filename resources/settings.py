@@ -22,8 +22,8 @@ def blob_root() -> str:
 
 
 def keywords_file() -> Path:
-    """The keyword list the keyword sensor watches: $MINING_KEYWORDS_FILE, else ./keywords.txt."""
-    return Path(os.environ.get("MINING_KEYWORDS_FILE") or "keywords.txt").resolve()
+    """The keyword list the keyword sensor watches: $MINING_WATCHLIST, else ./keywords.txt."""
+    return Path(os.environ.get("MINING_WATCHLIST") or "keywords.txt").resolve()
 
 
 def dagster_home() -> Path:

@@ -14,7 +14,7 @@ from resources.settings import keywords_file
 
 @dg.sensor(job=video_pipeline, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def keyword_file_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
-    """Watches the keyword list file ($MINING_KEYWORDS_FILE, else ./keywords.txt): one keyword per line."""
+    """Watches the keyword list file ($MINING_WATCHLIST, else ./keywords.txt): one keyword per line."""
     path = keywords_file()
     if not path.is_file():
         return dg.SkipReason(f"no keyword file at {path}")

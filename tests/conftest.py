@@ -30,7 +30,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def _isolated_env(tmp_path, monkeypatch):
     """Keep every test's data, keyword file and Dagster home inside its tmp_path."""
     monkeypatch.setenv("MINING_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MINING_KEYWORDS_FILE", str(tmp_path / "keywords.txt"))
+    monkeypatch.setenv("MINING_WATCHLIST", str(tmp_path / "keywords.txt"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("MINING_WAREHOUSE", raising=False)
     monkeypatch.delenv("MINING_S3_BUCKET", raising=False)
