@@ -96,6 +96,20 @@ def test_rerun_replaces_rows_and_files(instance, resources, tmp_path):
     assert keys == rows and len(rows) == 3 + 4  # h264 gop 30 over 90 frames; mp4v gop 15 over 60 frames
 
 
+def test_a_video_found_by_two_keywords_is_downloaded_once(instance, resources):
+    first = add_keyword(instance, resources, "glass door")
+    second = add_keyword(instance, resources, "sliding door")
+    materialize(instance, resources, first, selection=[video_registry, raw_videos])
+    result = materialize(instance, resources, second, selection=[video_registry, raw_videos])
+    metadata = result.asset_materializations_for_node("raw_videos")[0].metadata
+    assert metadata["reused_from_other_keywords"].value == 2 and metadata["downloaded_now"].value == 0
+    assert len(resources["blob_store"].list_keys("videos")) == 2
+    rows = query(
+        resources, "SELECT partition_key, status, blob_key, codec FROM videos ORDER BY blob_key, partition_key"
+    )
+    assert [r[1] for r in rows] == ["downloaded"] * 4 and rows[0][2:] == rows[1][2:]
+
+
 def test_known_videos_keep_their_status(instance, resources):
     key = add_keyword(instance, resources, "glass door")
     materialize(instance, resources, key)
@@ -172,7 +186,7 @@ def test_video_path_on_s3(instance, resources, s3_endpoint):
     uris = [r[0] for r in query(resources, "SELECT uri FROM frames ORDER BY uri")]
     assert len(uris) == 3 + 4 and all(u.startswith("s3://mining-e2e/data/frames/glass-door/") for u in uris)
     video_uris = [r[0] for r in query(resources, "SELECT uri FROM videos")]
-    assert all(u.startswith("s3://mining-e2e/data/videos/glass-door/") for u in video_uris)
+    assert all(u.startswith("s3://mining-e2e/data/videos/web-") for u in video_uris)
     objects = boto3.client("s3", endpoint_url=s3_endpoint, **credentials).list_objects_v2(Bucket="mining-e2e")
     assert objects["KeyCount"] == 2 + 7
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from mining_assets.partitions import keyword_partitions, storage_key
+from mining_assets.partitions import keyword_partitions
 from mining_assets.video.probe import probe_video
 from mining_assets.video.registry import video_registry
 from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, set_video_status, warehouse_connection
@@ -25,14 +25,40 @@ class RawVideosConfig(dg.Config):
     retry_failed: bool = True
 
 
-def video_blob_key(partition_key: str, media_id: str, suffix: str) -> str:
+PROBED_FIELDS = (
+    "blob_key",
+    "uri",
+    "size_bytes",
+    "width",
+    "height",
+    "fps",
+    "frame_count",
+    "codec",
+    "duration_s",
+    "sha256",
+)
+
+
+def video_blob_key(media_id: str, suffix: str) -> str:
+    """Videos are stored once per media id, so a video that several keywords find is downloaded once."""
     suffix = suffix.lower()
-    return f"videos/{storage_key(partition_key)}/{media_id}{suffix if _SAFE_SUFFIX.match(suffix) else '.video'}"
+    return f"videos/{media_id}{suffix if _SAFE_SUFFIX.match(suffix) else '.video'}"
 
 
-def fetch_video(
-    partition_key: str, media_id: str, source: str, url: str, youtube: YouTubeResource, blob_store: BlobStore
-) -> dict:
+def stored_copy(conn, media_id: str, blob_store: BlobStore) -> dict | None:
+    """The probed fields of this video as another keyword already stored it, if its file is still there."""
+    columns = ", ".join(PROBED_FIELDS)
+    row = conn.execute(
+        f"SELECT {columns} FROM videos WHERE media_id = ? AND blob_key IS NOT NULL "
+        "AND status IN ('downloaded', 'framed', 'complete') LIMIT 1",
+        [media_id],
+    ).fetchone()
+    if row is None or not blob_store.exists(row[0]):
+        return None
+    return dict(zip(PROBED_FIELDS, row, strict=True))
+
+
+def fetch_video(media_id: str, source: str, url: str, youtube: YouTubeResource, blob_store: BlobStore) -> dict:
     """Download (or, for local files, read) one video, probe it, and store it; return the fields to record.
 
     Raises:
@@ -44,7 +70,7 @@ def fetch_video(
         else:
             path = youtube.download(url, Path(tmp))
         probe = probe_video(path)
-        key = video_blob_key(partition_key, media_id, path.suffix)
+        key = video_blob_key(media_id, path.suffix)
         uri = blob_store.put_file(key, path)
     return {
         "blob_key": key,
@@ -90,14 +116,24 @@ def raw_videos(
         ).fetchall()
         # a stored video whose file went missing is fetched again
         todo += [(m, s, u) for m, s, u, key in stored if not key or not blob_store.exists(key)]
+        # a video another keyword already stored is reused, not downloaded again
+        reused = 0
+        to_fetch = []
+        for media_id, source, url in todo:
+            copy = stored_copy(conn, media_id, blob_store)
+            if copy is None:
+                to_fetch.append((media_id, source, url))
+            else:
+                set_video_status(conn, partition_key, media_id, "downloaded", None, **copy)
+                reused += 1
 
         failures: list[tuple[str, str]] = []
         downloaded = 0
         workers = max(1, config.max_concurrent_downloads)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
             futures = {
-                pool.submit(fetch_video, partition_key, media_id, source, url, youtube, blob_store): (media_id, url)
-                for media_id, source, url in todo
+                pool.submit(fetch_video, media_id, source, url, youtube, blob_store): (media_id, url)
+                for media_id, source, url in to_fetch
             }
             for future in as_completed(futures):
                 media_id, url = futures[future]
@@ -121,6 +157,7 @@ def raw_videos(
     return dg.MaterializeResult(
         metadata={
             "downloaded_now": downloaded,
+            "reused_from_other_keywords": reused,
             "failed_now": len(failures),
             "videos_stored": summary[0],
             "bytes_stored": summary[1],
