@@ -197,3 +197,23 @@ def test_partition_added_by_hand_in_the_ui_uses_its_key_as_keyword(instance, res
     assert query(resources, "SELECT DISTINCT keyword FROM videos") == [("Glass Door!",)]
     keys = resources["blob_store"].list_keys("frames")
     assert keys and all(k.startswith("frames/glass-door_") for k in keys)
+
+
+class _ReaderDuringDownload(YouTubeResource):
+    """Opens the warehouse read-only in the middle of each download, as `mining registry status` would."""
+
+    database: str
+
+    def download(self, url, dest_dir):
+        with duckdb.connect(self.database, read_only=True) as conn:
+            conn.execute("SELECT count(*) FROM videos").fetchone()
+        return super().download(url, dest_dir)
+
+
+def test_warehouse_is_readable_while_videos_download(instance, resources, media_server):
+    resources["youtube"] = _ReaderDuringDownload(
+        search_url_template=media_server + "/search.html?q={query}", retries=0, database=resources["warehouse"].database
+    )
+    key = add_keyword(instance, resources, "glass door")
+    materialize(instance, resources, key, selection=[video_registry, raw_videos])
+    assert [r[0] for r in query(resources, "SELECT status FROM videos")] == ["downloaded", "downloaded"]

@@ -127,26 +127,31 @@ def raw_videos(
                 set_video_status(conn, partition_key, media_id, "downloaded", None, **copy)
                 reused += 1
 
-        failures: list[tuple[str, str]] = []
-        downloaded = 0
-        workers = max(1, config.max_concurrent_downloads)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
-            futures = {
-                pool.submit(fetch_video, media_id, source, url, youtube, blob_store): (media_id, url)
-                for media_id, source, url in to_fetch
-            }
-            for future in as_completed(futures):
-                media_id, url = futures[future]
-                try:
-                    fields = future.result()
-                except Exception as error:  # one bad video never stops the partition; its reason is recorded
-                    reason = str(error) or type(error).__name__
-                    context.log.warning(f"{media_id} ({url}) failed: {reason}")
-                    set_video_status(conn, partition_key, media_id, "failed", reason)
-                    failures.append((media_id, reason))
-                    continue
-                set_video_status(conn, partition_key, media_id, "downloaded", None, **fields)
+    # the warehouse is opened only to record each result, so readers (the CLI) are not locked out for the
+    # length of the downloads
+    failures: list[tuple[str, str]] = []
+    downloaded = 0
+    workers = max(1, config.max_concurrent_downloads)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+        futures = {
+            pool.submit(fetch_video, media_id, source, url, youtube, blob_store): (media_id, url)
+            for media_id, source, url in to_fetch
+        }
+        for future in as_completed(futures):
+            media_id, url = futures[future]
+            try:
+                fields = future.result()
+            except Exception as error:  # one bad video never stops the partition; its reason is recorded
+                reason = str(error) or type(error).__name__
+                context.log.warning(f"{media_id} ({url}) failed: {reason}")
+                failures.append((media_id, reason))
+                status, error_text, fields = "failed", reason, {}
+            else:
                 downloaded += 1
+                status, error_text = "downloaded", None
+            with warehouse_connection(warehouse) as conn:
+                set_video_status(conn, partition_key, media_id, status, error_text, **fields)
+    with warehouse_connection(warehouse) as conn:
         record_errors(conn, partition_key, "raw_videos", failures)
         summary = conn.execute(
             "SELECT count(*) FILTER (WHERE status NOT IN ('pending', 'failed')), coalesce(sum(size_bytes), 0), "
