@@ -67,3 +67,32 @@ def test_media_ids_are_safe_and_stable():
     )
     weird = media_id_for_url("https://x/../../etc?<b>", "Youtube", "../../etc")
     assert weird.startswith("web-") and weird == media_id_for_url("https://x/../../etc?<b>")
+
+
+def test_youtube_search_asks_ytsearch_and_reads_flat_entries(monkeypatch):
+    asked = {}
+
+    def fake_extract(self, target, download=False, **options):
+        asked.update(target=target, download=download, **options)
+        return {
+            "_type": "playlist",
+            "entries": [
+                {"_type": "url", "ie_key": "Youtube", "id": "dQw4w9WgXcQ", "url": "https://youtu.be/dQw4w9WgXcQ",
+                 "title": "Doors", "channel": "Glass Co", "duration": 212},
+                {"_type": "url", "ie_key": "Youtube", "id": "abcdefghijk", "url": "https://youtu.be/abcdefghijk",
+                 "title": "More doors", "uploader": "Someone", "duration": None},
+            ],
+        }  # fmt: skip
+
+    monkeypatch.setattr(YouTubeResource, "_extract", fake_extract)
+    found = YouTubeResource().search("glass door", max_results=2)
+    assert asked["target"] == "ytsearch2:glass door" and asked["download"] is False
+    assert asked["extract_flat"] == "in_playlist"
+    first, second = found
+    assert (first.media_id, first.source, first.url) == (
+        "youtube-dQw4w9WgXcQ",
+        "youtube",
+        "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
+    )
+    assert (first.title, first.channel, first.duration_s) == ("Doors", "Glass Co", 212.0)
+    assert (second.channel, second.duration_s) == ("Someone", None)
