@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.video.frames import video_frames
 from mining_assets.warehouse import WAREHOUSE_POOL, transaction, warehouse_connection
@@ -55,11 +56,19 @@ def frames(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.M
         sources = conn.execute(
             "SELECT count(DISTINCT media_id) FROM frames WHERE partition_key = ?", [partition_key]
         ).fetchone()[0]
+        sample = conn.execute(
+            "SELECT frame_id, media_type, timestamp_s, source_url, uri FROM frames WHERE partition_key = ? "
+            "ORDER BY media_id, frame_index LIMIT 10",
+            [partition_key],
+        ).fetchall()
     return dg.MaterializeResult(
         metadata={
             "frames": sum(by_type.values()),
             "by_media_type": dg.MetadataValue.json(by_type),
             "media_items": sources,
+            "sample": dg.MetadataValue.md(
+                markdown_table(["frame_id", "media_type", "timestamp_s", "source_url", "uri"], sample, "_no frames_")
+            ),
         },
         check_results=[
             dg.AssetCheckResult(

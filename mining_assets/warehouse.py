@@ -108,6 +108,7 @@ def connect(database: str, read_only: bool = False, attempts: int = 20) -> Itera
     import duckdb
 
     delay = 0.05
+    attempts = max(1, attempts)
     for attempt in range(attempts):
         try:
             conn = duckdb.connect(database, read_only=read_only)

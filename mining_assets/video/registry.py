@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.video.probe import file_sha256
 from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, record_errors, warehouse_connection
@@ -124,7 +125,11 @@ def video_registry(
             "new_videos": len(new),
             "by_status": dg.MetadataValue.json(statuses),
             "errors": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors]),
-            "new_preview": dg.MetadataValue.md(_preview(new)),
+            "new_preview": dg.MetadataValue.md(
+                markdown_table(
+                    ["media_id", "title", "url"], [(c.media_id, c.title, c.url) for c in new[:20]], "_no new videos_"
+                )
+            ),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -135,13 +140,3 @@ def video_registry(
             )
         ],
     )
-
-
-def _preview(candidates: list[VideoCandidate], limit: int = 20) -> str:
-    if not candidates:
-        return "_no new videos_"
-    lines = ["| media_id | title | url |", "|---|---|---|"]
-    for c in candidates[:limit]:
-        title = (c.title or "").replace("|", "/").replace("<", "&lt;")
-        lines.append(f"| {c.media_id} | {title[:60]} | {c.url[:80]} |")
-    return "\n".join(lines)
