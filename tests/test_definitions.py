@@ -53,3 +53,25 @@ def test_blob_store_follows_the_environment(monkeypatch):
     monkeypatch.setenv("MINING_S3_BUCKET", "datasets")
     store = blob_store_resource()
     assert isinstance(store, S3BlobStore)
+
+
+def test_workspace_file_loads_the_same_code_location(tmp_path):
+    """What `dagster dev -w workspace.yaml` and `mining dev` (-m) load must be one location, or runs are orphaned."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(repo / "workspace.yaml")],
+        cwd=repo,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful for code location mining_assets.definitions" in result.stdout + result.stderr
