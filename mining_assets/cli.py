@@ -174,9 +174,7 @@ def keywords() -> None:
 @click.argument("texts", nargs=-1, required=True)
 def keywords_add(texts: tuple[str, ...]) -> None:
     """Add a keyword partition for each TEXT, keeping its exact text in the warehouse."""
-    path = Path(settings.warehouse_path())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with connect(str(path)) as conn:
+    with connect(settings.warehouse_path()) as conn:
         pairs, rejected = register_keywords(conn, texts)
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:

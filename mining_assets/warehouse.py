@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ WAREHOUSE_POOL = "duckdb"
 VIDEO_STATUSES = ("pending", "downloaded", "framed", "complete", "failed")
 
 
+def _make_folder(database: str) -> None:
+    """DuckDB creates the database file but not the folder it goes in."""
+    if database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse tables that do not exist yet."""
     conn.execute(SCHEMA)
@@ -100,12 +107,16 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
 @contextmanager
 def connect(database: str, read_only: bool = False, attempts: int = 20) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock.
+    """Open the warehouse (creating its folder and tables when writing), waiting while another process holds
+    DuckDB's single-writer lock.
 
-    Assets get their connection from DuckDBResource; this is for the CLI and sensors, which run outside the
-    concurrency pool.
+    Assets and sensors get their connection from DuckDBResource (``warehouse_connection``); this is for the CLI,
+    which has no resources. Reading never creates the file.
     """
     import duckdb
+
+    if not read_only:
+        _make_folder(database)
 
     delay = 0.05
     attempts = max(1, attempts)
@@ -195,10 +206,7 @@ def set_video_status(
 @contextmanager
 def warehouse_connection(warehouse: Any) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection from a DuckDBResource, with the data folder and the tables created if missing."""
-    from pathlib import Path
-
-    if warehouse.database != ":memory:":
-        Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(warehouse.database)
     with warehouse.get_connection() as conn:
         ensure_schema(conn)
         yield conn

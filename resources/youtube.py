@@ -53,11 +53,42 @@ class VideoCandidate:
     duration_s: float | None = None
 
 
+def _is_youtube(extractor: str | None) -> bool:
+    return bool(extractor) and extractor.lower().startswith("youtube")
+
+
+def youtube_id(url: str) -> str | None:
+    """The video id in a YouTube watch, short-link or Shorts URL, else None."""
+    parsed = urllib.parse.urlparse(url)
+    host = (parsed.hostname or "").lower().removeprefix("www.").removeprefix("m.")
+    if host == "youtu.be":
+        candidate = parsed.path.strip("/")
+    elif host == "youtube.com" and parsed.path == "/watch":
+        candidate = urllib.parse.parse_qs(parsed.query).get("v", [""])[0]
+    elif host == "youtube.com" and parsed.path.startswith("/shorts/"):
+        candidate = parsed.path.removeprefix("/shorts/").strip("/")
+    else:
+        return None
+    return candidate if _YOUTUBE_ID.match(candidate) else None
+
+
 def media_id_for_url(url: str, extractor: str | None = None, video_id: str | None = None) -> str:
-    """A stable, path-safe id: ``youtube-<id>`` for YouTube, else ``web-<hash of the URL>``."""
-    if extractor and extractor.lower().startswith("youtube") and video_id and _YOUTUBE_ID.match(video_id):
+    """A stable, path-safe id: ``youtube-<id>`` for YouTube, else ``web-<hash of the URL>``.
+
+    A YouTube URL gives the same id whether or not yt-dlp could read it, so a video that failed once and is
+    found later is still one registry row.
+    """
+    if not (_is_youtube(extractor) and video_id and _YOUTUBE_ID.match(video_id)):
+        video_id = youtube_id(url)
+    if video_id:
         return f"youtube-{video_id}"
     return "web-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+def candidate_for_url(url: str) -> VideoCandidate:
+    """What is known of a URL before yt-dlp has read it."""
+    media_id = media_id_for_url(url)
+    return VideoCandidate(media_id, "youtube" if media_id.startswith("youtube-") else "web", url)
 
 
 class _QuietLogger:
@@ -126,12 +157,13 @@ class YouTubeResource(dg.ConfigurableResource):
         if not url:
             raise VideoSourceError(f"search result without a URL: {entry.get('id')!r}")
         extractor = entry.get("ie_key") or entry.get("extractor_key") or entry.get("extractor")
-        if extractor and extractor.lower().startswith("youtube") and entry.get("id"):
+        is_youtube = _is_youtube(extractor)
+        if is_youtube and entry.get("id"):
             url = f"https://www.youtube.com/watch?v={entry['id']}"
         duration = entry.get("duration")
         return VideoCandidate(
             media_id=media_id_for_url(url, extractor, entry.get("id")),
-            source="youtube" if extractor and extractor.lower().startswith("youtube") else "web",
+            source="youtube" if is_youtube else "web",
             url=url,
             title=entry.get("title"),
             channel=entry.get("channel") or entry.get("uploader"),

@@ -333,3 +333,9 @@ def test_reading_an_empty_warehouse_file_explains_instead_of_crashing():
     assert result.exit_code == 1
     assert f"warehouse at {path} is incomplete" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_default_instance_yaml_matches_the_committed_one():
+    """`mining dev` writes this file where none exists; it must say what dagster_home/dagster.yaml says."""
+    committed = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
+    assert yaml.safe_load(cli.DEFAULT_INSTANCE_YAML) == yaml.safe_load(committed.read_text())

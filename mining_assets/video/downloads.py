@@ -1,5 +1,6 @@
 """raw_videos: the registry's videos downloaded into the blob store and probed."""
 
+import dataclasses
 import re
 import tempfile
 import urllib.parse
@@ -11,7 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions
-from mining_assets.video.probe import probe_video
+from mining_assets.video.probe import VideoProbe, probe_video
 from mining_assets.video.registry import video_registry
 from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, set_video_status, warehouse_connection
 from resources.blob_store import BlobStore
@@ -25,18 +26,8 @@ class RawVideosConfig(dg.Config):
     retry_failed: bool = True
 
 
-PROBED_FIELDS = (
-    "blob_key",
-    "uri",
-    "size_bytes",
-    "width",
-    "height",
-    "fps",
-    "frame_count",
-    "codec",
-    "duration_s",
-    "sha256",
-)
+# what raw_videos records of a stored video: where it is, and what probing it found
+PROBED_FIELDS = ("blob_key", "uri", *(field.name for field in dataclasses.fields(VideoProbe)))
 
 
 def video_blob_key(media_id: str, suffix: str) -> str:
@@ -72,18 +63,7 @@ def fetch_video(media_id: str, source: str, url: str, youtube: YouTubeResource, 
         probe = probe_video(path)
         key = video_blob_key(media_id, path.suffix)
         uri = blob_store.put_file(key, path)
-    return {
-        "blob_key": key,
-        "uri": uri,
-        "size_bytes": probe.size_bytes,
-        "width": probe.width,
-        "height": probe.height,
-        "fps": probe.fps,
-        "frame_count": probe.frame_count,
-        "codec": probe.codec,
-        "duration_s": probe.duration_s,
-        "sha256": probe.sha256,
-    }
+    return {"blob_key": key, "uri": uri, **dataclasses.asdict(probe)}
 
 
 @dg.asset(

@@ -10,7 +10,7 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.video.probe import file_sha256
 from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, record_errors, warehouse_connection
-from resources.youtube import VideoCandidate, VideoSourceError, YouTubeResource, media_id_for_url
+from resources.youtube import VideoCandidate, VideoSourceError, YouTubeResource, candidate_for_url
 
 
 class VideoRegistryConfig(dg.Config):
@@ -48,7 +48,7 @@ def gather_candidates(
             found.append(youtube.describe(url))
         except VideoSourceError as error:
             # kept as a failed video, so the registry shows what was asked for and why it is missing
-            found.append(VideoCandidate(media_id_for_url(url), "web", url))
+            found.append(candidate_for_url(url))
             errors.append((url, str(error)))
     if config.local_dir:
         try:

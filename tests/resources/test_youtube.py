@@ -96,3 +96,29 @@ def test_youtube_search_asks_ytsearch_and_reads_flat_entries(monkeypatch):
     )
     assert (first.title, first.channel, first.duration_s) == ("Doors", "Glass Co", 212.0)
     assert (second.channel, second.duration_s) == ("Someone", None)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=42",
+        "https://youtu.be/dQw4w9WgXcQ",
+        "https://m.youtube.com/watch?v=dQw4w9WgXcQ",
+        "https://youtube.com/shorts/dQw4w9WgXcQ",
+    ],
+)
+def test_a_youtube_url_has_one_id_whether_or_not_it_could_be_read(url):
+    from resources.youtube import candidate_for_url
+
+    read = media_id_for_url("https://www.youtube.com/watch?v=dQw4w9WgXcQ", "Youtube", "dQw4w9WgXcQ")
+    assert media_id_for_url(url) == read == "youtube-dQw4w9WgXcQ"
+    assert candidate_for_url(url).source == "youtube"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/watch?v=dQw4w9WgXcQ", "https://youtu.be/short", "https://www.youtube.com/@channel"]
+)
+def test_other_urls_are_web_media(url):
+    from resources.youtube import candidate_for_url
+
+    assert media_id_for_url(url).startswith("web-") and candidate_for_url(url).source == "web"
