@@ -25,3 +25,5 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/frames.py
+	$(BIN)/python bench/models.py
+	$(BIN)/python bench/dedup.py

@@ -8,11 +8,20 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mining_assets.frames import frames
-from mining_assets.jobs import add_keywords, video_pipeline
+from mining_assets.jobs import add_keywords, video_pipeline, vision_pipeline
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
+from mining_assets.vision.annotations import coco_annotations
+from mining_assets.vision.detections import detections
+from mining_assets.vision.embeddings import frame_embeddings
+from mining_assets.vision.filtered import filtered_frames
+from mining_assets.vision.unique import unique_frames
+from mining_assets.vision.visualizations import detection_visualizations
 from resources.blob_store import BlobStore, LocalBlobStore, S3BlobStore
+from resources.models.detector import OpenVocabDetector
+from resources.models.embedder import ImageEmbedder
+from resources.models.text_filter import TextImageFilter
 from resources.settings import blob_root, warehouse_path
 from resources.youtube import YouTubeResource
 from sensors.keywords import keyword_file_sensor
@@ -34,17 +43,48 @@ def blob_store_resource() -> BlobStore:
     )
 
 
+def model_resources() -> dict:
+    """The model roles with their default backends; MINING_<ROLE>_BACKEND / _MODEL and MINING_MODEL_DEVICE choose
+    others (a model may be a Hugging Face id or a local directory)."""
+    device = os.environ.get("MINING_MODEL_DEVICE", "auto")
+
+    def settings(role: str) -> dict:
+        chosen = {
+            "backend": os.environ.get(f"MINING_{role}_BACKEND"),
+            "model_id": os.environ.get(f"MINING_{role}_MODEL"),
+        }
+        return {"device": device, **{name: value for name, value in chosen.items() if value}}
+
+    return {
+        "text_filter": TextImageFilter(**settings("FILTER")),
+        "embedder": ImageEmbedder(**settings("EMBEDDER")),
+        "detector": OpenVocabDetector(**settings("DETECTOR")),
+    }
+
+
 def resources() -> dict:
     return {
         "blob_store": blob_store_resource(),
         "warehouse": DuckDBResource(database=warehouse_path()),
         "youtube": YouTubeResource(),
+        **model_resources(),
     }
 
 
 defs = dg.Definitions(
-    assets=[video_registry, raw_videos, video_frames, frames],
-    jobs=[video_pipeline, add_keywords],
+    assets=[
+        video_registry,
+        raw_videos,
+        video_frames,
+        frames,
+        filtered_frames,
+        frame_embeddings,
+        unique_frames,
+        detections,
+        coco_annotations,
+        detection_visualizations,
+    ],
+    jobs=[video_pipeline, vision_pipeline, add_keywords],
     sensors=[keyword_file_sensor],
     resources=resources(),
 )

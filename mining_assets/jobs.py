@@ -10,10 +10,19 @@ from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
 from mining_assets.warehouse import WAREHOUSE_POOL, warehouse_connection
 
+VISION_ASSETS = ["filtered_frames", "frame_embeddings", "unique_frames", "detections", "coco_annotations",
+                 "detection_visualizations"]  # fmt: skip
+
 video_pipeline = dg.define_asset_job(
     "video_pipeline",
     selection=dg.AssetSelection.assets(video_registry, raw_videos, video_frames, frames),
     description="Search, download and sample the videos of one keyword, up to the frames catalog.",
+)
+
+vision_pipeline = dg.define_asset_job(
+    "vision_pipeline",
+    selection=dg.AssetSelection.assets(*VISION_ASSETS),
+    description="Filter, embed, de-duplicate and detect on the frames of one keyword, up to COCO and drawings.",
 )
 
 

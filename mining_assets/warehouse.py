@@ -79,6 +79,61 @@ CREATE TABLE IF NOT EXISTS frames (
     source_url VARCHAR,
     created_at TIMESTAMP DEFAULT current_timestamp
 );
+CREATE TABLE IF NOT EXISTS prompt_sets (   -- the prompts filtered_frames last scored a keyword against
+    partition_key VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,            -- 'class' (also a detector label) or 'caption'
+    label VARCHAR NOT NULL,           -- the class or caption as given
+    prompt VARCHAR NOT NULL           -- the text the model saw
+);
+CREATE TABLE IF NOT EXISTS frame_scores (  -- every score ever computed, so a new threshold needs no model
+    partition_key VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    frame_sha256 VARCHAR NOT NULL,    -- a score is reused only for the same image content
+    model VARCHAR NOT NULL,
+    prompt VARCHAR NOT NULL,
+    score FLOAT NOT NULL,
+    scored_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS filtered_frames (
+    partition_key VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    best_prompt VARCHAR NOT NULL,
+    best_score FLOAT NOT NULL,
+    passed BOOLEAN NOT NULL,
+    threshold DOUBLE NOT NULL,
+    model VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS frame_embeddings (
+    partition_key VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    dim INTEGER NOT NULL,
+    blob_key VARCHAR NOT NULL,        -- a float32 .npy shard, content-addressed
+    uri VARCHAR NOT NULL,
+    shard_row INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS unique_frames (
+    partition_key VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    kept BOOLEAN NOT NULL,
+    representative_id VARCHAR NOT NULL,  -- the kept frame this one duplicates (itself when kept)
+    similarity FLOAT NOT NULL,
+    threshold DOUBLE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS detections (
+    partition_key VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    detection_index INTEGER NOT NULL,
+    label VARCHAR NOT NULL,
+    score FLOAT NOT NULL,
+    x0 FLOAT NOT NULL,                -- pixels of the stored frame, (x0, y0) top left, (x1, y1) bottom right
+    y0 FLOAT NOT NULL,
+    x1 FLOAT NOT NULL,
+    y1 FLOAT NOT NULL,
+    image_width INTEGER NOT NULL,
+    image_height INTEGER NOT NULL,
+    detector VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ingest_errors (
     partition_key VARCHAR NOT NULL,
     stage VARCHAR NOT NULL,

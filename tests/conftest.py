@@ -13,6 +13,10 @@ from dagster_duckdb import DuckDBResource
 
 from mining_assets.video.synthetic import make_audio_only, make_video, truncate
 from resources.blob_store import LocalBlobStore
+from resources.models.detector import OpenVocabDetector
+from resources.models.embedder import ImageEmbedder
+from resources.models.random_weights import build_random_model
+from resources.models.text_filter import TextImageFilter
 from resources.youtube import YouTubeResource
 
 SEARCH_PAGE = """<html><head><title>Results</title></head><body>
@@ -98,3 +102,23 @@ def resources(tmp_path, media_server) -> dict:
 def instance():
     with dg.DagsterInstance.ephemeral() as instance:
         yield instance
+
+
+TINY = ("siglip", "siglip2", "dinov2", "dinov3", "grounding-dino", "owlv2")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """Tiny random models, built once per session and loaded through the production from_pretrained path."""
+    root = tmp_path_factory.mktemp("models")
+    return {name: str(build_random_model(name, root / name)) for name in TINY}
+
+
+@pytest.fixture
+def vision_resources(resources, tiny_models) -> dict:
+    return {
+        **resources,
+        "text_filter": TextImageFilter(backend="siglip", model_id=tiny_models["siglip"], offline=True, batch_size=4),
+        "embedder": ImageEmbedder(model_id=tiny_models["dinov2"], offline=True, batch_size=4),
+        "detector": OpenVocabDetector(model_id=tiny_models["grounding-dino"], offline=True, batch_size=2),
+    }

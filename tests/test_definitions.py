@@ -9,6 +9,12 @@ EXPECTED_EDGES = {
     "raw_videos": {"video_registry"},
     "video_frames": {"raw_videos"},
     "frames": {"video_frames"},
+    "filtered_frames": {"frames"},
+    "frame_embeddings": {"filtered_frames"},
+    "unique_frames": {"frame_embeddings"},
+    "detections": {"unique_frames"},
+    "coco_annotations": {"detections"},
+    "detection_visualizations": {"detections"},
 }
 
 
@@ -16,7 +22,7 @@ def test_definitions_load_and_validate():
     dg.Definitions.validate_loadable(defs)
 
 
-def test_graph_has_the_video_path():
+def test_graph_has_the_video_and_vision_paths():
     graph = defs.resolve_asset_graph()
     edges = {
         key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
@@ -37,9 +43,25 @@ def test_warehouse_writers_are_in_the_duckdb_pool():
 
 
 def test_jobs_sensors_and_resources_are_registered():
-    assert {job.name for job in defs.jobs} == {"video_pipeline", "add_keywords"}
+    assert {job.name for job in defs.jobs} == {"video_pipeline", "vision_pipeline", "add_keywords"}
     assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor"]
-    assert set(defs.resources) == {"blob_store", "warehouse", "youtube"}
+    assert set(defs.resources) == {"blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector"}
+
+
+def test_model_backends_follow_the_environment(monkeypatch):
+    from mining_assets.definitions import model_resources
+
+    defaults = model_resources()
+    assert defaults["text_filter"].resolved_model_id() == "google/siglip2-so400m-patch14-384"
+    assert defaults["embedder"].resolved_model_id() == "facebook/dinov2-base"
+    assert defaults["detector"].resolved_model_id() == "IDEA-Research/grounding-dino-base"
+    monkeypatch.setenv("MINING_DETECTOR_BACKEND", "owlv2")
+    monkeypatch.setenv("MINING_EMBEDDER_MODEL", "/models/dinov2")
+    monkeypatch.setenv("MINING_MODEL_DEVICE", "cpu")
+    chosen = model_resources()
+    assert chosen["detector"].resolved_model_id() == "google/owlv2-base-patch16-ensemble"
+    assert chosen["embedder"].resolved_model_id() == "/models/dinov2"
+    assert chosen["text_filter"].resolved_device() == "cpu"
 
 
 def test_every_asset_explains_itself():

@@ -1,0 +1,44 @@
+"""Helpers the vision stages share: loading a catalogued frame for a model, and storing a partition's files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from mining_assets.partitions import storage_key
+from mining_assets.vision.images import decode_image
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from resources.blob_store import BlobStore
+
+
+def frame_loader(blob_store: BlobStore, min_side: int) -> Callable[[dict], Image.Image]:
+    """Load a frame row's image (``blob_key``) as RGB; raises ImageError with the reason when unusable."""
+
+    def load(frame: dict) -> Image.Image:
+        return decode_image(blob_store.get_bytes(frame["blob_key"]), min_side)
+
+    return load
+
+
+def partition_prefix(stage: str, partition_key: str) -> str:
+    """The blob-store folder a stage writes one keyword's files to (``embeddings/glass-door``)."""
+    return f"{stage}/{storage_key(partition_key)}"
+
+
+def content_key(prefix: str, data: bytes, suffix: str) -> str:
+    """A key named by content, so a re-run writes new files beside the old ones and nothing is overwritten."""
+    return f"{prefix}/{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
+
+
+def remove_orphans(blob_store: BlobStore, prefix: str, keep: Iterable[str]) -> tuple[int, list[str]]:
+    """After a stage stored its new files and rows: delete files under its prefix that no row refers to.
+
+    Returns how many were removed and which of the kept keys are missing from the store.
+    """
+    keep = set(keep)
+    stored = set(blob_store.list_keys(prefix))
+    return blob_store.delete(sorted(stored - keep)), sorted(keep - stored)

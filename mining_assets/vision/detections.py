@@ -1,0 +1,157 @@
+"""detections: open-vocabulary boxes on every unique frame, for the keyword and the filter's classes."""
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.partitions import keyword_partitions
+from mining_assets.vision.batches import prepared_batches
+from mining_assets.vision.common import frame_loader
+from mining_assets.vision.images import MIN_SIDE
+from mining_assets.vision.unique import unique_frames
+from mining_assets.warehouse import (
+    WAREHOUSE_POOL,
+    keyword_text,
+    record_errors,
+    replace_partition_rows,
+    warehouse_connection,
+)
+from resources.blob_store import BlobStore
+from resources.models.detector import Detections, OpenVocabDetector
+
+DETECTION_COLUMNS = ["frame_id", "detection_index", "label", "score", "x0", "y0", "x1", "y1",
+                     "image_width", "image_height"]  # fmt: skip
+
+
+class DetectionConfig(dg.Config):
+    labels: list[str] | None = None  # None: the keyword and the classes filtered_frames scored
+    threshold: float = 0.3
+    min_side: int = MIN_SIDE
+
+
+def detection_labels(conn, partition_key: str, config: DetectionConfig) -> list[str]:
+    """Labels from config, else the filter's classes, else the keyword; blanks and repeats dropped."""
+    if config.labels is not None:
+        labels = config.labels
+    else:
+        labels = [row[0] for row in conn.execute(
+            "SELECT label FROM prompt_sets WHERE partition_key = ? AND kind = 'class' ORDER BY rowid", [partition_key]
+        ).fetchall()] or [keyword_text(conn, partition_key)]  # fmt: skip
+    cleaned = [" ".join(label.split()) for label in labels]
+    return list(dict.fromkeys(label for label in cleaned if label))
+
+
+def box_rows(frame_id: str, boxes: Detections, width: int, height: int) -> list[dict]:
+    """Warehouse rows of one frame's detections."""
+    return [
+        {
+            "frame_id": frame_id,
+            "detection_index": i,
+            "label": label,
+            "score": float(score),
+            "x0": float(x0),
+            "y0": float(y0),
+            "x1": float(x1),
+            "y1": float(y1),
+            "image_width": width,
+            "image_height": height,
+        }
+        for i, ((x0, y0, x1, y1), score, label) in enumerate(zip(boxes.boxes, boxes.scores, boxes.labels, strict=True))
+    ]
+
+
+def detect_frames(
+    frames: list[dict], detector: OpenVocabDetector, load: Callable[[dict], Any], labels: list[str], threshold: float
+) -> tuple[list[dict], list[tuple[str, str]], int]:
+    """Detection rows of the frames, the frames that failed with the reason, and how many frames had no box."""
+    rows: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    empty_frames = 0
+    batches = prepared_batches(frames, load, lambda images: detector.prepare(images, labels), detector.batch_size)
+    for batch in batches:
+        errors += [(frame["frame_id"], reason) for frame, reason in batch.failed]
+        if not batch.items:
+            continue
+        sizes = [image.size for image in batch.images]
+        found = detector.detect_prepared(batch.inputs, sizes, labels, threshold)
+        for frame, (width, height), boxes in zip(batch.items, sizes, found, strict=True):
+            empty_frames += len(boxes) == 0
+            rows += box_rows(frame["frame_id"], boxes, width, height)
+    return rows, errors, empty_frames
+
+
+def boxes_outside(table: pd.DataFrame) -> int:
+    """Boxes not inside their image (or empty, or inverted)."""
+    if not len(table):
+        return 0
+    inside = (
+        (table["x0"] >= 0)
+        & (table["y0"] >= 0)
+        & (table["x1"] <= table["image_width"])
+        & (table["y1"] <= table["image_height"])
+        & (table["x0"] < table["x1"])
+        & (table["y0"] < table["y1"])
+    )
+    return int((~inside).sum())
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    deps=[unique_frames],
+    group_name="vision",
+    pool=WAREHOUSE_POOL,
+    kinds={"pytorch", "duckdb"},
+    check_specs=[dg.AssetCheckSpec("boxes_inside_image", asset="detections")],
+)
+def detections(
+    context: dg.AssetExecutionContext,
+    config: DetectionConfig,
+    detector: OpenVocabDetector,
+    blob_store: BlobStore,
+    warehouse: DuckDBResource,
+) -> dg.MaterializeResult:
+    """Boxes (pixels), score and label per unique frame from an open-vocabulary detector (Grounding DINO default)."""
+    partition_key = context.partition_key
+    with warehouse_connection(warehouse) as conn:
+        labels = detection_labels(conn, partition_key, config)
+        todo = conn.execute(
+            "SELECT f.frame_id, f.blob_key FROM unique_frames u JOIN frames f USING (partition_key, frame_id) "
+            "WHERE u.partition_key = ? AND u.kept ORDER BY f.frame_id",
+            [partition_key],
+        ).df()
+    rows: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    empty_frames = 0
+    if not labels and len(todo):
+        errors.append((partition_key, "no labels to detect: the label list is empty"))
+    elif len(todo):
+        load = frame_loader(blob_store, config.min_side)
+        rows, errors, empty_frames = detect_frames(todo.to_dict("records"), detector, load, labels, config.threshold)
+    table = pd.DataFrame(rows, columns=DETECTION_COLUMNS).assign(
+        partition_key=partition_key, detector=detector.describe()
+    )
+    with warehouse_connection(warehouse) as conn:
+        replace_partition_rows(conn, "detections", partition_key, table)
+        record_errors(conn, partition_key, "detections", errors)
+    for item, reason in errors[:20]:
+        context.log.warning(f"{item}: {reason}")
+    outside = boxes_outside(table)
+    return dg.MaterializeResult(
+        metadata={
+            "frames": len(todo),
+            "detections": len(table),
+            "frames_without_detections": empty_frames,
+            "failed": len(errors),
+            "labels": dg.MetadataValue.json(labels),
+            "per_label": dg.MetadataValue.json({k: int(v) for k, v in table["label"].value_counts().items()}),
+            "threshold": config.threshold,
+            "detector": detector.describe(),
+            "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors[:50]]),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="boxes_inside_image", passed=outside == 0, metadata={"outside": outside})
+        ],
+    )

@@ -1,0 +1,91 @@
+"""unique_frames: near-duplicates removed across all sources of a keyword; the best-scoring frame of a group stays."""
+
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.metadata import markdown_table
+from mining_assets.partitions import keyword_partitions
+from mining_assets.vision.dedup import deduplicate
+from mining_assets.vision.embeddings import frame_embeddings, load_vectors
+from mining_assets.warehouse import WAREHOUSE_POOL, replace_partition_rows, warehouse_connection
+from resources.blob_store import BlobStore
+
+
+class DedupConfig(dg.Config):
+    threshold: float = 0.90  # cosine similarity at which two frames count as the same
+    method: Literal["auto", "exact", "ivf"] = "auto"  # auto: exact up to 20,000 frames, then an IVF search
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    deps=[frame_embeddings],
+    group_name="vision",
+    pool=WAREHOUSE_POOL,
+    kinds={"numpy", "duckdb"},
+    check_specs=[dg.AssetCheckSpec("no_frame_kept_twice", asset="unique_frames")],
+)
+def unique_frames(
+    context: dg.AssetExecutionContext, config: DedupConfig, blob_store: BlobStore, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    """One frame per group of near-duplicates (cosine >= threshold), chosen by filter score, then frame id."""
+    partition_key = context.partition_key
+    with warehouse_connection(warehouse) as conn:
+        rows = conn.execute(
+            "SELECT e.frame_id, e.blob_key, e.shard_row, p.best_score, f.media_id FROM frame_embeddings e "
+            "JOIN filtered_frames p USING (partition_key, frame_id) JOIN frames f USING (partition_key, frame_id) "
+            "WHERE e.partition_key = ? ORDER BY e.frame_id",
+            [partition_key],
+        ).df()
+    vectors = load_vectors(blob_store, rows)
+    ids = rows["frame_id"].tolist()
+    result = deduplicate(vectors, rows["best_score"].to_numpy(), ids, config.threshold, config.method)
+    table = pd.DataFrame(
+        {
+            "frame_id": ids,
+            "kept": result.keep,
+            "representative_id": [ids[i] for i in result.representative],
+            "similarity": result.similarity.astype(np.float32),
+        }
+    ).assign(partition_key=partition_key, threshold=config.threshold)
+    with warehouse_connection(warehouse) as conn:
+        replace_partition_rows(conn, "unique_frames", partition_key, table)
+        twice = conn.execute(
+            "SELECT count(*) - count(DISTINCT u.frame_id), count(*) - count(DISTINCT f.sha256) FROM unique_frames u "
+            "JOIN frames f USING (partition_key, frame_id) WHERE u.partition_key = ? AND u.kept",
+            [partition_key],
+        ).fetchone()
+    media = rows.assign(kept=result.keep).groupby("media_id")["kept"].agg(["size", "sum"])
+    groups = (
+        table[~table["kept"]]
+        .groupby("representative_id")
+        .agg(duplicates=("frame_id", "size"), min_similarity=("similarity", "min"))
+    )
+    largest = groups.sort_values(["duplicates", "min_similarity"], ascending=[False, True]).head(10)
+    return dg.MaterializeResult(
+        metadata={
+            "frames": len(table),
+            "kept": int(result.keep.sum()),
+            "removed": int((~result.keep).sum()),
+            "threshold": config.threshold,
+            "method": result.method if len(table) else "none",
+            "kept_per_media": dg.MetadataValue.json({m: int(k) for m, k in media["sum"].items()}),
+            "largest_groups": dg.MetadataValue.md(
+                markdown_table(
+                    ["representative", "duplicates", "min_similarity"],
+                    [(rep, int(n), round(float(s), 4)) for rep, (n, s) in largest.iterrows()],
+                    "_no duplicates_",
+                )
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_frame_kept_twice",
+                passed=twice == (0, 0),
+                metadata={"repeated_frame_ids": int(twice[0]), "identical_images_kept": int(twice[1])},
+            )
+        ],
+    )
