@@ -104,7 +104,7 @@ def instance():
         yield instance
 
 
-TINY = ("siglip", "siglip2", "dinov2", "dinov3", "grounding-dino", "owlv2")
+TINY = ("siglip", "siglip2", "dinov2", "dinov3", "grounding-dino", "owlv2", "florence-2")
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,14 @@
 Pairs with cosine >= threshold are found by blocked float32 matrix products, either over the whole upper triangle
 ("exact") or inside an inverted-file index ("ivf": spherical k-means cells, each vector searched against the
 members of its ``nprobe`` nearest cells). Every candidate's cosine is then recomputed in float64, so both methods
-report the same similarity for a pair and differ only in the pairs the index misses.
+report the same similarity for a pair and differ only in the pairs the index misses. The pairs are held in memory:
+data where most rows are near-duplicates of most others (O(n^2) pairs) is outside what this is built for.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
@@ -78,10 +79,9 @@ def deduplicate(
         ValueError: on a bad shape or dtype, a non-finite value, a zero vector, a threshold outside (0, 1], an
             unknown method, or scores/ids that do not match the vectors.
     """
-    array = _validated(vectors, threshold)
+    array, chosen = _validated(vectors, threshold, method, exact_limit)
     n = len(array)
     order = _priority_order(n, scores, ids)
-    chosen = _choose_method(method, n, exact_limit)
     # work in priority ranks (row r of `unit` is the r-th item visited), so that the pairs, the k-means sample and
     # every product are the same whatever the input order
     i, j, sim = _pairs(_normalised(array, order), threshold, chosen, block, nprobe, seed)
@@ -105,13 +105,13 @@ def similar_pairs(
     Returns:
         int64 ``i``, int64 ``j`` with i < j, and their float32 cosine, sorted by (i, j).
     """
-    array = _validated(vectors, threshold)
-    chosen = _choose_method(method, len(array), exact_limit)
+    array, chosen = _validated(vectors, threshold, method, exact_limit)
     i, j, sim = _pairs(_normalised(array, np.arange(len(array))), threshold, chosen, block, nprobe, seed)
     return i, j, sim.astype(np.float32)
 
 
-def _validated(vectors: np.ndarray, threshold: float) -> np.ndarray:
+def _validated(vectors: np.ndarray, threshold: float, method: str, exact_limit: int) -> tuple[np.ndarray, str]:
+    """The vectors as an array, and the method to use ("exact" or "ivf"); raises ValueError on bad input."""
     array = np.asarray(vectors)
     if array.ndim != 2:
         raise ValueError(f"vectors must be a 2-D array (n, d), got shape {array.shape}")
@@ -121,7 +121,9 @@ def _validated(vectors: np.ndarray, threshold: float) -> np.ndarray:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     if not all(np.isfinite(array[start : start + _CHUNK]).all() for start in range(0, len(array), _CHUNK)):
         raise ValueError("vectors contain NaN or infinite values")
-    return array
+    if method not in ("auto", "exact", "ivf"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
+    return array, method if method != "auto" else ("exact" if len(array) <= exact_limit else "ivf")
 
 
 def _priority_order(n: int, scores: np.ndarray | None, ids: Sequence[str] | None) -> np.ndarray:
@@ -139,12 +141,6 @@ def _priority_order(n: int, scores: np.ndarray | None, ids: Sequence[str] | None
     return np.lexsort(keys).astype(np.int64)
 
 
-def _choose_method(method: str, n: int, exact_limit: int) -> str:
-    if method not in ("auto", "exact", "ivf"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
-    return method if method != "auto" else ("exact" if n <= exact_limit else "ivf")
-
-
 def _normalised(array: np.ndarray, order: np.ndarray) -> np.ndarray:
     """float32 unit rows of ``array[order]``; norms and division in float64."""
     unit = np.empty(array.shape, np.float32)
@@ -158,12 +154,16 @@ def _normalised(array: np.ndarray, order: np.ndarray) -> np.ndarray:
     return unit
 
 
-def _pairs(unit: np.ndarray, threshold: float, method: str, block: int, nprobe: int, seed: int):
+def _pairs(
+    unit: np.ndarray, threshold: float, method: str, block: int, nprobe: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verified pairs: int64 i < j, float64 cosine >= threshold - TOLERANCE, sorted by (i, j)."""
+    if block < 1 or nprobe < 1:
+        raise ValueError(f"block and nprobe must be at least 1, got {block} and {nprobe}")
     n = len(unit)
-    screen = np.float32(threshold - CANDIDATE_MARGIN)
     find = _exact_candidates if method == "exact" else _ivf_candidates
-    keys = np.unique(np.concatenate([i * np.int64(n) + j for i, j in find(unit, screen, block, nprobe, seed)]))
+    found = [i * np.int64(n) + j for i, j in find(unit, np.float32(threshold - CANDIDATE_MARGIN), block, nprobe, seed)]
+    keys = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
     i, j, sim = keys // max(n, 1), keys % max(n, 1), np.empty(len(keys))
     for start in range(0, len(keys), _CHUNK):  # the cosine of the float32 unit rows, in float64
         a, b = (unit[side[start : start + _CHUNK]].astype(np.float64) for side in (i, j))
@@ -173,9 +173,8 @@ def _pairs(unit: np.ndarray, threshold: float, method: str, block: int, nprobe: 
     return i[found], j[found], np.minimum(sim[found], 1.0)
 
 
-def _exact_candidates(unit: np.ndarray, screen: np.float32, block: int, *_):
+def _exact_candidates(unit: np.ndarray, screen: np.float32, block: int, *_: int) -> Iterator[tuple[np.ndarray, ...]]:
     """Yields (i, j), i < j, from the upper-triangle tiles of unit @ unit.T, ``block`` x ``block`` at a time."""
-    yield np.empty(0, np.int64), np.empty(0, np.int64)
     n, buffer = len(unit), np.empty(min(len(unit), block) ** 2, np.float32)
     for row in range(0, n, block):
         for col in range(row, n, block):
@@ -184,9 +183,10 @@ def _exact_candidates(unit: np.ndarray, screen: np.float32, block: int, *_):
             yield a[a < b], b[a < b]
 
 
-def _ivf_candidates(unit: np.ndarray, screen: np.float32, block: int, nprobe: int, seed: int):
+def _ivf_candidates(
+    unit: np.ndarray, screen: np.float32, block: int, nprobe: int, seed: int
+) -> Iterator[tuple[np.ndarray, ...]]:
     """Yields (i, j), i < j, where j lies in one of i's ``nprobe`` nearest cells or i in one of j's."""
-    yield np.empty(0, np.int64), np.empty(0, np.int64)
     n = len(unit)
     if n < 2:
         return

@@ -161,6 +161,8 @@ def test_empty_and_single_inputs(method, shape):
         (np.ones((2, 2)), {"scores": np.array([1.0, np.nan])}, "scores"),
         (np.ones((2, 2)), {"ids": ["a"]}, "ids"),
         (np.ones((2, 2)), {"method": "lsh"}, "method"),
+        (np.ones((2, 2)), {"method": "ivf", "nprobe": 0}, "nprobe"),
+        (np.ones((2, 2)), {"block": 0}, "block"),
     ],
 )
 def test_bad_input_raises(vectors, kwargs, message):
