@@ -97,3 +97,13 @@ def test_workspace_file_loads_the_same_code_location(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful for code location mining_assets.definitions" in result.stdout + result.stderr
+
+
+def test_loading_the_definitions_loads_no_model_library():
+    """The UI and every run load the code location; torch and transformers wait until a model is used."""
+    import subprocess
+    import sys
+
+    code = "import sys, mining_assets.definitions; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
