@@ -1,6 +1,7 @@
 """coco_annotations: one COCO detection file per keyword, with the keyword's funnel (counts per stage)."""
 
 import json
+from urllib.request import url2pathname
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -29,6 +30,15 @@ FUNNEL_STAGES = ["frames", "scored", "passed_filter", "embedded", "unique", "fra
 def funnel(conn, partition_key: str) -> dict[str, int]:
     """Counts per stage of one keyword, from the warehouse."""
     return dict(zip(FUNNEL_STAGES, conn.execute(FUNNEL, [partition_key]).fetchone(), strict=True))
+
+
+def metadata_location(uri: str) -> dg.MetadataValue:
+    """A local file as a path the UI shows, anything else (s3://, https://) as a URL."""
+    return (
+        dg.MetadataValue.path(url2pathname(uri.removeprefix("file://")))
+        if uri.startswith("file://")
+        else (dg.MetadataValue.url(uri))
+    )
 
 
 @dg.asset(
@@ -69,7 +79,7 @@ def coco_annotations(
     problems = coco_problems(json.loads(blob_store.get_bytes(key)))  # checked as stored
     return dg.MaterializeResult(
         metadata={
-            "uri": dg.MetadataValue.url(uri) if uri.startswith(("http", "s3")) else dg.MetadataValue.path(uri),
+            "uri": metadata_location(uri),
             "images": len(coco["images"]),
             "annotations": len(coco["annotations"]),
             "categories": dg.MetadataValue.json([c["name"] for c in coco["categories"]]),

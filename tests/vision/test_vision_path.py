@@ -9,6 +9,7 @@ from PIL import Image
 from vision_support import encode, scene, seed_frames
 
 from mining_assets.vision.annotations import coco_annotations
+from mining_assets.vision.common import partition_prefix
 from mining_assets.vision.detections import detections
 from mining_assets.vision.embeddings import frame_embeddings
 from mining_assets.vision.filtered import filtered_frames
@@ -190,3 +191,21 @@ def test_video_frames_through_every_stage_on_s3(vision_resources, instance, s3_e
                for image in coco["images"])  # fmt: skip
     keys = {obj["Key"].split("/")[1] for obj in s3.list_objects_v2(Bucket="vision-e2e")["Contents"]}
     assert keys == {"videos", "frames", "embeddings", "coco", "visualizations"}
+
+
+@pytest.mark.parametrize("keyword", ["../../etc/passwd", '<b>door</b> "quoted" x'])
+def test_hostile_keywords_keep_every_output_inside_the_store(vision_resources, instance, tmp_path, keyword):
+    frames = {f"f{i}": encode(scene(i)) for i in range(3)}
+    partition_key = seed_frames(vision_resources, keyword, frames)
+    result, checks = run(vision_resources, instance, partition_key,
+                         filtered_frames={"threshold": 0.0}, unique_frames={"threshold": 0.9999},
+                         detections={"threshold": 0.0})  # fmt: skip
+    assert all(checks.values())
+    assert meta(result, "coco_annotations")["images"] == 3
+    root = vision_resources["blob_store"]._path("x").parent
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".npy", ".json", ".jpg")]
+    assert {p.parts[len(root.parts)] for p in written} == {"photos", "embeddings", "coco", "visualizations"}
+    assert all(p.resolve().is_relative_to(root) for p in written)
+    coco_key = partition_prefix("coco", partition_key) + "/instances.json"
+    coco = json.loads(vision_resources["blob_store"].get_bytes(coco_key))
+    assert coco["info"]["description"] == f"detections for {keyword!r}"
