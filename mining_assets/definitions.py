@@ -44,14 +44,15 @@ def blob_store_resource() -> BlobStore:
 
 
 def model_resources() -> dict:
-    """The model roles with their default backends; MINING_<ROLE>_BACKEND / _MODEL and MINING_MODEL_DEVICE choose
-    others (a model may be a Hugging Face id or a local directory)."""
+    """The model roles with their default backends; MINING_<ROLE>_BACKEND / _MODEL / _BATCH_SIZE and
+    MINING_MODEL_DEVICE choose others (a model may be a Hugging Face id or a local directory)."""
     device = os.environ.get("MINING_MODEL_DEVICE", "auto")
 
     def settings(role: str) -> dict:
         chosen = {
             "backend": os.environ.get(f"MINING_{role}_BACKEND"),
             "model_id": os.environ.get(f"MINING_{role}_MODEL"),
+            "batch_size": os.environ.get(f"MINING_{role}_BATCH_SIZE"),
         }
         return {"device": device, **{name: value for name, value in chosen.items() if value}}
 

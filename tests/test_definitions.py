@@ -58,10 +58,12 @@ def test_model_backends_follow_the_environment(monkeypatch):
     monkeypatch.setenv("MINING_DETECTOR_BACKEND", "owlv2")
     monkeypatch.setenv("MINING_EMBEDDER_MODEL", "/models/dinov2")
     monkeypatch.setenv("MINING_MODEL_DEVICE", "cpu")
+    monkeypatch.setenv("MINING_FILTER_BATCH_SIZE", "64")
     chosen = model_resources()
     assert chosen["detector"].resolved_model_id() == "google/owlv2-base-patch16-ensemble"
     assert chosen["embedder"].resolved_model_id() == "/models/dinov2"
     assert chosen["text_filter"].resolved_device() == "cpu"
+    assert chosen["text_filter"].batch_size == 64 and chosen["detector"].batch_size == 4
 
 
 def test_every_asset_explains_itself():
