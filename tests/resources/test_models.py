@@ -139,3 +139,20 @@ def test_match_label_and_clipping():
     )
     assert found.labels == ["a"]  # the empty box and the NaN score are dropped
     np.testing.assert_array_equal(found.boxes, [[0, 0, 40, 30]])
+
+
+def test_a_run_can_choose_another_backend_in_its_config():
+    """What the Launchpad's `resources:` section does: the definitions' resource is the default, run config wins."""
+    import dagster as dg
+
+    @dg.asset
+    def chosen(detector: OpenVocabDetector) -> str:
+        return detector.describe()
+
+    resources = {"detector": OpenVocabDetector(batch_size=2)}
+    default = dg.materialize([chosen], resources=resources)
+    override = dg.materialize(
+        [chosen], resources=resources, run_config={"resources": {"detector": {"config": {"backend": "owlv2"}}}}
+    )
+    assert default.output_for_node("chosen") == "grounding-dino:IDEA-Research/grounding-dino-base"
+    assert override.output_for_node("chosen") == "owlv2:google/owlv2-base-patch16-ensemble"
