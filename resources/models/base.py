@@ -52,7 +52,9 @@ def load_pretrained(loader: Callable[..., Any], source: str, *, role: str, offli
             "with network access, or set model_id to a local directory holding it"
         )
         mode = "offline mode is on and it is not in the local cache" if offline else "it could not be downloaded"
-        raise ModelUnavailableError(f"{role}: weights for {source!r} are not available ({mode}); {how}") from error
+        raise ModelUnavailableError(
+            f"{role}: weights for {source!r} are not available ({mode}); {how}. Loader said: {error}"
+        ) from error
 
 
 def cached(key: tuple, factory: Callable[[], Any]) -> Any:
