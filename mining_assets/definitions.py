@@ -8,7 +8,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mining_assets.frames import frames
-from mining_assets.jobs import add_keywords, video_pipeline, vision_pipeline
+from mining_assets.images.stock import stock_images
+from mining_assets.jobs import add_keywords, photo_pipeline, video_pipeline, vision_pipeline
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
@@ -23,6 +24,7 @@ from resources.models.detector import OpenVocabDetector
 from resources.models.embedder import ImageEmbedder
 from resources.models.text_filter import TextImageFilter
 from resources.settings import blob_root, warehouse_path
+from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
 from resources.youtube import YouTubeResource
 from sensors.keywords import keyword_file_sensor
 
@@ -68,6 +70,10 @@ def resources() -> dict:
         "blob_store": blob_store_resource(),
         "warehouse": DuckDBResource(database=warehouse_path()),
         "youtube": YouTubeResource(),
+        # keys are read from PEXELS_API_KEY, UNSPLASH_ACCESS_KEY, PIXABAY_API_KEY when a search runs
+        "pexels": PexelsSource(),
+        "unsplash": UnsplashSource(),
+        "pixabay": PixabayPhotoSource(),
         **model_resources(),
     }
 
@@ -77,6 +83,7 @@ defs = dg.Definitions(
         video_registry,
         raw_videos,
         video_frames,
+        stock_images,
         frames,
         filtered_frames,
         frame_embeddings,
@@ -85,7 +92,7 @@ defs = dg.Definitions(
         coco_annotations,
         detection_visualizations,
     ],
-    jobs=[video_pipeline, vision_pipeline, add_keywords],
+    jobs=[video_pipeline, photo_pipeline, vision_pipeline, add_keywords],
     sensors=[keyword_file_sensor],
     resources=resources(),
 )

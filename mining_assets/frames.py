@@ -5,6 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.images.stock import stock_images
 from mining_assets.video.frames import video_frames
 from mining_assets.warehouse import WAREHOUSE_POOL, transaction, warehouse_connection
 
@@ -16,11 +17,18 @@ SELECT f.partition_key, f.keyword, f.frame_id, f.media_id, f.source, 'video', f.
 FROM video_frames f JOIN videos v USING (partition_key, media_id)
 WHERE f.partition_key = ?
 """
+CATALOG_PHOTOS = """
+INSERT INTO frames (partition_key, keyword, frame_id, media_id, source, media_type, frame_index, timestamp_s,
+                    width, height, blob_key, uri, sha256, source_url)
+SELECT partition_key, keyword, media_id, media_id, source, 'photo', NULL, NULL,
+       width, height, blob_key, uri, sha256, page_url
+FROM photos WHERE partition_key = ? AND status = 'stored'
+"""
 
 
 @dg.asset(
     partitions_def=keyword_partitions,
-    deps=[video_frames],
+    deps=[video_frames, stock_images],
     group_name="frames",
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
@@ -34,8 +42,9 @@ def frames(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.M
     partition_key = context.partition_key
     with warehouse_connection(warehouse) as conn:
         with transaction(conn):
-            conn.execute("DELETE FROM frames WHERE partition_key = ? AND media_type = 'video'", [partition_key])
+            conn.execute("DELETE FROM frames WHERE partition_key = ?", [partition_key])
             conn.execute(CATALOG_VIDEO_FRAMES, [partition_key])
+            conn.execute(CATALOG_PHOTOS, [partition_key])
             conn.execute(
                 "UPDATE videos SET status = 'complete', updated_at = now() "
                 "WHERE partition_key = ? AND status = 'framed'",

@@ -19,6 +19,12 @@ video_pipeline = dg.define_asset_job(
     description="Search, download and sample the videos of one keyword, up to the frames catalog.",
 )
 
+photo_pipeline = dg.define_asset_job(
+    "photo_pipeline",
+    selection=dg.AssetSelection.assets("stock_images", "frames"),
+    description="Search and store the stock photos of one keyword, up to the frames catalog.",
+)
+
 vision_pipeline = dg.define_asset_job(
     "vision_pipeline",
     selection=dg.AssetSelection.assets(*VISION_ASSETS),

@@ -79,6 +79,28 @@ CREATE TABLE IF NOT EXISTS frames (
     source_url VARCHAR,
     created_at TIMESTAMP DEFAULT current_timestamp
 );
+CREATE TABLE IF NOT EXISTS photos (      -- one row per stock photo a keyword found, stored or not
+    partition_key VARCHAR NOT NULL,
+    keyword VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,        -- '<source>-<source id>'
+    source VARCHAR NOT NULL,          -- pexels, unsplash, pixabay
+    source_id VARCHAR NOT NULL,
+    query VARCHAR NOT NULL,
+    page_url VARCHAR NOT NULL,
+    image_url VARCHAR NOT NULL,
+    photographer VARCHAR,
+    photographer_url VARCHAR,
+    license VARCHAR NOT NULL,
+    description VARCHAR,
+    status VARCHAR NOT NULL,          -- stored, duplicate (same bytes as another photo), failed
+    error VARCHAR,
+    width INTEGER,                    -- as displayed (EXIF orientation applied)
+    height INTEGER,
+    blob_key VARCHAR,
+    uri VARCHAR,
+    sha256 VARCHAR,
+    stored_at TIMESTAMP DEFAULT current_timestamp
+);
 CREATE TABLE IF NOT EXISTS prompt_sets (   -- the prompts filtered_frames last scored a keyword against
     partition_key VARCHAR NOT NULL,
     kind VARCHAR NOT NULL,            -- 'class' (also a detector label) or 'caption'
@@ -133,6 +155,68 @@ CREATE TABLE IF NOT EXISTS detections (
     image_width INTEGER NOT NULL,
     image_height INTEGER NOT NULL,
     detector VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (     -- media of a keyword from an S3 bucket or a local collection
+    partition_key VARCHAR NOT NULL,
+    keyword VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,        -- 's3-<sha256[:16]>' / 'local-<sha256[:16]>' of the content
+    source VARCHAR NOT NULL,          -- s3, local
+    location VARCHAR NOT NULL,        -- s3://bucket/key or file:///path, as found (never used as a storage path)
+    media_type VARCHAR,               -- photo or video, decided by content; NULL when neither
+    status VARCHAR NOT NULL,          -- stored, duplicate, failed
+    error VARCHAR,
+    size_bytes BIGINT,
+    sha256 VARCHAR,
+    registered_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS quality_scores (  -- 0-100 per frame; the formula is in the README
+    partition_key VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    rating VARCHAR NOT NULL,          -- excellent, good, fair, poor
+    accepted BOOLEAN NOT NULL,
+    threshold DOUBLE NOT NULL,
+    pose_points DOUBLE NOT NULL,      -- 0-50
+    hand_points DOUBLE NOT NULL,      -- 0-20
+    lighting_points DOUBLE NOT NULL,  -- 0-15
+    sharpness_points DOUBLE NOT NULL, -- 0-10
+    resolution_points DOUBLE NOT NULL,-- 0-5
+    pose_visibility DOUBLE,           -- mean landmark visibility of the best pose (NULL: no pose)
+    hands_found INTEGER NOT NULL,
+    brightness DOUBLE NOT NULL,       -- mean luma 0-255
+    contrast DOUBLE NOT NULL,         -- luma standard deviation
+    sharpness DOUBLE NOT NULL,        -- variance of the Laplacian
+    megapixels DOUBLE NOT NULL,
+    models VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS poses (       -- one row per accepted frame; landmarks as flat float lists
+    partition_key VARCHAR NOT NULL,
+    frame_id VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,
+    media_type VARCHAR NOT NULL,      -- video or photo
+    sequence_index INTEGER NOT NULL,  -- order of the frame in its media item (time order for video)
+    timestamp_s DOUBLE,               -- NULL for photos
+    image_width INTEGER NOT NULL,
+    image_height INTEGER NOT NULL,
+    pose_found BOOLEAN NOT NULL,
+    pose_landmarks FLOAT[],           -- 33 x (x, y, z, visibility), x and y normalised to the image
+    pose_world_landmarks FLOAT[],     -- 33 x (x, y, z) metres, hip-centred
+    left_hand FLOAT[],                -- 21 x (x, y, z) normalised; NULL when not found
+    left_hand_score FLOAT,
+    right_hand FLOAT[],
+    right_hand_score FLOAT,
+    models VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pose_datasets (  -- HDF5 files written by pose_datasets
+    partition_key VARCHAR NOT NULL,
+    media_id VARCHAR NOT NULL,        -- '*' for the keyword's file
+    frames INTEGER NOT NULL,
+    blob_key VARCHAR NOT NULL,
+    uri VARCHAR NOT NULL,
+    sidecar_key VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    source_deleted BOOLEAN NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS ingest_errors (
     partition_key VARCHAR NOT NULL,

@@ -8,7 +8,8 @@ EXPECTED_EDGES = {
     "video_registry": set(),
     "raw_videos": {"video_registry"},
     "video_frames": {"raw_videos"},
-    "frames": {"video_frames"},
+    "stock_images": set(),
+    "frames": {"video_frames", "stock_images"},
     "filtered_frames": {"frames"},
     "frame_embeddings": {"filtered_frames"},
     "unique_frames": {"frame_embeddings"},
@@ -43,9 +44,11 @@ def test_warehouse_writers_are_in_the_duckdb_pool():
 
 
 def test_jobs_sensors_and_resources_are_registered():
-    assert {job.name for job in defs.jobs} == {"video_pipeline", "vision_pipeline", "add_keywords"}
+    assert {job.name for job in defs.jobs} == {"video_pipeline", "photo_pipeline", "vision_pipeline", "add_keywords"}
     assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor"]
-    assert set(defs.resources) == {"blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector"}
+    assert set(defs.resources) == {
+        "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",
+    }  # fmt: skip
 
 
 def test_model_backends_follow_the_environment(monkeypatch):

@@ -1,0 +1,355 @@
+"""Stock-photo search clients: Pexels, Unsplash and Pixabay through their public JSON APIs.
+
+Each client keeps the photographer, license and page URL of every photo, paces its requests with a per-source rate
+limiter (shared by every client of that source in the process), waits out a 429's ``Retry-After`` when it is
+short, and turns every failure into a ``StockPhotoError`` whose message never holds the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import dagster as dg
+from pydantic import Field
+
+USER_AGENT = "visual-mining/0.1 (+https://github.com/visual-mining)"
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # a photo larger than this is refused before it fills memory
+
+
+class StockPhotoError(RuntimeError):
+    """A search or download that failed; the message is the reason recorded (never the key)."""
+
+
+@dataclass(frozen=True)
+class PhotoHit:
+    """One photo a search found, with what its license requires us to keep."""
+
+    source: str
+    source_id: str
+    page_url: str
+    image_url: str
+    photographer: str | None
+    photographer_url: str | None
+    license: str
+    description: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class RateLimiter:
+    """At most ``limit`` calls in any ``period`` seconds (a sliding window); ``acquire`` waits for a free slot."""
+
+    def __init__(
+        self,
+        limit: int,
+        period: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if limit < 1 or period <= 0:
+            raise ValueError("a rate limit needs limit >= 1 and period > 0")
+        self.limit, self.period = limit, period
+        self._clock, self._sleep = clock, sleep
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait_time(self) -> float:
+        """Seconds until a call may start (0 when one may start now)."""
+        now = self._clock()
+        while self._calls and now - self._calls[0] >= self.period:
+            self._calls.popleft()
+        return 0.0 if len(self._calls) < self.limit else self.period - (now - self._calls[0])
+
+    def acquire(self, max_wait: float = float("inf")) -> None:
+        """Take a slot, sleeping until one frees up.
+
+        Raises:
+            StockPhotoError: the wait would be longer than ``max_wait``.
+        """
+        with self._lock:
+            delay = self.wait_time()
+            if delay > max_wait:
+                raise StockPhotoError(f"request budget used up: next request allowed in {delay:.0f} s")
+            if delay > 0:
+                self._sleep(delay)
+                self.wait_time()
+            self._calls.append(self._clock())
+
+    def push_back(self, seconds: float) -> None:
+        """After a 429: treat the window as full for ``seconds`` from now."""
+        with self._lock:
+            start = self._clock() + seconds - self.period
+            self._calls = deque([start] * self.limit)
+
+
+_LIMITERS: dict[str, RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def limiter_for(source: str, limit: int, period: float) -> RateLimiter:
+    """The process-wide limiter of a source (one per source, limit and period)."""
+    key = f"{source}:{limit}/{period}"
+    with _LIMITERS_LOCK:
+        if key not in _LIMITERS:
+            _LIMITERS[key] = RateLimiter(limit, period)
+        return _LIMITERS[key]
+
+
+def retry_after_seconds(value: str | None, default: float) -> float:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date); ``default`` when absent or unreadable."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return default
+
+
+class StockPhotoSource(dg.ConfigurableResource):
+    """What the three stock-photo clients share: the key from an environment variable (read when a search runs,
+    through ``dg.EnvVar``), pacing, retries and downloads. Subclasses build requests and read replies."""
+
+    base_url: str
+    api_key: str | None = Field(default=None, description="set with dg.EnvVar; by default the source's variable")
+    requests_per_period: int
+    period_s: float
+    timeout_s: float = 30.0
+    retries: int = 3  # for 429 and 5xx replies
+    backoff_s: float = 1.0  # first wait after a 5xx without Retry-After; doubles each attempt
+    max_retry_wait_s: float = 120.0  # a longer Retry-After fails the search instead of stalling the run
+
+    name: ClassVar[str] = "stock"
+    key_variable: ClassVar[str] = ""
+    license: ClassVar[str] = ""
+    max_per_page: ClassVar[int] = 30
+
+    # -- what each API differs in
+    def _request(self, query: str, page: int, per_page: int, key: str) -> tuple[str, dict[str, str]]:
+        raise NotImplementedError
+
+    def _parse(self, payload: Any) -> tuple[list[PhotoHit], int | None]:
+        """The hits of one page of results and, where the API says, the number of pages."""
+        raise NotImplementedError
+
+    # -- shared
+    def _key(self) -> str:
+        key = self.api_key or dg.EnvVar(self.key_variable).get_value()
+        if not key or not key.strip():
+            raise StockPhotoError(f"no API key: set {self.key_variable}")
+        return key.strip()
+
+    def _limiter(self) -> RateLimiter:
+        return limiter_for(self.name, self.requests_per_period, self.period_s)
+
+    def _get(self, url: str, headers: dict[str, str], what: str, paced: bool) -> bytes:
+        """GET with pacing and retries; ``what`` names the request in errors (the URL may hold the key)."""
+        for attempt in range(self.retries + 1):
+            if paced:
+                self._limiter().acquire(max_wait=self.max_retry_wait_s)
+            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                    data = reply.read(MAX_IMAGE_BYTES + 1)
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise StockPhotoError(f"{what}: reply larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+                return data
+            except urllib.error.HTTPError as error:
+                status = error.code
+                if status in (401, 403) and paced:
+                    raise StockPhotoError(
+                        f"{what}: HTTP {status}: the API key was rejected; check {self.key_variable}"
+                    ) from None
+                if status == 429 or status >= 500:
+                    wait = retry_after_seconds(error.headers.get("Retry-After"), default=self.backoff_s * 2.0**attempt)
+                    if status == 429 and paced:
+                        self._limiter().push_back(wait)
+                    if attempt < self.retries and wait <= self.max_retry_wait_s:
+                        time.sleep(wait if not (status == 429 and paced) else 0)
+                        continue
+                    label = "rate limited" if status == 429 else "server error"
+                    raise StockPhotoError(
+                        f"{what}: HTTP {status} ({label}) after {attempt + 1} attempts; retry after {wait:.0f} s"
+                    ) from None
+                raise StockPhotoError(f"{what}: HTTP {status} ({error.reason})") from None
+            except urllib.error.URLError as error:
+                raise StockPhotoError(f"{what}: {error.reason}") from None
+            except (TimeoutError, ConnectionError) as error:
+                raise StockPhotoError(f"{what}: {type(error).__name__}: {error}") from None
+        raise AssertionError("unreachable")
+
+    def search(self, query: str, count: int) -> list[PhotoHit]:
+        """Up to ``count`` photos for a query, over as many pages as needed.
+
+        Raises:
+            StockPhotoError: no key, a rejected key, a reply that isn't the API's JSON, or a failed request.
+        """
+        key = self._key()
+        hits: list[PhotoHit] = []
+        page = 1
+        while len(hits) < count:
+            per_page = min(self.max_per_page, count - len(hits))
+            url, headers = self._request(query, page, max(per_page, 3), key)
+            body = self._get(url, headers, f"{self.name} search page {page}", paced=True)
+            try:
+                found, pages = self._parse(json.loads(body))
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise StockPhotoError(f"{self.name} search page {page}: malformed JSON reply ({error.msg})") from None
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise StockPhotoError(
+                    f"{self.name} search page {page}: unexpected reply shape ({type(error).__name__}: {error})"
+                ) from None
+            hits += found
+            if not found or len(found) < per_page or (pages is not None and page >= pages):
+                break
+            page += 1
+        return hits[:count]
+
+    def download(self, url: str) -> bytes:
+        """The bytes of one image (image hosts are not paced: their limits are not the API's).
+
+        Raises:
+            StockPhotoError: the download failed.
+        """
+        if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+            raise StockPhotoError(f"not an http(s) image URL: {url[:200]!r}")
+        return self._get(url, {}, f"download {url[:200]}", paced=False)
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+class PexelsSource(StockPhotoSource):
+    """Pexels search API (https://www.pexels.com/api/): 200 requests per hour; key in ``PEXELS_API_KEY``."""
+
+    base_url: str = "https://api.pexels.com/v1"
+    requests_per_period: int = 200
+    period_s: float = 3600.0
+    size: str = "large2x"  # which of the photo's renditions to download ('original' for full size)
+
+    name: ClassVar[str] = "pexels"
+    key_variable: ClassVar[str] = "PEXELS_API_KEY"
+    license: ClassVar[str] = "Pexels License"
+    max_per_page: ClassVar[int] = 80
+
+    def _request(self, query, page, per_page, key):
+        params = urllib.parse.urlencode({"query": query, "per_page": per_page, "page": page})
+        return f"{self.base_url.rstrip('/')}/search?{params}", {"Authorization": key}
+
+    def _parse(self, payload):
+        hits = [
+            PhotoHit(
+                source=self.name,
+                source_id=str(photo["id"]),
+                page_url=photo["url"],
+                image_url=photo["src"].get(self.size) or photo["src"]["original"],
+                photographer=_text(photo.get("photographer")),
+                photographer_url=_text(photo.get("photographer_url")),
+                license=self.license,
+                description=_text(photo.get("alt")),
+                width=photo.get("width"),
+                height=photo.get("height"),
+            )
+            for photo in payload["photos"]
+        ]
+        total, per_page = payload.get("total_results"), payload.get("per_page")
+        pages = -(-int(total) // int(per_page)) if total is not None and per_page else None
+        return hits, pages
+
+
+class UnsplashSource(StockPhotoSource):
+    """Unsplash search API (https://unsplash.com/developers): 50 requests per hour on a demo key; key in
+    ``UNSPLASH_ACCESS_KEY``."""
+
+    base_url: str = "https://api.unsplash.com"
+    requests_per_period: int = 50
+    period_s: float = 3600.0
+    size: str = "regular"  # raw, full, regular (1080 px wide), small
+
+    name: ClassVar[str] = "unsplash"
+    key_variable: ClassVar[str] = "UNSPLASH_ACCESS_KEY"
+    license: ClassVar[str] = "Unsplash License"
+    max_per_page: ClassVar[int] = 30
+
+    def _request(self, query, page, per_page, key):
+        params = urllib.parse.urlencode({"query": query, "per_page": per_page, "page": page})
+        headers = {"Authorization": f"Client-ID {key}", "Accept-Version": "v1"}
+        return f"{self.base_url.rstrip('/')}/search/photos?{params}", headers
+
+    def _parse(self, payload):
+        hits = [
+            PhotoHit(
+                source=self.name,
+                source_id=str(photo["id"]),
+                page_url=photo["links"]["html"],
+                image_url=photo["urls"].get(self.size) or photo["urls"]["full"],
+                photographer=_text((photo.get("user") or {}).get("name")),
+                photographer_url=_text(((photo.get("user") or {}).get("links") or {}).get("html")),
+                license=self.license,
+                description=_text(photo.get("description") or photo.get("alt_description")),
+                width=photo.get("width"),
+                height=photo.get("height"),
+            )
+            for photo in payload["results"]
+        ]
+        pages = payload.get("total_pages")
+        return hits, int(pages) if pages is not None else None
+
+
+class PixabayPhotoSource(StockPhotoSource):
+    """Pixabay API (https://pixabay.com/api/docs/): 100 requests per 60 s; key in ``PIXABAY_API_KEY``.
+
+    Pixabay takes the key in the query string: the request URL is never logged or recorded.
+    """
+
+    base_url: str = "https://pixabay.com/api/"
+    requests_per_period: int = 100
+    period_s: float = 60.0
+    size: str = "largeImageURL"  # or webformatURL (640 px)
+
+    name: ClassVar[str] = "pixabay"
+    key_variable: ClassVar[str] = "PIXABAY_API_KEY"
+    license: ClassVar[str] = "Pixabay Content License"
+    max_per_page: ClassVar[int] = 200
+
+    def _request(self, query, page, per_page, key):
+        params = urllib.parse.urlencode(
+            {"key": key, "q": query[:100], "image_type": "photo", "per_page": per_page, "page": page}
+        )
+        return f"{self.base_url}?{params}", {}
+
+    def _parse(self, payload):
+        hits = [
+            PhotoHit(
+                source=self.name,
+                source_id=str(photo["id"]),
+                page_url=photo["pageURL"],
+                image_url=photo.get(self.size) or photo["webformatURL"],
+                photographer=_text(photo.get("user")),
+                photographer_url=(
+                    f"https://pixabay.com/users/{photo['user']}-{photo['user_id']}/"
+                    if photo.get("user") and photo.get("user_id")
+                    else None
+                ),
+                license=self.license,
+                description=_text(photo.get("tags")),
+                width=photo.get("imageWidth"),
+                height=photo.get("imageHeight"),
+            )
+            for photo in payload["hits"]
+        ]
+        return hits, None
