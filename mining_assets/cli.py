@@ -17,6 +17,7 @@ import dagster as dg
 
 from mining_assets.keywords import add_keyword_partitions, register_keywords
 from mining_assets.partitions import keyword_partitions, keyword_slug
+from mining_assets.presets import PRESETS, register_preset
 from mining_assets.warehouse import VIDEO_STATUSES, connect
 from resources import settings
 
@@ -185,6 +186,22 @@ def keywords_add(texts: tuple[str, ...]) -> None:
         click.echo(f"refused {text!r}: {reason}", err=True)
     if rejected and not pairs:
         raise click.exceptions.Exit(1)
+
+
+@keywords.command("preset")
+@click.argument("name", type=click.Choice(sorted(PRESETS)))
+def keywords_preset(name: str) -> None:
+    """Add every keyword of a preset (actions: 8 robot actions x 5 search queries), tagged with its category."""
+    with connect(settings.warehouse_path()) as conn:
+        added, rejected = register_preset(conn, name)
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        new = set(add_keyword_partitions(instance, [key for key, _, _ in added]))
+    for key, keyword, category in added:
+        click.echo(f"{'added' if key in new else 'known'} {key}  {category}: {_cell(keyword, None)}")
+    for text, reason in rejected:
+        click.echo(f"refused {text!r}: {reason}", err=True)
+    click.echo(f"{len(added)} keywords of preset {name!r}, {len(new)} new partitions")
 
 
 @keywords.command("list")

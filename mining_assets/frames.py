@@ -3,9 +3,9 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from mining_assets.images.stock import stock_images
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
-from mining_assets.images.stock import stock_images
 from mining_assets.video.frames import video_frames
 from mining_assets.warehouse import WAREHOUSE_POOL, transaction, warehouse_connection
 

@@ -23,6 +23,12 @@ CREATE TABLE IF NOT EXISTS keywords (
     keyword VARCHAR NOT NULL,
     added_at TIMESTAMP DEFAULT current_timestamp
 );
+CREATE TABLE IF NOT EXISTS keyword_tags (  -- keywords added from a preset, with their category
+    partition_key VARCHAR NOT NULL,
+    preset VARCHAR NOT NULL,          -- e.g. actions
+    category VARCHAR NOT NULL,        -- e.g. grasping
+    PRIMARY KEY (partition_key, preset)
+);
 CREATE TABLE IF NOT EXISTS videos (
     partition_key VARCHAR NOT NULL,
     keyword VARCHAR NOT NULL,

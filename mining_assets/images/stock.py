@@ -162,7 +162,8 @@ def stock_images(
     table = pd.DataFrame(rows, columns=PHOTO_COLUMNS).assign(partition_key=partition_key, keyword=keyword)
     failures = errors + [(r["media_id"], r["error"]) for r in rows if r["status"] == "failed"]
     with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "photos", partition_key, table)
+        # uploads (s3, local) share the photos table: only the stock sources' rows are this asset's to replace
+        replace_partition_rows(conn, "photos", partition_key, table, f"AND source IN {SOURCES!r}")
         record_errors(conn, partition_key, "stock_images", failures)
     for item, reason in failures[:20]:
         context.log.warning(f"{item}: {reason}")

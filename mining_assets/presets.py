@@ -1,0 +1,84 @@
+"""Keyword presets: ready-made lists of search queries added as keyword partitions in one step.
+
+``actions`` holds the eight robot-action categories, five search queries each (40 partitions); each keyword is
+tagged with its category in the warehouse table ``keyword_tags``, so reports and exports can group by action.
+"""
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.warehouse import WAREHOUSE_POOL, warehouse_connection
+
+if TYPE_CHECKING:
+    import duckdb
+
+PRESETS: dict[str, dict[str, list[str]]] = {
+    "actions": {
+        "reaching": ["person reaching for object", "hand reaching out", "reaching for a shelf",
+                     "arm extended reaching", "child reaching up"],
+        "grasping": ["hand grasping object", "gripping a cup", "grasping a handle", "fingers grasping a ball",
+                     "hand gripping a tool"],
+        "lifting": ["person lifting a box", "lifting a heavy object", "lifting a bag", "hands lifting a crate",
+                    "lifting a chair"],
+        "pushing": ["person pushing a cart", "pushing a door", "pushing a box", "pushing a stroller",
+                    "hands pushing a wall"],
+        "pulling": ["person pulling a rope", "pulling a door open", "pulling a drawer", "pulling a cart",
+                    "pulling a suitcase"],
+        "waving": ["person waving hand", "waving hello", "waving goodbye", "child waving", "hand wave greeting"],
+        "pointing": ["person pointing finger", "pointing at a screen", "pointing the way", "hand pointing up",
+                     "teacher pointing at a board"],
+        "holding": ["person holding an object", "holding a cup", "holding a phone", "holding a box",
+                    "hands holding a tool"],
+    },
+}  # fmt: skip
+
+
+def preset_keywords(preset: str) -> list[tuple[str, str]]:
+    """(category, keyword) pairs of a preset, in order.
+
+    Raises:
+        ValueError: no preset of that name.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return [(category, query) for category, queries in PRESETS[preset].items() for query in queries]
+
+
+def register_preset(
+    conn: "duckdb.DuckDBPyConnection", preset: str
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Record a preset's keywords and their categories; returns (partition_key, keyword, category) for each and
+    (text, reason) for each refused (a key already owned by another text)."""
+    entries = preset_keywords(preset)
+    pairs, rejected = register_keywords(conn, [keyword for _, keyword in entries])
+    category_of = {keyword: category for category, keyword in entries}
+    added = [(key, keyword, category_of[keyword]) for key, keyword in pairs]
+    for key, _, category in added:
+        conn.execute(
+            "INSERT OR REPLACE INTO keyword_tags (partition_key, preset, category) VALUES (?, ?, ?)",
+            [key, preset, category],
+        )
+    return added, rejected
+
+
+class PresetConfig(dg.Config):
+    preset: str = "actions"
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def register_preset_partitions(context: dg.OpExecutionContext, config: PresetConfig, warehouse: DuckDBResource) -> None:
+    """Add a keyword partition for every query of a preset, tagged with its category."""
+    with warehouse_connection(warehouse) as conn:
+        added, rejected = register_preset(conn, config.preset)
+    new = add_keyword_partitions(context.instance, [key for key, _, _ in added])
+    context.log.info(f"preset {config.preset!r}: {len(added)} keywords, {len(new)} new partitions")
+    for text, reason in rejected:
+        context.log.error(f"refused {text!r}: {reason}")
+
+
+@dg.job(description="Add a preset's keyword partitions (actions: 8 robot actions x 5 queries). Config: preset")
+def add_preset_keywords() -> None:
+    register_preset_partitions()

@@ -1,0 +1,219 @@
+"""The stock-photo clients against a scripted local server: their JSON shapes, paging, pacing, and every failure
+turned into a reason that names the key's variable but never holds the key."""
+
+import http.server
+import json
+import threading
+import urllib.parse
+from typing import ClassVar
+
+import pytest
+
+from resources.stock_photos import (
+    PexelsSource,
+    PixabayPhotoSource,
+    RateLimiter,
+    StockPhotoError,
+    UnsplashSource,
+    retry_after_seconds,
+)
+
+SECRET = "k3y-s3cret-value"
+
+
+class _Script(http.server.BaseHTTPRequestHandler):
+    """Answers each request with the next scripted (status, headers, body) and logs what was asked."""
+
+    replies: list[tuple[int, dict, bytes]] = []
+    requests: list[tuple[str, dict]] = []
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        type(self).requests.append((self.path, dict(self.headers)))
+        status, headers, body = type(self).replies.pop(0) if type(self).replies else (404, {}, b"")
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Script)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _Script.replies, _Script.requests = [], []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def reply(payload, status=200, **headers) -> tuple[int, dict, bytes]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return status, {"Content-Type": "application/json", **headers}, body
+
+
+def pexels_page(ids, total):
+    return {
+        "page": 1, "per_page": len(ids), "total_results": total,
+        "photos": [{"id": i, "url": f"https://www.pexels.com/photo/{i}/", "photographer": "A", "alt": "door",
+                    "photographer_url": "https://www.pexels.com/@a", "width": 640, "height": 480,
+                    "src": {"original": f"https://images.pexels.com/{i}.jpg", "large2x": f"https://i/{i}-l.jpg"}}
+                   for i in ids],
+    }  # fmt: skip
+
+
+def unique_limit() -> int:
+    """Clients of one source share a limiter per (limit, period): tests use their own to stay independent."""
+    unique_limit.n = getattr(unique_limit, "n", 1000) + 1
+    return unique_limit.n
+
+
+def client(kind, base, **kwargs):
+    return kind(base_url=base, api_key=SECRET, requests_per_period=unique_limit(), backoff_s=0.01, **kwargs)
+
+
+class SmallPagesPexels(PexelsSource):
+    max_per_page: ClassVar[int] = 3  # forces a second page
+
+
+def test_pexels_pages_until_count_and_sends_the_key_as_authorization(server):
+    _Script.replies = [reply(pexels_page([1, 2, 3], total=5)), reply(pexels_page([4, 5], total=5))]
+    hits = client(SmallPagesPexels, server + "/v1").search("glass door", 5)
+    assert [h.source_id for h in hits] == ["1", "2", "3", "4", "5"]
+    assert hits[0].image_url == "https://i/1-l.jpg" and hits[0].license == "Pexels License"
+    assert hits[0].page_url == "https://www.pexels.com/photo/1/" and hits[0].photographer == "A"
+    path, headers = _Script.requests[0]
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+    assert urllib.parse.urlparse(path).path == "/v1/search" and query["query"] == ["glass door"]
+    assert headers["Authorization"] == SECRET and query["page"] == ["1"]
+    assert urllib.parse.parse_qs(urllib.parse.urlparse(_Script.requests[1][0]).query)["page"] == ["2"]
+
+
+def test_unsplash_and_pixabay_shapes(server):
+    _Script.replies = [
+        reply({"total": 1, "total_pages": 1, "results": [
+            {"id": "Ab-1", "description": None, "alt_description": "a door", "width": 10, "height": 10,
+             "urls": {"regular": "https://u/r.jpg", "full": "https://u/f.jpg"},
+             "links": {"html": "https://unsplash.com/photos/Ab-1"},
+             "user": {"name": "B", "links": {"html": "https://unsplash.com/@b"}}}]}),
+        reply({"total": 1, "totalHits": 1, "hits": [
+            {"id": 77, "pageURL": "https://pixabay.com/photos/door-77/", "tags": "door, glass",
+             "webformatURL": "https://p/w.jpg", "largeImageURL": "https://p/l.jpg", "imageWidth": 10,
+             "imageHeight": 10, "user": "C", "user_id": 9}]}),
+    ]  # fmt: skip
+    unsplash = client(UnsplashSource, server + "/unsplash").search("door", 30)
+    assert _Script.requests[0][1]["Authorization"] == f"Client-ID {SECRET}"
+    assert (unsplash[0].source_id, unsplash[0].description, unsplash[0].license) == (
+        "Ab-1",
+        "a door",
+        "Unsplash License",
+    )
+    pixabay = client(PixabayPhotoSource, server + "/pixabay/").search("door", 30)
+    assert pixabay[0].photographer_url == "https://pixabay.com/users/C-9/" and pixabay[0].image_url == "https://p/l.jpg"
+    assert pixabay[0].license == "Pixabay Content License"
+
+
+@pytest.mark.parametrize(
+    ("replies", "expected"),
+    [
+        ([reply({"error": "bad key"}, status=401)], "HTTP 401: the API key was rejected; check PEXELS_API_KEY"),
+        ([reply(b"", status=403)], "check PEXELS_API_KEY"),
+        ([reply(b"{not json", status=200)], "malformed JSON reply"),
+        ([reply(b"<html>maintenance</html>", status=200)], "malformed JSON reply"),
+        ([reply({"photos": "nope"})], "unexpected reply shape"),
+        ([reply({"unexpected": []})], "unexpected reply shape"),
+        ([reply(b"", status=500)] * 4, "HTTP 500 (server error) after 4 attempts"),
+        ([reply(b"", status=429, **{"Retry-After": "3600"})], "HTTP 429 (rate limited) after 1 attempts; retry "
+                                                                "after 3600 s"),
+    ],
+)  # fmt: skip
+def test_failures_become_reasons_without_the_key(server, replies, expected):
+    _Script.replies = list(replies)
+    with pytest.raises(StockPhotoError) as caught:
+        client(PexelsSource, server + "/v1").search("door", 5)
+    assert expected in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_pixabay_key_in_the_url_never_reaches_an_error(server):
+    _Script.replies = [reply(b"", status=500)] * 4
+    with pytest.raises(StockPhotoError) as caught:
+        client(PixabayPhotoSource, server + "/pixabay/").search("door", 5)
+    assert "key=" in _Script.requests[0][0]  # the key does travel in the query string...
+    assert SECRET not in str(caught.value) and "key=" not in str(caught.value)  # ...but never into the reason
+
+
+def test_a_short_retry_after_is_waited_out_and_the_search_goes_on(server):
+    _Script.replies = [reply(b"", status=429, **{"Retry-After": "0"}), reply(pexels_page([1], total=1))]
+    hits = client(PexelsSource, server + "/v1").search("door", 1)
+    assert [h.source_id for h in hits] == ["1"] and len(_Script.requests) == 2
+
+
+def test_a_transient_server_error_is_retried(server):
+    _Script.replies = [reply(b"", status=502), reply(pexels_page([1], total=1))]
+    assert len(client(PexelsSource, server + "/v1").search("door", 1)) == 1
+
+
+def test_missing_key_names_the_variable(monkeypatch):
+    monkeypatch.delenv("UNSPLASH_ACCESS_KEY", raising=False)
+    with pytest.raises(StockPhotoError, match="no API key: set UNSPLASH_ACCESS_KEY"):
+        UnsplashSource(base_url="http://127.0.0.1:9").search("door", 1)
+
+
+def test_downloads_report_http_status_and_refuse_other_schemes(server):
+    source = client(PexelsSource, server)
+    _Script.replies = [(200, {"Content-Type": "image/jpeg"}, b"\xff\xd8bytes")]
+    assert source.download(server + "/img/1.jpg") == b"\xff\xd8bytes"
+    with pytest.raises(StockPhotoError, match="HTTP 404"):
+        source.download(server + "/img/missing.jpg")
+    with pytest.raises(StockPhotoError, match="not an http"):
+        source.download("file:///etc/passwd")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_rate_limiter_allows_the_limit_per_window_then_waits():
+    clock = FakeClock()
+    limiter = RateLimiter(3, 60.0, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        limiter.acquire()
+    assert clock.slept == []
+    clock.now = 10.0
+    limiter.acquire()  # the 4th call waits until the first leaves the window
+    assert clock.slept == [50.0]
+    limiter.acquire()
+    limiter.acquire()  # three calls at t=60 fill the window again
+    assert clock.slept == [50.0]
+    with pytest.raises(StockPhotoError, match="budget used up"):
+        limiter.acquire(max_wait=1.0)
+
+
+def test_rate_limiter_push_back_after_a_429():
+    clock = FakeClock()
+    limiter = RateLimiter(100, 60.0, clock=clock, sleep=clock.sleep)
+    limiter.push_back(30.0)
+    assert limiter.wait_time() == pytest.approx(30.0)
+    limiter.acquire()
+    assert clock.slept == [pytest.approx(30.0)]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"), [(None, 5.0), ("", 5.0), ("12", 12.0), ("soon", 5.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)]
+)
+def test_retry_after_header(header, seconds):
+    assert retry_after_seconds(header, default=5.0) == seconds
