@@ -10,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 from mining_assets.frames import frames
 from mining_assets.images.stock import stock_images
 from mining_assets.jobs import add_keywords, photo_pipeline, video_pipeline, vision_pipeline
+from mining_assets.presets import add_preset_keywords
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
@@ -92,7 +93,7 @@ defs = dg.Definitions(
         coco_annotations,
         detection_visualizations,
     ],
-    jobs=[video_pipeline, photo_pipeline, vision_pipeline, add_keywords],
+    jobs=[video_pipeline, photo_pipeline, vision_pipeline, add_keywords, add_preset_keywords],
     sensors=[keyword_file_sensor],
     resources=resources(),
 )

@@ -44,7 +44,13 @@ def test_warehouse_writers_are_in_the_duckdb_pool():
 
 
 def test_jobs_sensors_and_resources_are_registered():
-    assert {job.name for job in defs.jobs} == {"video_pipeline", "photo_pipeline", "vision_pipeline", "add_keywords"}
+    assert {job.name for job in defs.jobs} == {
+        "video_pipeline",
+        "photo_pipeline",
+        "vision_pipeline",
+        "add_keywords",
+        "add_preset_keywords",
+    }
     assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor"]
     assert set(defs.resources) == {
         "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",

@@ -43,6 +43,7 @@ IMAGES = {
     "p3.jpg": ("image/jpeg", b""),
     "p4.jpg": ("image/jpeg", encode(scene(4).convert("CMYK"))),
     "p5.jpg": ("image/jpeg", rotated_jpeg()),
+    "p6.jpg": ("image/jpeg", encode(scene(7).convert("L"))),  # grayscale
     "u1.png": ("image/png", encode(Image.fromarray(np.full((48, 64), 40000, np.uint16)), "PNG")),
     "u2.png": ("image/png", encode(scene(6).convert("RGBA"), "PNG")),
     "u3.jpg": ("image/jpeg", GOOD),  # the same picture as p1, on another site
@@ -84,9 +85,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 {"id": i, "width": 640, "height": 480, "url": f"https://www.pexels.com/photo/{i}/", "alt": "a door",
                  "photographer": f"Pexels author {i}", "photographer_url": f"https://www.pexels.com/@a{i}",
                  "src": {"large2x": f"{base}/img/p{i}.jpg", "original": f"{base}/img/p{i}.jpg"}}
-                for i in range(1, 6)
+                for i in range(1, 7)
             ]  # fmt: skip
-            self._json({"page": 1, "per_page": 30, "total_results": 5, "photos": photos})
+            self._json({"page": 1, "per_page": 30, "total_results": 6, "photos": photos})
         elif url.path == "/unsplash/search/photos":
             names = {"u1": "u1.png", "u2": "u2.png", "u3": "u3.jpg", "u4": "u4.jpg", "u5": "u5.png"}
             results = [
@@ -141,7 +142,7 @@ def test_photos_are_stored_once_with_their_license_and_reach_the_catalog(photo_r
     assert all(check.passed for check in result.get_asset_check_evaluations())
     rows = {r[0]: r[1:] for r in query(photo_resources, "SELECT media_id, status, error, width, height FROM photos")}
     stored = {m for m, (status, *_) in rows.items() if status == "stored"}
-    assert stored == {"pexels-1", "pexels-4", "pexels-5", "unsplash-u1", "unsplash-u2"}
+    assert stored == {"pexels-1", "pexels-4", "pexels-5", "pexels-6", "unsplash-u1", "unsplash-u2"}
     assert rows["pexels-5"][2:] == (64, 96)  # EXIF orientation applied to the recorded size
     assert rows["unsplash-u3"][:2] == ("duplicate", "same image as pexels-1")
     assert rows["pexels-2"][1].startswith("not an image")
@@ -166,7 +167,7 @@ def test_rerun_reuses_stored_photos_and_duplicates_nothing(photo_resources, inst
     _Handler.log.clear()
     materialize(photo_resources, instance, [stock_images, frames])
     assert query(photo_resources, "SELECT media_id, status, sha256 FROM photos ORDER BY 1") == before
-    assert photo_resources["blob_store"].list_keys("photos") == files == sorted(files) and len(files) == 5
+    assert photo_resources["blob_store"].list_keys("photos") == files == sorted(files) and len(files) == 6
     downloaded = [path for path in _Handler.log if path.startswith("/img/")]
     assert not {"/img/p1.jpg", "/img/p4.jpg", "/img/u1.png"} & set(downloaded)  # stored photos are not fetched again
-    assert query(photo_resources, "SELECT count(*) FROM frames")[0][0] == 5
+    assert query(photo_resources, "SELECT count(*) FROM frames")[0][0] == 6
