@@ -9,7 +9,8 @@ from dagster_duckdb import DuckDBResource
 
 from mining_assets.frames import frames
 from mining_assets.images.stock import stock_images
-from mining_assets.jobs import add_keywords, photo_pipeline, video_pipeline, vision_pipeline
+from mining_assets.images.uploads import media_uploads
+from mining_assets.jobs import add_keywords, photo_pipeline, upload_pipeline, video_pipeline, vision_pipeline
 from mining_assets.presets import add_preset_keywords
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
@@ -26,8 +27,10 @@ from resources.models.embedder import ImageEmbedder
 from resources.models.text_filter import TextImageFilter
 from resources.settings import blob_root, warehouse_path
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
+from resources.uploads import UploadBucket
 from resources.youtube import YouTubeResource
 from sensors.keywords import keyword_file_sensor
+from sensors.s3_uploads import s3_uploads_sensor
 
 
 def blob_store_resource() -> BlobStore:
@@ -39,6 +42,22 @@ def blob_store_resource() -> BlobStore:
     return S3BlobStore(
         bucket=dg.EnvVar("MINING_S3_BUCKET"),
         prefix=os.environ.get("MINING_S3_PREFIX", "mining"),
+        s3=S3Resource(
+            endpoint_url=os.environ.get("MINING_S3_ENDPOINT_URL") or None,
+            region_name=os.environ.get("AWS_REGION") or None,
+        ),
+    )
+
+
+def uploads_resource() -> UploadBucket:
+    """The upload bucket when MINING_UPLOADS_BUCKET is set, else none (local folders only)."""
+    if not os.environ.get("MINING_UPLOADS_BUCKET"):
+        return UploadBucket.unconfigured()
+    from dagster_aws.s3 import S3Resource
+
+    return UploadBucket(
+        bucket=dg.EnvVar("MINING_UPLOADS_BUCKET"),
+        prefix=os.environ.get("MINING_UPLOADS_PREFIX", "uploads"),
         s3=S3Resource(
             endpoint_url=os.environ.get("MINING_S3_ENDPOINT_URL") or None,
             region_name=os.environ.get("AWS_REGION") or None,
@@ -71,6 +90,7 @@ def resources() -> dict:
         "blob_store": blob_store_resource(),
         "warehouse": DuckDBResource(database=warehouse_path()),
         "youtube": YouTubeResource(),
+        "uploads": uploads_resource(),
         # keys are read from PEXELS_API_KEY, UNSPLASH_ACCESS_KEY, PIXABAY_API_KEY when a search runs
         "pexels": PexelsSource(),
         "unsplash": UnsplashSource(),
@@ -85,6 +105,7 @@ defs = dg.Definitions(
         raw_videos,
         video_frames,
         stock_images,
+        media_uploads,
         frames,
         filtered_frames,
         frame_embeddings,
@@ -93,7 +114,7 @@ defs = dg.Definitions(
         coco_annotations,
         detection_visualizations,
     ],
-    jobs=[video_pipeline, photo_pipeline, vision_pipeline, add_keywords, add_preset_keywords],
-    sensors=[keyword_file_sensor],
+    jobs=[video_pipeline, photo_pipeline, upload_pipeline, vision_pipeline, add_keywords, add_preset_keywords],
+    sensors=[keyword_file_sensor, s3_uploads_sensor],
     resources=resources(),
 )

@@ -28,7 +28,7 @@ FROM photos WHERE partition_key = ? AND status = 'stored'
 
 @dg.asset(
     partitions_def=keyword_partitions,
-    deps=[video_frames, stock_images],
+    deps=[video_frames, stock_images, "media_uploads"],
     group_name="frames",
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},

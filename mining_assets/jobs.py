@@ -25,6 +25,12 @@ photo_pipeline = dg.define_asset_job(
     description="Search and store the stock photos of one keyword, up to the frames catalog.",
 )
 
+upload_pipeline = dg.define_asset_job(
+    "upload_pipeline",
+    selection=dg.AssetSelection.assets("media_uploads", "video_frames", "frames"),
+    description="Store the photos and videos uploaded for one keyword (S3 or a local folder), up to the frames.",
+)
+
 vision_pipeline = dg.define_asset_job(
     "vision_pipeline",
     selection=dg.AssetSelection.assets(*VISION_ASSETS),

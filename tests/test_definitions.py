@@ -7,9 +7,10 @@ from resources.blob_store import LocalBlobStore, S3BlobStore
 EXPECTED_EDGES = {
     "video_registry": set(),
     "raw_videos": {"video_registry"},
-    "video_frames": {"raw_videos"},
+    "video_frames": {"raw_videos", "media_uploads"},
     "stock_images": set(),
-    "frames": {"video_frames", "stock_images"},
+    "media_uploads": set(),
+    "frames": {"video_frames", "stock_images", "media_uploads"},
     "filtered_frames": {"frames"},
     "frame_embeddings": {"filtered_frames"},
     "unique_frames": {"frame_embeddings"},
@@ -47,13 +48,15 @@ def test_jobs_sensors_and_resources_are_registered():
     assert {job.name for job in defs.jobs} == {
         "video_pipeline",
         "photo_pipeline",
+        "upload_pipeline",
         "vision_pipeline",
         "add_keywords",
         "add_preset_keywords",
     }
-    assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor"]
+    assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor", "s3_uploads_sensor"]
     assert set(defs.resources) == {
         "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",
+        "uploads",
     }  # fmt: skip
 
 

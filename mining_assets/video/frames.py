@@ -98,7 +98,7 @@ def extract_video_frames(
 
 @dg.asset(
     partitions_def=keyword_partitions,
-    deps=[raw_videos],
+    deps=[raw_videos, "media_uploads"],
     group_name="video",
     pool=WAREHOUSE_POOL,
     kinds={"pyav", "duckdb"},

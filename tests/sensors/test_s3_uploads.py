@@ -1,0 +1,184 @@
+"""s3_uploads_sensor against a moto S3 server on loopback: new objects become slug partitions with one run per
+keyword, objects written in the same second as the cursor's newest are picked up exactly once, and a run request's
+config drives media_uploads."""
+
+import datetime as dt
+import json
+import uuid
+
+import boto3
+import dagster as dg
+import duckdb
+import pytest
+from dagster_aws.s3 import S3Resource
+from vision_support import encode, scene
+
+from mining_assets.images.uploads import media_uploads
+from mining_assets.partitions import is_slug, keyword_slug
+from mining_assets.video.synthetic import make_video
+from resources.blob_store import check_key
+from resources.uploads import UploadBucket, UploadedObject, readable_text
+from sensors.s3_uploads import UploadCursor, s3_uploads_sensor
+
+CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+T0 = dt.datetime(2026, 5, 1, 12, 0, 0, 250000)  # moto keeps whole seconds: LastModified 12:00:00
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """moto's clock for new objects (its server runs in this process), so 'the same second' is arranged, not raced."""
+    import moto.s3.models
+
+    now = {"time": T0}
+    monkeypatch.setattr(moto.s3.models, "utcnow", lambda: now["time"])
+    return now
+
+
+@pytest.fixture
+def bucket(s3_endpoint) -> UploadBucket:
+    name = f"uploads-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, **CREDENTIALS).create_bucket(Bucket=name)
+    return UploadBucket(bucket=name, prefix="uploads", s3=S3Resource(endpoint_url=s3_endpoint, **CREDENTIALS))
+
+
+def put(bucket: UploadBucket, key: str, data: bytes = b"x") -> None:
+    bucket.s3.get_client().put_object(Bucket=bucket.bucket, Key=key, Body=data)
+
+
+def tick(instance, bucket, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"uploads": bucket}) as context:
+        return s3_uploads_sensor(context)
+
+
+def requested(result) -> dict[str, list[str]]:
+    return {r.partition_key: r.run_config["ops"]["media_uploads"]["config"]["s3_keys"] for r in result.run_requests}
+
+
+def test_new_uploads_become_slug_partitions_with_one_run_per_keyword(instance, bucket, clock, capsys):
+    keys = ["uploads/glass door/a.jpg", "uploads/glass door/phone/clip.mp4", "uploads/../etc/x.jpg",
+            'uploads/<b>"q"</b>/x.jpg', "uploads/café ☕/y.jpg", "uploads/readme.txt", "uploads/glass door/",
+            "uploads//no-folder.jpg", "uploads/\x07bell/z.jpg", "elsewhere/glass door/b.jpg"]  # fmt: skip
+    for key in keys:
+        put(bucket, key)
+    result = tick(instance, bucket)
+
+    folders = {"glass door": keys[:2], "..": [keys[2]], '<b>"q"<': [keys[3]], "café ☕": [keys[4]]}
+    expected = {keyword_slug(folder): objects for folder, objects in folders.items()}
+    assert sorted(result.dynamic_partitions_requests[0].partition_keys) == sorted(expected)
+    assert requested(result) == expected
+    assert all(is_slug(key) and "/" not in key and ".." not in key for key in expected)
+    keywords = {r.partition_key: r.run_config["ops"]["media_uploads"]["config"]["keyword"] for r in result.run_requests}
+    assert keywords == {keyword_slug(folder): folder for folder in folders}
+    assert len({r.run_key for r in result.run_requests}) == 4
+    assert all(r.run_key.startswith("s3-uploads-") for r in result.run_requests)
+    log = capsys.readouterr().err  # the empty folder and the control character are logged, not fatal
+    assert "folder '' refused" in log and "folder '\\x07bell' refused" in log
+
+    # nothing new: nothing requested, and a known keyword is not added again
+    instance.add_dynamic_partitions("keyword", list(expected))
+    assert isinstance(tick(instance, bucket, result.cursor), dg.SkipReason)
+    clock["time"] = T0 + dt.timedelta(seconds=5)
+    put(bucket, "uploads/glass door/b.jpg")
+    later = tick(instance, bucket, result.cursor)
+    assert requested(later) == {"glass-door": ["uploads/glass door/b.jpg"]}
+    assert later.dynamic_partitions_requests == []
+
+
+def test_objects_written_in_the_same_second_are_picked_up_exactly_once(instance, bucket, clock):
+    put(bucket, "uploads/door/a.jpg")
+    first = tick(instance, bucket)
+    assert requested(first) == {"door": ["uploads/door/a.jpg"]}
+    assert json.loads(first.cursor)["keys_at_newest"] == ["uploads/door/a.jpg"]
+
+    clock["time"] = T0 + dt.timedelta(milliseconds=600)  # still 12:00:00 for S3
+    put(bucket, "uploads/door/b.jpg")
+    put(bucket, "uploads/door/c.jpg")
+    second = tick(instance, bucket, first.cursor)
+    assert requested(second) == {"door": ["uploads/door/b.jpg", "uploads/door/c.jpg"]}
+    assert tick(instance, bucket, first.cursor).run_requests[0].run_key == second.run_requests[0].run_key
+    assert isinstance(tick(instance, bucket, second.cursor), dg.SkipReason)
+
+    # an object replaced later is new content: it runs again, under another run key
+    clock["time"] = T0 + dt.timedelta(seconds=2)
+    put(bucket, "uploads/door/b.jpg", b"new content")
+    third = tick(instance, bucket, second.cursor)
+    assert requested(third) == {"door": ["uploads/door/b.jpg"]}
+    assert third.run_requests[0].run_key != second.run_requests[0].run_key
+    assert isinstance(tick(instance, bucket, third.cursor), dg.SkipReason)
+
+
+def test_a_run_request_drives_media_uploads(instance, resources, bucket, clock, tmp_path):
+    video = make_video(tmp_path / "clip.mp4", frames=20, fps=10).read_bytes()
+    put(bucket, "uploads/glass door/IMG_0001.jpg", encode(scene(1)))
+    put(bucket, "uploads/glass door/VID_0001.jpg", video)  # a video, whatever its name says
+    put(bucket, "uploads/../etc/passwd", encode(scene(2)))
+    result = tick(instance, bucket)
+    instance.add_dynamic_partitions("keyword", result.dynamic_partitions_requests[0].partition_keys)
+    resources = {**resources, "uploads": bucket}
+    for request in result.run_requests:
+        outcome = dg.materialize([media_uploads], partition_key=request.partition_key, run_config=request.run_config,
+                                 resources=resources, instance=instance)  # fmt: skip
+        assert outcome.success
+
+    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
+        rows = conn.execute("SELECT partition_key, location, media_type, status, media_id FROM uploads").fetchall()
+        keywords = dict(conn.execute("SELECT partition_key, keyword FROM keywords").fetchall())
+        videos = conn.execute("SELECT media_id, status, url FROM videos").fetchall()
+    by_location = {location: (key, kind, status, media_id) for key, location, kind, status, media_id in rows}
+    assert by_location[bucket.location("uploads/glass door/IMG_0001.jpg")][:3] == ("glass-door", "photo", "stored")
+    video_row = by_location[bucket.location("uploads/glass door/VID_0001.jpg")]
+    assert video_row[:3] == ("glass-door", "video", "stored")
+    assert videos == [(video_row[3], "downloaded", bucket.location("uploads/glass door/VID_0001.jpg"))]
+    assert by_location[bucket.location("uploads/../etc/passwd")][:3] == (keyword_slug(".."), "photo", "stored")
+    assert keywords == {"glass-door": "glass door", keyword_slug(".."): ".."}
+    store = resources["blob_store"]
+    stored = store.list_keys("photos") + store.list_keys("videos")
+    assert len(stored) == 3 and all(check_key(key) and "etc" not in key for key in stored)
+    assert sorted(p.name for p in (tmp_path / "data" / "blobs").iterdir()) == ["photos", "videos"]
+
+
+def test_without_a_bucket_the_sensor_skips(instance):
+    assert "no upload bucket" in tick(instance, UploadBucket.unconfigured()).skip_message
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key", "folder"),
+    [
+        ("uploads", "uploads/glass door/a.jpg", "glass door"),
+        ("uploads", "uploads/glass door/deep/a.jpg", "glass door"),
+        ("uploads", "uploads/a.jpg", None),  # no folder
+        ("uploads", "uploads/glass door/", None),  # a folder marker
+        ("uploads", "other/glass door/a.jpg", None),  # outside the prefix
+        ("uploads", "uploadsx/glass door/a.jpg", None),
+        ("uploads", "uploads//a.jpg", ""),  # an empty folder: refused later as a keyword
+        ("uploads", "uploads/../etc/x.jpg", ".."),
+        ("uploads", 'uploads/<b>"q"</b>/x.jpg', '<b>"q"<'),
+        ("uploads", "uploads/a\udcffb/x.jpg", "a\ufffdb"),  # an undecodable byte
+        ("/uploads/", "uploads/glass door/a.jpg", "glass door"),
+        ("", "glass door/a.jpg", "glass door"),
+    ],
+)
+def test_keyword_folder(prefix, key, folder):
+    assert UploadBucket(bucket="b", prefix=prefix, s3=S3Resource()).keyword_folder(key) == folder
+
+
+def test_readable_text():
+    assert readable_text(b"caf\xe9") == "caf\ufffd"
+    assert readable_text("caf\udce9") == "caf\ufffd"
+    assert readable_text("café") == "café"
+
+
+def test_cursor_round_trip_and_same_second_rule():
+    second = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+    def obj(key: str, at: dt.datetime) -> UploadedObject:
+        return UploadedObject(key=key, size=1, etag="e", last_modified=at)
+
+    cursor = UploadCursor().advance([obj("a", second - dt.timedelta(seconds=1)), obj("b", second)])
+    cursor = UploadCursor.parse(cursor.dumps())
+    assert cursor == UploadCursor(second, frozenset({"b"}))
+    assert [cursor.is_new(obj(k, second)) for k in ("a", "b", "c")] == [True, False, True]
+    assert not cursor.is_new(obj("z", second - dt.timedelta(seconds=1)))
+    assert cursor.advance([obj("c", second)]).keys_at_newest == {"b", "c"}
+    assert cursor.advance([obj("d", second + dt.timedelta(seconds=1))]).keys_at_newest == {"d"}
+    assert UploadCursor.parse(None) == UploadCursor() and UploadCursor().advance([]) == UploadCursor()
