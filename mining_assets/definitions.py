@@ -7,10 +7,21 @@ import os
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
 from mining_assets.images.stock import stock_images
 from mining_assets.images.uploads import media_uploads
-from mining_assets.jobs import add_keywords, photo_pipeline, upload_pipeline, video_pipeline, vision_pipeline
+from mining_assets.jobs import (
+    add_keywords,
+    photo_pipeline,
+    pose_pipeline,
+    upload_pipeline,
+    video_pipeline,
+    vision_pipeline,
+)
+from mining_assets.poses.datasets import pose_datasets
+from mining_assets.poses.poses import poses
+from mining_assets.poses.quality import quality_scores
 from mining_assets.presets import add_preset_keywords
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
@@ -24,7 +35,9 @@ from mining_assets.vision.visualizations import detection_visualizations
 from resources.blob_store import BlobStore, LocalBlobStore, S3BlobStore
 from resources.models.detector import OpenVocabDetector
 from resources.models.embedder import ImageEmbedder
+from resources.models.pose import PoseEstimator
 from resources.models.text_filter import TextImageFilter
+from resources.mongo import MongoResource
 from resources.settings import blob_root, warehouse_path
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
 from resources.uploads import UploadBucket
@@ -65,6 +78,19 @@ def uploads_resource() -> UploadBucket:
     )
 
 
+def pose_resource() -> PoseEstimator:
+    """MediaPipe bundles from MINING_POSE_MODEL / MINING_HAND_MODEL (.task files); else the cache
+    (MINING_MEDIAPIPE_CACHE, default ~/.cache/visual-mining/mediapipe), filled by a one-time download when online."""
+    settings = {
+        "pose_model_path": os.environ.get("MINING_POSE_MODEL"),
+        "hand_model_path": os.environ.get("MINING_HAND_MODEL"),
+        "pose_variant": os.environ.get("MINING_POSE_VARIANT"),  # full | lite | heavy
+        "cache_dir": os.environ.get("MINING_MEDIAPIPE_CACHE"),
+        "offline": os.environ.get("MINING_MEDIAPIPE_OFFLINE", "").lower() in ("1", "true", "yes", "on") or None,
+    }
+    return PoseEstimator(**{name: value for name, value in settings.items() if value})
+
+
 def model_resources() -> dict:
     """The model roles with their default backends; MINING_<ROLE>_BACKEND / _MODEL / _BATCH_SIZE and
     MINING_MODEL_DEVICE choose others (a model may be a Hugging Face id or a local directory)."""
@@ -95,6 +121,9 @@ def resources() -> dict:
         "pexels": PexelsSource(),
         "unsplash": UnsplashSource(),
         "pixabay": PixabayPhotoSource(),
+        "pose_estimator": pose_resource(),
+        # the URI is read from MONGODB_URI only when mongo_export runs, and never shown
+        "mongo": MongoResource(),
         **model_resources(),
     }
 
@@ -113,8 +142,20 @@ defs = dg.Definitions(
         detections,
         coco_annotations,
         detection_visualizations,
+        quality_scores,
+        poses,
+        pose_datasets,
+        mongo_export,
     ],
-    jobs=[video_pipeline, photo_pipeline, upload_pipeline, vision_pipeline, add_keywords, add_preset_keywords],
+    jobs=[
+        video_pipeline,
+        photo_pipeline,
+        upload_pipeline,
+        vision_pipeline,
+        pose_pipeline,
+        add_keywords,
+        add_preset_keywords,
+    ],
     sensors=[keyword_file_sensor, s3_uploads_sensor],
     resources=resources(),
 )

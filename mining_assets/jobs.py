@@ -37,6 +37,12 @@ vision_pipeline = dg.define_asset_job(
     description="Filter, embed, de-duplicate and detect on the frames of one keyword, up to COCO and drawings.",
 )
 
+pose_pipeline = dg.define_asset_job(
+    "pose_pipeline",
+    selection=dg.AssetSelection.assets("quality_scores", "poses", "pose_datasets", "mongo_export"),
+    description="Score frames for pose training, extract body and hand keypoints, write HDF5 and export to MongoDB.",
+)
+
 
 class AddKeywordsConfig(dg.Config):
     keywords: list[str]

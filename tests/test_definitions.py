@@ -17,6 +17,10 @@ EXPECTED_EDGES = {
     "detections": {"unique_frames"},
     "coco_annotations": {"detections"},
     "detection_visualizations": {"detections"},
+    "quality_scores": {"frames"},
+    "poses": {"quality_scores"},
+    "pose_datasets": {"poses"},
+    "mongo_export": {"pose_datasets"},
 }
 
 
@@ -50,13 +54,14 @@ def test_jobs_sensors_and_resources_are_registered():
         "photo_pipeline",
         "upload_pipeline",
         "vision_pipeline",
+        "pose_pipeline",
         "add_keywords",
         "add_preset_keywords",
     }
     assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor", "s3_uploads_sensor"]
     assert set(defs.resources) == {
         "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",
-        "uploads",
+        "uploads", "pose_estimator", "mongo",
     }  # fmt: skip
 
 
@@ -114,10 +119,11 @@ def test_workspace_file_loads_the_same_code_location(tmp_path):
 
 
 def test_loading_the_definitions_loads_no_model_library():
-    """The UI and every run load the code location; torch and transformers wait until a model is used."""
+    """The UI and every run load the code location; model, HDF5 and MongoDB libraries wait until they are used."""
     import subprocess
     import sys
 
-    code = "import sys, mining_assets.definitions; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    heavy = "{'torch', 'transformers', 'mediapipe', 'cv2', 'h5py', 'pymongo'}"
+    code = f"import sys, mining_assets.definitions; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"

@@ -1,0 +1,290 @@
+"""pose_datasets: each media item's poses, and the keyword's, as HDF5 files with JSON sidecars (schema in hdf5.py).
+
+Files go to ``pose_datasets/<partition>/<media_id>.h5`` (and ``.json``) and ``pose_datasets/<partition>/keyword.h5``.
+Each is written locally, stored, fetched back from the store and verified before its row is recorded. With
+``delete_sources`` a media item's downloaded original (video file or photo) is deleted only after its own file and
+the keyword file were verified and recorded, and only when no other keyword or media item still uses that blob.
+"""
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.metadata import markdown_table
+from mining_assets.partitions import keyword_partitions
+from mining_assets.poses.hdf5 import (
+    SCHEMA_VERSION,
+    KeywordPoses,
+    MediaPoses,
+    content_problems,
+    file_sha256,
+    media_name,
+    pose_arrays,
+    sidecar,
+    verify,
+    write_keyword_file,
+    write_media_file,
+)
+from mining_assets.vision.annotations import metadata_location
+from mining_assets.vision.common import partition_prefix, remove_orphans
+from mining_assets.warehouse import (
+    WAREHOUSE_POOL,
+    keyword_text,
+    record_errors,
+    replace_partition_rows,
+    warehouse_connection,
+)
+from resources.blob_store import BlobStore
+
+STAGE = "pose_datasets"
+KEYWORD_FILE = "keyword"  # file name of the keyword's HDF5; media names never equal it (see media_name)
+KEYWORD_ROW = "*"  # media_id of the keyword file's row in pose_datasets
+POSES = (
+    "SELECT frame_id, sequence_index, timestamp_s, image_width, image_height, pose_found, pose_landmarks, "
+    "pose_world_landmarks, left_hand, left_hand_score, right_hand, right_hand_score FROM poses "
+    "WHERE partition_key = ? AND media_id = ? ORDER BY sequence_index, frame_id"
+)
+PROVENANCE = """
+WITH items AS (
+    SELECT media_id, any_value(media_type) AS media_type, count(*) AS frames,
+           list(DISTINCT models ORDER BY models) AS models
+    FROM poses WHERE partition_key = $1 GROUP BY media_id),
+catalog AS (
+    SELECT media_id, any_value(source) AS source, min(source_url) AS source_url
+    FROM frames WHERE partition_key = $1 GROUP BY media_id)
+SELECT i.media_id, i.media_type, i.frames, coalesce(v.source, p.source, c.source) AS source,
+       coalesce(v.url, p.page_url, c.source_url) AS source_url, p.license,
+       coalesce(p.photographer, v.channel) AS creator,
+       CASE i.media_type WHEN 'video' THEN v.blob_key ELSE p.blob_key END AS source_blob_key, i.models
+FROM items i LEFT JOIN catalog c USING (media_id)
+LEFT JOIN videos v ON v.partition_key = $1 AND v.media_id = i.media_id AND i.media_type = 'video'
+LEFT JOIN photos p ON p.partition_key = $1 AND p.media_id = i.media_id AND i.media_type = 'photo'
+                  AND p.status = 'stored'
+ORDER BY i.media_id
+"""
+# who else uses a blob: any row of another keyword, or of another media item of this keyword
+SAMPLE_COLUMNS = ["media_id", "media_type", "frames", "source_url", "license"]
+REFERENCES = (
+    " UNION ".join(
+        f"SELECT DISTINCT '{table}' AS tbl, partition_key FROM {table} "
+        "WHERE blob_key = $1 AND NOT (partition_key = $2 AND media_id = $3)"
+        for table in ("videos", "photos", "frames")
+    )
+    + " ORDER BY 1, 2"
+)
+
+
+class PoseDatasetsConfig(dg.Config):
+    delete_sources: bool = False  # delete each item's downloaded original once its HDF5 is stored and verified
+
+
+@dataclass
+class StoredFile:
+    """A file that was stored, fetched back and verified: one row of ``pose_datasets``."""
+
+    media_id: str
+    frames: int
+    blob_key: str
+    uri: str
+    sidecar_key: str
+    sha256: str
+
+
+def query_dicts(conn, sql: str, params: list) -> list[dict[str, Any]]:
+    cursor = conn.execute(sql, params)
+    columns = [column[0] for column in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def media_provenance(conn, partition_key: str) -> dict[str, dict[str, Any]]:
+    """Per media item with poses: type, frames, source, source URL, license (photos only: a video's terms are
+    not recorded per video), creator, the blob of its downloaded original and the pose models."""
+    return {row["media_id"]: row for row in query_dicts(conn, PROVENANCE, [partition_key])}
+
+
+def media_attributes(info: dict[str, Any], keyword: str, partition_key: str, created_at: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION, "file_kind": "media", "media_id": info["media_id"],
+        "media_type": info["media_type"], "source": info["source"], "source_url": info["source_url"],
+        "license": info["license"], "creator": info["creator"], "keyword": keyword, "partition_key": partition_key,
+        "models": list(info["models"]), "created_at": created_at,
+    }  # fmt: skip
+
+
+def build_items(
+    conn, provenance: dict[str, dict], keyword: str, partition_key: str, created_at: str
+) -> tuple[list[MediaPoses], list[tuple[str, str]]]:
+    """The media items as arrays and attributes, and (media_id, reason) for those whose pose rows are unusable.
+
+    Rows are read one media item at a time: only the compact arrays of the keyword stay in memory.
+    """
+    items, problems = [], []
+    for media_id, info in provenance.items():
+        rows = query_dicts(conn, POSES, [partition_key, media_id])
+        try:
+            arrays = pose_arrays(rows)
+            bad = content_problems(arrays, info["media_type"])
+            if bad:
+                raise ValueError("; ".join(bad))
+        except ValueError as error:
+            problems.append((media_id, f"unusable pose rows: {error}"))
+            continue
+        items.append(MediaPoses(media_attributes(info, keyword, partition_key, created_at), arrays))
+    return items, problems
+
+
+def store_verified(
+    blob_store: BlobStore, prefix: str, name: str, content: MediaPoses | KeywordPoses, tmp: Path
+) -> StoredFile:
+    """Write a file locally, store it and its sidecar, fetch both back from the store and verify them.
+
+    Raises:
+        RuntimeError: what verification found wrong (files already stored are left for orphan removal).
+    """
+    local = tmp / f"{name}.h5"
+    (write_keyword_file if isinstance(content, KeywordPoses) else write_media_file)(local, content)
+    document = json.loads(json.dumps(sidecar(local, content)))
+    key, sidecar_key = f"{prefix}/{name}.h5", f"{prefix}/{name}.json"
+    uri = blob_store.put_file(key, local)
+    blob_store.put_bytes(sidecar_key, json.dumps(document, indent=1, sort_keys=True).encode())
+    with blob_store.local_path(key) as stored:  # a fresh download when the store is remote
+        problems = [] if file_sha256(stored) == document["sha256"] else ["the stored file's sha256 differs"]
+        problems += verify(stored, content)
+    if json.loads(blob_store.get_bytes(sidecar_key)) != document:
+        problems.append("the stored sidecar differs from the one written")
+    if problems:
+        raise RuntimeError(f"{name}.h5 failed verification: " + "; ".join(problems[:5]))
+    frames = document["attributes"]["frames"]
+    media_id = KEYWORD_ROW if isinstance(content, KeywordPoses) else content.attributes["media_id"]
+    return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"])
+
+
+def delete_originals(
+    conn, blob_store: BlobStore, partition_key: str, originals: dict[str, str | None]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Delete verified items' originals (media_id -> blob key) that nothing else uses.
+
+    Returns the media ids whose original was deleted, and (media_id, reason) for each one kept.
+    """
+    deleted, kept = [], []
+    for media_id, key in originals.items():
+        users = conn.execute(REFERENCES, [key, partition_key, media_id]).fetchall() if key else []
+        if not key:
+            kept.append((media_id, "no downloaded original on record"))
+        elif users:
+            where = ", ".join(f"{table} of partition {other!r}" for table, other in users[:5])
+            kept.append((media_id, f"still used by {len(users)} other row set(s): {where}"))
+        elif not blob_store.exists(key):
+            kept.append((media_id, "original already gone from the store"))
+        else:
+            try:
+                blob_store.delete([key])
+                gone = not blob_store.exists(key)
+            except Exception as error:  # recorded; the other items go on
+                kept.append((media_id, f"delete failed: {type(error).__name__}: {error}"))
+                continue
+            if gone:
+                deleted.append(media_id)
+            else:
+                kept.append((media_id, "the store still holds it after delete"))
+    return deleted, kept
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    deps=["poses"],
+    group_name="poses",
+    pool=WAREHOUSE_POOL,
+    kinds={"hdf5", "duckdb"},
+    check_specs=[dg.AssetCheckSpec("files_verified", asset="pose_datasets")],
+)
+def pose_datasets(
+    context: dg.AssetExecutionContext, config: PoseDatasetsConfig, blob_store: BlobStore, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    """The keyword's poses as HDF5 datasets for robot learning, one file per video or photo and one per keyword."""
+    partition_key = context.partition_key
+    prefix = partition_prefix(STAGE, partition_key)
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    with warehouse_connection(warehouse) as conn:
+        keyword = keyword_text(conn, partition_key)
+        provenance = media_provenance(conn, partition_key)
+        items, problems = build_items(conn, provenance, keyword, partition_key, created_at)
+        deleted_before = {row[0] for row in conn.execute(
+            "SELECT media_id FROM pose_datasets WHERE partition_key = ? AND source_deleted", [partition_key]
+        ).fetchall()}  # fmt: skip
+    stored: dict[str, StoredFile] = {}
+    with tempfile.TemporaryDirectory(prefix="pose-datasets-") as tmp:
+        for item in items:
+            media_id = item.attributes["media_id"]
+            try:
+                stored[media_id] = store_verified(blob_store, prefix, media_name(media_id), item, Path(tmp))
+            except Exception as error:  # recorded with its reason; the other items go on
+                problems.append((media_id, f"{type(error).__name__}: {error}"))
+        models = sorted({model for item in items for model in item.attributes["models"]})
+        attributes = {"schema_version": SCHEMA_VERSION, "file_kind": "keyword", "keyword": keyword,
+                      "partition_key": partition_key, "models": models, "created_at": created_at}  # fmt: skip
+        try:
+            stored[KEYWORD_ROW] = store_verified(
+                blob_store, prefix, KEYWORD_FILE, KeywordPoses(attributes, items), Path(tmp)
+            )
+        except Exception as error:
+            problems.append((KEYWORD_ROW, f"{type(error).__name__}: {error}"))
+
+    def still_deleted(media_id: str) -> bool:
+        key = provenance.get(media_id, {}).get("source_blob_key")
+        return media_id in deleted_before and bool(key) and not blob_store.exists(key)
+
+    table = pd.DataFrame(
+        [{**asdict(f), "source_deleted": still_deleted(f.media_id)} for f in stored.values()],
+        columns=[*StoredFile.__dataclass_fields__, "source_deleted"],
+    )
+    deleted, kept = [], []
+    with warehouse_connection(warehouse) as conn:
+        replace_partition_rows(conn, "pose_datasets", partition_key, table.assign(partition_key=partition_key))
+        record_errors(conn, partition_key, STAGE, problems)
+        if config.delete_sources:
+            verified = KEYWORD_ROW in stored
+            originals = {m: info["source_blob_key"] for m, info in provenance.items() if verified and m in stored}
+            kept = [(m, "its HDF5 files were not all verified") for m in provenance if m not in originals]
+            deleted, also_kept = delete_originals(conn, blob_store, partition_key, originals)
+            kept += also_kept
+            if deleted:
+                conn.execute(
+                    "UPDATE pose_datasets SET source_deleted = true "
+                    "WHERE partition_key = ? AND list_contains(?, media_id)",
+                    [partition_key, deleted],
+                )
+    keep = [key for f in stored.values() for key in (f.blob_key, f.sidecar_key)]
+    orphans, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored
+    for item, reason in [*problems, *kept][:20]:
+        context.log.warning(f"{item}: {reason}")
+    keyword_file = stored.get(KEYWORD_ROW)
+    sample = [[info[column] for column in SAMPLE_COLUMNS] for info in list(provenance.values())[:10]]
+    failed = [m for m in [*provenance, KEYWORD_ROW] if m not in stored]
+    return dg.MaterializeResult(
+        metadata={
+            "files": len(stored),
+            "frames": keyword_file.frames if keyword_file else sum(item.frames for item in items),
+            "media_items": len(provenance),
+            "deleted_sources": len(deleted),
+            "kept_sources": dg.MetadataValue.json([{"media_id": m, "reason": r} for m, r in kept[:50]]),
+            "keyword_file": metadata_location(keyword_file.uri) if keyword_file else "not written",
+            "orphans_removed": orphans,
+            "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in problems[:50]]),
+            "sample": dg.MetadataValue.md(markdown_table(SAMPLE_COLUMNS, sample, "_no poses_")),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="files_verified",
+                passed=not failed and not missing,
+                metadata={"verified": len(stored), "not_verified": len(failed), "missing_after_store": len(missing)},
+            )
+        ],
+    )

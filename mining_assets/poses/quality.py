@@ -1,0 +1,188 @@
+"""quality_scores: every frame of a keyword scored 0-100 as a pose-training sample (formula in poses/scoring.py)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from mining_assets.metadata import markdown_table
+from mining_assets.partitions import keyword_partitions
+from mining_assets.poses.scoring import DEFAULT_THRESHOLD, RATING_NAMES, ImageMeasures, image_measures, quality_score
+from mining_assets.vision.batches import prepared_batches
+from mining_assets.vision.common import frame_loader
+from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, replace_partition_rows, warehouse_connection
+from resources.blob_store import BlobStore
+from resources.models.pose import PoseEstimator, PreparedImage, prepare_image
+
+STAGE = "quality_scores"
+MIN_POSE_SIDE = 64  # px: the landmark models look at 256 px crops; smaller frames hold no usable pose
+BATCH_SIZE = 2  # frames per worker task; MediaPipe itself takes one image at a time
+QUALITY_COLUMNS = [
+    "frame_id",
+    "media_id",
+    "score",
+    "rating",
+    "accepted",
+    "threshold",
+    "pose_points",
+    "hand_points",
+    "lighting_points",
+    "sharpness_points",
+    "resolution_points",
+    "pose_visibility",
+    "hands_found",
+    "brightness",
+    "contrast",
+    "sharpness",
+    "megapixels",
+]
+
+
+class QualityConfig(dg.Config):
+    threshold: float = DEFAULT_THRESHOLD  # a frame is accepted (goes on to `poses`) at or above this score
+    min_side: int = MIN_POSE_SIDE  # frames with a smaller side are recorded as too small
+
+
+def prepare_for_scoring(images: list) -> list[tuple[PreparedImage, ImageMeasures]]:
+    """MediaPipe input and lighting/sharpness/size measures of decoded frames (runs on worker threads)."""
+    prepared = []
+    for image in images:
+        pixels = np.asarray(image, dtype=np.uint8)
+        prepared.append((prepare_image(pixels), image_measures(pixels)))
+    return prepared
+
+
+def score_frames(
+    frames: list[dict], estimator: PoseEstimator, load: Callable[[dict], Any], threshold: float
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Quality rows of frames (``frame_id``, ``media_id``, ``blob_key``) and the frames that failed with the reason.
+
+    Frames are fetched, decoded and measured on worker threads while MediaPipe runs on the current one.
+    """
+    rows: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    for batch in prepared_batches(frames, load, prepare_for_scoring, BATCH_SIZE):
+        errors += [(frame["frame_id"], reason) for frame, reason in batch.failed]
+        for frame, (prepared, measures) in zip(batch.items, batch.inputs or [], strict=True):
+            try:
+                found = estimator.detect(prepared)
+            except (RuntimeError, ValueError) as error:  # MediaPipe refusing one image loses that frame only
+                errors.append((frame["frame_id"], f"pose estimation failed: {type(error).__name__}: {error}"))
+                continue
+            quality = quality_score(found.visibility, [hand.score for hand in found.hands], measures, threshold)
+            rows.append(
+                {
+                    "frame_id": frame["frame_id"],
+                    "media_id": frame["media_id"],
+                    **vars(quality),
+                    "pose_visibility": found.visibility,
+                    "hands_found": len(found.hands),
+                    **vars(measures),
+                }
+            )
+    return rows, errors
+
+
+def score_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Counts per rating, score quantiles and a 10-point histogram, for the UI."""
+    ratings = {name: int((table["rating"] == name).sum()) for name in RATING_NAMES}
+    scores = table["score"].to_numpy(dtype=float)
+    if not len(scores):
+        return {"ratings": ratings, "quantiles": {}, "histogram": []}
+    points = {"min": 0, "p10": 10, "p25": 25, "median": 50, "p75": 75, "p90": 90, "max": 100}
+    quantiles = {name: round(float(np.percentile(scores, q)), 2) for name, q in points.items()}
+    counts, _ = np.histogram(scores, bins=np.arange(0, 101, 10))
+    histogram = [(f"{low}-{low + 10}", int(count)) for low, count in zip(range(0, 100, 10), counts, strict=True)]
+    return {
+        "ratings": ratings,
+        "quantiles": {**quantiles, "mean": round(float(scores.mean()), 2)},
+        "histogram": histogram,
+    }
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    deps=[dg.AssetKey("frames")],
+    group_name="poses",
+    pool=WAREHOUSE_POOL,
+    kinds={"mediapipe", "duckdb"},
+    check_specs=[dg.AssetCheckSpec("every_frame_scored", asset="quality_scores")],
+)
+def quality_scores(
+    context: dg.AssetExecutionContext,
+    config: QualityConfig,
+    pose_estimator: PoseEstimator,
+    blob_store: BlobStore,
+    warehouse: DuckDBResource,
+) -> dg.MaterializeResult:
+    """Every frame scored 0-100 for pose training (pose, hands, lighting, sharpness, resolution) and rated."""
+    partition_key = context.partition_key
+    with warehouse_connection(warehouse) as conn:
+        catalog = conn.execute(
+            "SELECT frame_id, media_id, blob_key FROM frames WHERE partition_key = ? ORDER BY frame_id",
+            [partition_key],
+        ).df()
+    rows, errors, models = [], [], None
+    if len(catalog):
+        models = pose_estimator.describe()  # resolves (or downloads) the bundles only when there is work
+        load = frame_loader(blob_store, config.min_side)
+        rows, errors = score_frames(catalog.to_dict("records"), pose_estimator, load, config.threshold)
+    table = pd.DataFrame(rows, columns=QUALITY_COLUMNS).assign(partition_key=partition_key, models=models)
+    with warehouse_connection(warehouse) as conn:
+        replace_partition_rows(conn, "quality_scores", partition_key, table)
+        record_errors(conn, partition_key, STAGE, errors)
+
+    for item, reason in errors[:20]:
+        context.log.warning(f"{item}: {reason}")
+    accounted = set(table["frame_id"]) | {item for item, _ in errors}
+    unaccounted = sorted(set(catalog["frame_id"]) - accounted)
+    out_of_range = int(((table["score"] < 0) | (table["score"] > 100)).sum())
+    summary = score_summary(table)
+    top = table.sort_values(["score", "frame_id"], ascending=[False, True]).head(10)
+    return dg.MaterializeResult(
+        metadata={
+            "frames": len(catalog),
+            "scored": len(table),
+            "accepted": int(table["accepted"].sum()),
+            "failed": len(errors),
+            "threshold": config.threshold,
+            "models": models or "",
+            "ratings": dg.MetadataValue.json(summary["ratings"]),
+            "score_quantiles": dg.MetadataValue.json(summary["quantiles"]),
+            "score_histogram": dg.MetadataValue.md(markdown_table(["score", "frames"], summary["histogram"])),
+            "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors[:50]]),
+            "top_frames": dg.MetadataValue.md(
+                markdown_table(
+                    ["frame_id", "score", "rating", "pose", "hands", "lighting", "sharpness", "resolution"],
+                    top[
+                        [
+                            "frame_id",
+                            "score",
+                            "rating",
+                            "pose_points",
+                            "hand_points",
+                            "lighting_points",
+                            "sharpness_points",
+                            "resolution_points",
+                        ]
+                    ]
+                    .round(2)
+                    .values.tolist(),
+                )
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="every_frame_scored",
+                passed=not unaccounted and out_of_range == 0,
+                metadata={
+                    "frames_without_score_or_reason": len(unaccounted),
+                    "scores_outside_0_100": out_of_range,
+                    "unaccounted": dg.MetadataValue.json(unaccounted[:50]),
+                },
+            )
+        ],
+    )

@@ -1,0 +1,257 @@
+"""mongo_export through pymongo's API against mongomock (no MongoDB server is installable here): one document per
+media item, per-keyword statistics, idempotent re-runs, stale documents removed, and the URI never shown."""
+
+import dagster as dg
+import mongomock
+import numpy as np
+import pymongo
+import pytest
+from mongomock.store import ServerStore
+
+from mining_assets.exports.mongo import mongo_export
+from mining_assets.partitions import keyword_slug
+from mining_assets.poses.datasets import pose_datasets
+from mining_assets.warehouse import connect, warehouse_connection
+from resources.mongo import MongoConfigError, MongoResource, redacted_host
+
+SECRET = "hunter2-s3cret"
+URI = f"mongodb://robot:{SECRET}@mongo.internal.test:27017/training?authSource=admin"
+VIDEO, PHOTO = "youtube-vid001", "pexels-42"
+VIDEO_URL, PHOTO_URL = "https://www.youtube.com/watch?v=vid001", "https://www.pexels.com/photo/42/"
+MODELS = "mediapipe:pose_landmarker_full.task@3f2a1b0c9d8e+hand_landmarker.task@7a6b5c4d3e2f"
+TIMESTAMPS = ("exported_at", "first_exported_at")
+STORES: dict[str, ServerStore] = {}
+
+
+class MongomockResource(MongoResource):
+    """The production resource (same URI handling) with mongomock's client in place of pymongo's."""
+
+    store: str = "default"
+
+    def _make_client(self, uri: str):
+        return mongomock.MongoClient(uri, _store=STORES.setdefault(self.store, ServerStore()))
+
+
+class UnparseableUriResource(MongoResource):
+    """A client factory that fails quoting the URI, as a driver might."""
+
+    def _make_client(self, uri: str):
+        raise ValueError(f"cannot parse {uri!r}")
+
+
+@pytest.fixture(autouse=True)
+def _bulk_updates_without_sort(monkeypatch):
+    """mongomock 4.3 predates the ``sort`` argument pymongo >= 4.11 passes for UpdateOne (mongomock issue #912);
+    accept it while unset, which is all this project uses."""
+    from mongomock.collection import BulkOperationBuilder
+
+    original = BulkOperationBuilder.add_update
+
+    def add_update(self, *args, sort=None, **kwargs):
+        if sort is not None:
+            raise NotImplementedError("mongomock: sort in a bulk update")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BulkOperationBuilder, "add_update", add_update)
+
+
+@pytest.fixture
+def mongo_resources(resources, request, monkeypatch) -> dict:
+    monkeypatch.setenv("MONGODB_URI", URI)
+    yield {**resources, "mongo": MongomockResource(store=request.node.nodeid)}
+    STORES.pop(request.node.nodeid, None)
+
+
+def db(resources: dict):
+    """The export database, through pymongo's API (a mongomock client on the test's store)."""
+    return resources["mongo"].get_client()[resources["mongo"].database]
+
+
+def flat_landmarks(rng, points: int, dims: int, visibility: float | None = None) -> list[float]:
+    values = rng.uniform(0.05, 0.95, (points, dims)).astype(np.float32)
+    if visibility is not None:
+        values[:, 3] = visibility
+    return values.reshape(-1).tolist()
+
+
+def seed(resources: dict, keyword: str) -> str:
+    """A video of 5 frames in time order (one without hands, one without a pose) and a photo, with their sources."""
+    rng = np.random.default_rng(7)
+    partition_key = keyword_slug(keyword)
+    hands = [(True, True), (True, False), (False, False), (True, True), (False, True)]
+    rows = []
+    for i, (left, right) in enumerate([*hands, (True, True)]):
+        photo, found = i == 5, i != 3
+        rows.append([partition_key, PHOTO if photo else f"{VIDEO}-{i}", PHOTO if photo else VIDEO,
+                     "photo" if photo else "video", 0 if photo else i, None if photo else 0.5 * i, 640, 480, found,
+                     flat_landmarks(rng, 33, 4, 0.5 + 0.1 * i) if found else None,
+                     flat_landmarks(rng, 33, 3) if found else None, flat_landmarks(rng, 21, 3) if left else None,
+                     0.9 if left else None, flat_landmarks(rng, 21, 3) if right else None, 0.8 if right else None,
+                     MODELS])  # fmt: skip
+    with warehouse_connection(resources["warehouse"]) as conn:
+        conn.execute("INSERT OR REPLACE INTO keywords VALUES (?, ?, now())", [partition_key, keyword])
+        conn.execute("INSERT INTO videos (partition_key, keyword, media_id, source, url, channel, status) "
+                     "VALUES (?, ?, ?, 'youtube', ?, 'Door Channel', 'complete')",
+                     [partition_key, keyword, VIDEO, VIDEO_URL])  # fmt: skip
+        conn.execute("INSERT INTO photos (partition_key, keyword, media_id, source, source_id, query, page_url, "
+                     "image_url, photographer, license, status) VALUES (?, ?, ?, 'pexels', '42', ?, ?, "
+                     "'https://images.pexels.com/42.jpg', 'Ana', 'Pexels License', 'stored')",
+                     [partition_key, keyword, PHOTO, keyword, PHOTO_URL])  # fmt: skip
+        conn.executemany(f"INSERT INTO poses VALUES ({', '.join('?' * 16)})", rows)
+    return partition_key
+
+
+def run(resources, instance, partition_key, assets=(pose_datasets, mongo_export), raise_on_error=True):
+    instance.add_dynamic_partitions("keyword", [partition_key])
+    return dg.materialize(list(assets), partition_key=partition_key, resources=resources, instance=instance,
+                          raise_on_error=raise_on_error)  # fmt: skip
+
+
+def meta(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("mongo_export")[0].metadata.items()}
+
+
+def without(document: dict, *names: str) -> dict:
+    return {k: v for k, v in document.items() if k not in names}
+
+
+def test_one_document_per_media_item_and_keyword_statistics(mongo_resources, instance):
+    partition_key = seed(mongo_resources, "glass door")
+    result = run(mongo_resources, instance, partition_key)
+    assert meta(result) | {"skipped": None} == {
+        "documents": 2, "upserted": 2, "modified": 0, "unchanged": 0, "removed": 0,
+        "database": "data_mining_empire", "collection": "robot_training_data",
+        "statistics_collection": "mining_statistics", "host": "mongodb://***@mongo.internal.test:27017",
+        "skipped": None,
+    }  # fmt: skip
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"files_verified": True, "documents_match_warehouse": True}
+    database = db(mongo_resources)
+    video, photo = (database["robot_training_data"].find_one({"_id": f"{partition_key}:{m}"}) for m in (VIDEO, PHOTO))
+    assert {k: video[k] for k in ("keyword", "media_id", "media_type", "source", "source_url", "license")} == {
+        "keyword": "glass door", "media_id": VIDEO, "media_type": "video", "source": "youtube",
+        "source_url": VIDEO_URL, "license": None}  # fmt: skip
+    assert video["pose"] == {
+        "frames": 5, "frames_with_pose": 4, "frames_with_hands": 4, "frames_with_both_hands": 2,
+        "mean_visibility": pytest.approx(np.mean([0.5, 0.6, 0.7, 0.9]), abs=1e-6),
+        "first_timestamp_s": 0.0, "last_timestamp_s": 2.0, "span_s": 2.0,
+    }  # fmt: skip
+    assert (photo["license"], photo["creator"], photo["source_url"]) == ("Pexels License", "Ana", PHOTO_URL)
+    assert photo["pose"]["span_s"] is None and photo["pose"]["frames"] == 1
+    with connect(mongo_resources["warehouse"].database, read_only=True) as conn:
+        files = {m: (u, s, k) for m, u, s, k in conn.execute(
+            "SELECT media_id, uri, sha256, sidecar_key FROM pose_datasets").fetchall()}  # fmt: skip
+    store = mongo_resources["blob_store"]
+    assert (video["hdf5"]["uri"], video["hdf5"]["sha256"]) == files[VIDEO][:2]
+    assert video["hdf5"]["sidecar_uri"] == store.uri(files[VIDEO][2]) and store.exists(video["hdf5"]["sidecar_key"])
+    assert video["hdf5"]["keyword_file_uri"] == files["*"][0]
+    assert video["models"] == [MODELS] and video["source_deleted"] is False
+    assert video["exported_at"] == video["first_exported_at"]
+    statistics = database["mining_statistics"].find_one({"_id": partition_key})
+    assert {k: statistics[k] for k in ("keyword", "media_items", "videos", "photos", "frames", "frames_with_pose",
+                                       "frames_with_hands")} == {
+        "keyword": "glass door", "media_items": 2, "videos": 1, "photos": 1, "frames": 6, "frames_with_pose": 5,
+        "frames_with_hands": 5}  # fmt: skip
+    assert statistics["mean_visibility"] == pytest.approx(np.mean([0.5, 0.6, 0.7, 0.9, 1.0]), abs=1e-6)
+    indexes = database["robot_training_data"].index_information()
+    assert indexes["keyword_media_id"]["key"] == [("keyword", 1), ("media_id", 1)]
+
+
+def test_rerun_leaves_exactly_the_same_documents(mongo_resources, instance):
+    partition_key = seed(mongo_resources, "glass door")
+    run(mongo_resources, instance, partition_key)
+    collections = ("robot_training_data", "mining_statistics")
+    first = {name: list(db(mongo_resources)[name].find(sort=[("_id", 1)])) for name in collections}
+
+    result = run(mongo_resources, instance, partition_key, assets=[mongo_export])
+    assert (meta(result)["upserted"], meta(result)["modified"], meta(result)["unchanged"]) == (0, 0, 2)
+    again = {name: list(db(mongo_resources)[name].find(sort=[("_id", 1)])) for name in collections}
+    assert again == first  # nothing changed, so not even exported_at moved
+
+    run(mongo_resources, instance, partition_key)  # new HDF5 files too: only timestamps and file hashes may move
+    after = {name: list(db(mongo_resources)[name].find(sort=[("_id", 1)])) for name in collections}
+    assert [len(after[name]) for name in collections] == [2, 1]
+    for name in collections:
+        for old, new in zip(first[name], after[name], strict=True):
+            assert new["first_exported_at"] == old["first_exported_at"]
+            ignored = (*TIMESTAMPS, "content_sha256", "hdf5", "keyword_hdf5_uri")
+            assert without(new, *ignored) == without(old, *ignored)
+            if "hdf5" in new:
+                assert without(new["hdf5"], "sha256") == without(old["hdf5"], "sha256")
+
+
+def test_documents_of_media_no_longer_present_are_removed(mongo_resources, instance):
+    partition_key = seed(mongo_resources, "glass door")
+    other = seed(mongo_resources, "door handle")
+    run(mongo_resources, instance, partition_key)
+    run(mongo_resources, instance, other)
+    with warehouse_connection(mongo_resources["warehouse"]) as conn:
+        conn.execute("DELETE FROM poses WHERE partition_key = ? AND media_id = ?", [partition_key, PHOTO])
+    result = run(mongo_resources, instance, partition_key)
+    assert (meta(result)["removed"], meta(result)["documents"]) == (1, 1)
+    documents = db(mongo_resources)["robot_training_data"]
+    assert sorted(d["_id"] for d in documents.find()) == [f"{other}:{PHOTO}", f"{other}:{VIDEO}",
+                                                          f"{partition_key}:{VIDEO}"]  # fmt: skip
+    assert db(mongo_resources)["mining_statistics"].find_one({"_id": partition_key})["media_items"] == 1
+
+
+def run_log_text(instance, result) -> str:
+    """Every event of a run (messages, metadata, errors) and its config, as stored."""
+    entries = [dg.serialize_value(entry) for entry in instance.all_logs(result.run_id)]
+    return "\n".join([*entries, repr(instance.get_run_by_id(result.run_id).run_config)])
+
+
+def test_the_uri_never_reaches_metadata_or_logs(mongo_resources, instance, capfd):
+    partition_key = seed(mongo_resources, "glass door")
+    result = run(mongo_resources, instance, partition_key)
+    text = run_log_text(instance, result)
+    assert "mongo.internal.test" in text  # the redacted host is shown
+    failing = run(
+        {**mongo_resources, "mongo": UnparseableUriResource()}, instance, partition_key, [mongo_export], False
+    )
+    assert not failing.success
+    failure = run_log_text(instance, failing)
+    assert "cannot make a MongoDB client for mongodb://***@mongo.internal.test:27017" in failure
+    output = capfd.readouterr()
+    for shown in (text, failure, output.out, output.err):
+        assert SECRET not in shown and URI not in shown
+
+
+def test_a_missing_uri_names_the_variable_and_other_assets_do_not_need_it(mongo_resources, instance, monkeypatch):
+    monkeypatch.delenv("MONGODB_URI")
+    partition_key = seed(mongo_resources, "glass door")
+    assert run(mongo_resources, instance, partition_key, [pose_datasets]).success
+    result = run(mongo_resources, instance, partition_key, [mongo_export], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no MongoDB URI: set MONGODB_URI" in failure.step_failure_data.error.to_string()
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("mongodb://robot:pw@db1:27017,db2:27017/data?authSource=admin", "mongodb://***@db1:27017,db2:27017"),
+        ("mongodb+srv://robot:p%40ss@cluster0.example.net/?retryWrites=true", "mongodb+srv://***@cluster0.example.net"),
+        ("mongodb://robot:pa/ss@host:1/db", "mongodb://***@host:1"),
+        ("mongodb://localhost", "mongodb://localhost"),
+        ("localhost:27017", "<not a MongoDB URI>"),
+    ],
+)
+def test_redacted_host_shows_no_credentials(uri, shown):
+    assert redacted_host(uri) == shown
+
+
+def test_the_production_resource_makes_a_pymongo_client(monkeypatch):
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    with pytest.raises(MongoConfigError, match="set MONGODB_URI"):
+        MongoResource().get_client()
+    monkeypatch.setenv("MONGODB_URI", "mongodb://robot:pw@127.0.0.1:9/?serverSelectionTimeoutMS=50")
+    client = MongoResource(database="robots").get_client()
+    try:
+        assert isinstance(client, pymongo.MongoClient)  # pymongo connects on first use: nothing is contacted here
+        assert "127.0.0.1:9" in repr(client) and ":pw@" not in repr(client)
+    finally:
+        client.close()
+    with pytest.raises(MongoConfigError) as error:
+        MongoResource(uri=f"mongodb://robot:{SECRET}@host:notaport").get_client()
+    assert SECRET not in str(error.value) and error.value.__cause__ is None

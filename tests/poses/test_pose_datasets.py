@@ -1,0 +1,333 @@
+"""pose_datasets: HDF5 files and JSON sidecars per media item and per keyword, read back with h5py alone; sources
+deleted only after verification; hostile keywords kept inside the store."""
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import h5py
+import numpy as np
+import pytest
+
+from mining_assets.partitions import keyword_slug
+from mining_assets.poses import datasets as datasets_module
+from mining_assets.poses.datasets import pose_datasets
+from mining_assets.poses.hdf5 import MediaPoses, hdf5_attribute, pose_arrays, verify, write_media_file
+from mining_assets.vision.common import partition_prefix
+from mining_assets.warehouse import connect, warehouse_connection
+
+VIDEO, PHOTO = "youtube-vid001", "pexels-42"
+VIDEO_URL, PHOTO_URL = "https://www.youtube.com/watch?v=vid001", "https://www.pexels.com/photo/42/"
+VIDEO_KEY, PHOTO_KEY = f"videos/{VIDEO}.mp4", f"photos/{PHOTO}.jpg"
+MODELS = "mediapipe:pose_landmarker_full.task@3f2a1b0c9d8e+hand_landmarker.task@7a6b5c4d3e2f"
+
+
+def landmarks(rng, points: int, dims: int) -> list[float]:
+    """Plausible landmarks as float32 values (exactly what a FLOAT[] column holds)."""
+    values = rng.uniform(0.05, 0.95, (points, dims)).astype(np.float32)
+    if dims == 4:
+        values[:, 2] = rng.uniform(-0.3, 0.3, points)  # z relative to the hips
+    return values.reshape(-1).tolist()
+
+
+def pose_row(rng, partition_key, frame_id, media_id, media_type, index, stamp, hands=(True, True), found=True):
+    """One poses row; a hand or the whole pose can be missing."""
+    left, right = hands
+    return {
+        "partition_key": partition_key, "frame_id": frame_id, "media_id": media_id, "media_type": media_type,
+        "sequence_index": index, "timestamp_s": stamp, "image_width": 640, "image_height": 480,
+        "pose_found": found, "pose_landmarks": landmarks(rng, 33, 4) if found else None,
+        "pose_world_landmarks": landmarks(rng, 33, 3) if found else None,
+        "left_hand": landmarks(rng, 21, 3) if left else None, "left_hand_score": 0.97 if left else None,
+        "right_hand": landmarks(rng, 21, 3) if right else None, "right_hand_score": 0.88 if right else None,
+        "models": MODELS,
+    }  # fmt: skip
+
+
+def insert(conn, table: str, rows: list[dict]) -> None:
+    columns = list(rows[0])
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+    conn.executemany(sql, [[row[c] for c in columns] for row in rows])
+
+
+def seed(resources: dict, keyword: str, seed_value: int = 0) -> tuple[str, list[dict]]:
+    """A video with 5 posed frames (one without hands, one without a pose) and a photo, as the upstream stages
+    leave them: stored originals, catalog rows and poses rows (inserted out of order). Returns the partition key
+    and the poses rows."""
+    rng = np.random.default_rng(seed_value)
+    partition_key, store = keyword_slug(keyword), resources["blob_store"]
+    video_uri, photo_uri = store.put_bytes(VIDEO_KEY, b"original video"), store.put_bytes(PHOTO_KEY, b"photo")
+    frame = {"partition_key": partition_key, "keyword": keyword, "width": 640, "height": 480, "sha256": "0" * 64}
+    frames = [{**frame, "frame_id": f"{VIDEO}-{i:05d}", "media_id": VIDEO, "source": "youtube",
+               "media_type": "video", "frame_index": 15 * i, "timestamp_s": 0.5 * i, "source_url": VIDEO_URL,
+               "blob_key": f"frames/{partition_key}/{VIDEO}/{15 * i:07d}.jpg", "uri": "file:///f.jpg"}
+              for i in range(5)]  # fmt: skip
+    frames.append({**frame, "frame_id": PHOTO, "media_id": PHOTO, "source": "pexels", "media_type": "photo",
+                   "frame_index": None, "timestamp_s": None, "source_url": PHOTO_URL, "blob_key": PHOTO_KEY,
+                   "uri": photo_uri})  # fmt: skip
+    hands = [(True, True), (True, False), (False, False), (True, True), (False, True)]
+    poses = [pose_row(rng, partition_key, f"{VIDEO}-{i:05d}", VIDEO, "video", i, 0.5 * i, hands[i], found=i != 3)
+             for i in range(5)]  # fmt: skip
+    poses.append(pose_row(rng, partition_key, PHOTO, PHOTO, "photo", 0, None))
+    with warehouse_connection(resources["warehouse"]) as conn:
+        conn.execute("INSERT OR REPLACE INTO keywords (partition_key, keyword) VALUES (?, ?)", [partition_key, keyword])
+        insert(conn, "videos", [{"partition_key": partition_key, "keyword": keyword, "media_id": VIDEO,
+                                 "source": "youtube", "url": VIDEO_URL, "channel": "Door Channel",
+                                 "status": "complete", "blob_key": VIDEO_KEY, "uri": video_uri}])  # fmt: skip
+        insert(conn, "photos", [{"partition_key": partition_key, "keyword": keyword, "media_id": PHOTO,
+                                 "source": "pexels", "source_id": "42", "query": keyword, "page_url": PHOTO_URL,
+                                 "image_url": "https://images.pexels.com/42.jpg", "photographer": "Ana",
+                                 "license": "Pexels License", "status": "stored", "blob_key": PHOTO_KEY,
+                                 "uri": photo_uri}])  # fmt: skip
+        insert(conn, "frames", frames)
+        insert(conn, "poses", poses[::-1])
+    return partition_key, poses
+
+
+def run(resources, instance, partition_key, **config):
+    instance.add_dynamic_partitions("keyword", [partition_key])
+    run_config = {"ops": {"pose_datasets": {"config": config}}} if config else None
+    result = dg.materialize([pose_datasets], partition_key=partition_key, resources=resources, instance=instance,
+                            run_config=run_config)  # fmt: skip
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("pose_datasets")[0].metadata.items()}
+    return meta, checks
+
+
+def query(resources, sql: str, *params):
+    with connect(resources["warehouse"].database, read_only=True) as conn:
+        return conn.execute(sql, list(params)).fetchall()
+
+
+def stored_path(resources, key: str) -> Path:
+    return Path(resources["blob_store"].root) / key
+
+
+def h5_shapes(src: h5py.File) -> dict[str, list[int]]:
+    shapes = {}
+
+    def visit(name: str, obj) -> None:  # returning anything but None would stop the walk
+        if isinstance(obj, h5py.Dataset):
+            shapes["/" + name] = list(obj.shape)
+
+    src.visititems(visit)
+    return shapes
+
+
+def test_files_hold_exactly_the_pose_rows_with_provenance(resources, instance):
+    partition_key, poses = seed(resources, "glass door")
+    meta, checks = run(resources, instance, partition_key)
+    assert checks == {"files_verified": True}
+    assert (meta["files"], meta["frames"], meta["media_items"], meta["deleted_sources"]) == (3, 6, 2, 0)
+    assert meta["problems"] == [] and meta["keyword_file"].endswith("pose_datasets/glass-door/keyword.h5")
+    prefix = partition_prefix("pose_datasets", partition_key)
+    expected = pose_arrays([p for p in poses if p["media_id"] == VIDEO])
+    with h5py.File(stored_path(resources, f"{prefix}/{VIDEO}.h5"), "r") as video:
+        assert video["pose_landmarks"].shape == (5, 33, 4) and video["pose_landmarks"].dtype == np.float32
+        assert video["pose_world_landmarks"].shape == (5, 33, 3)
+        assert video["left_hand"].shape == video["right_hand"].shape == (5, 21, 3)
+        assert video["pose_landmarks"].compression == "gzip"
+        assert list(video["frame_ids"].asstr()[()]) == [f"{VIDEO}-{i:05d}" for i in range(5)]
+        assert video["timestamps_s"][()].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+        assert video["pose_found"][()].tolist() == [True, True, True, False, True]
+        assert np.array_equal(video["pose_landmarks"][0].reshape(-1), np.float32(poses[0]["pose_landmarks"]))
+        assert np.isnan(video["pose_landmarks"][3]).all()  # no pose found in that frame
+        assert np.isnan(video["left_hand"][2]).all() and np.isnan(video["right_hand"][2]).all()  # no hands
+        assert np.isfinite(video["left_hand"][1]).all() and np.isnan(video["right_hand"][1]).all()
+        assert np.array_equal(video["hand_scores"][()], expected["hand_scores"], equal_nan=True)
+        for name in ("pose_world_landmarks", "left_hand", "right_hand", "image_size"):
+            assert np.array_equal(video[name][()], expected[name], equal_nan=True), name
+        attrs = dict(video.attrs)
+    assert {k: attrs[k] for k in ("media_id", "media_type", "source", "source_url", "license", "creator")} == {
+        "media_id": VIDEO, "media_type": "video", "source": "youtube", "source_url": VIDEO_URL,
+        "license": "", "creator": "Door Channel",
+    }  # fmt: skip
+    assert (attrs["keyword"], attrs["partition_key"], attrs["frames"], attrs["schema_version"]) == (
+        "glass door", "glass-door", 5, 1)  # fmt: skip
+    assert json.loads(attrs["models"]) == [MODELS] and datetime.fromisoformat(attrs["created_at"]).tzinfo
+
+    with h5py.File(stored_path(resources, f"{prefix}/{PHOTO}.h5"), "r") as photo:
+        assert photo["pose_landmarks"].shape == (1, 33, 4) and np.isnan(photo["timestamps_s"][()]).all()
+        assert (photo.attrs["license"], photo.attrs["creator"], photo.attrs["source_url"]) == (
+            "Pexels License", "Ana", PHOTO_URL)  # fmt: skip
+
+    with h5py.File(stored_path(resources, f"{prefix}/keyword.h5"), "r") as whole:
+        assert sorted(whole["media"]) == sorted([VIDEO, PHOTO])
+        assert (whole.attrs["frames"], whole.attrs["media_items"], whole.attrs["file_kind"]) == (6, 2, "keyword")
+        group = whole["media"][VIDEO]
+        assert dict(group.attrs) == attrs
+        assert np.array_equal(group["pose_landmarks"][()], expected["pose_landmarks"], equal_nan=True)
+
+    for name in (VIDEO, PHOTO, "keyword"):
+        data = stored_path(resources, f"{prefix}/{name}.h5").read_bytes()
+        document = json.loads(stored_path(resources, f"{prefix}/{name}.json").read_text())
+        assert document["sha256"] == hashlib.sha256(data).hexdigest() and document["size_bytes"] == len(data)
+        with h5py.File(stored_path(resources, f"{prefix}/{name}.h5"), "r") as src:
+            assert {k: hdf5_attribute(v) for k, v in document["attributes"].items()} == dict(src.attrs)
+            shapes = h5_shapes(src)
+        assert {path: entry["shape"] for path, entry in document["datasets"].items()} == shapes
+    assert document["media"][VIDEO]["license"] is None and document["media"][PHOTO]["license"] == "Pexels License"
+
+    rows = query(resources, "SELECT media_id, frames, blob_key, sidecar_key, source_deleted FROM pose_datasets "
+                 "ORDER BY media_id")  # fmt: skip
+    assert rows == [("*", 6, f"{prefix}/keyword.h5", f"{prefix}/keyword.json", False),
+                    (PHOTO, 1, f"{prefix}/{PHOTO}.h5", f"{prefix}/{PHOTO}.json", False),
+                    (VIDEO, 5, f"{prefix}/{VIDEO}.h5", f"{prefix}/{VIDEO}.json", False)]  # fmt: skip
+    assert resources["blob_store"].exists(VIDEO_KEY) and resources["blob_store"].exists(PHOTO_KEY)
+
+
+def test_rerun_replaces_rows_and_removes_orphaned_files(resources, instance):
+    partition_key, _ = seed(resources, "glass door")
+    prefix = partition_prefix("pose_datasets", partition_key)
+    run(resources, instance, partition_key)
+    resources["blob_store"].put_bytes(f"{prefix}/youtube-gone.h5", b"stale")
+    resources["blob_store"].put_bytes(f"{prefix}/youtube-gone.json", b"{}")
+    with warehouse_connection(resources["warehouse"]) as conn:
+        conn.execute("DELETE FROM poses WHERE media_id = ?", [PHOTO])
+    meta, checks = run(resources, instance, partition_key)
+    assert checks == {"files_verified": True} and meta["orphans_removed"] == 4  # stale pair and the photo's pair
+    names = ("keyword.h5", "keyword.json", f"{VIDEO}.h5", f"{VIDEO}.json")
+    assert resources["blob_store"].list_keys(prefix) == [f"{prefix}/{name}" for name in names]
+    assert query(resources, "SELECT media_id, frames FROM pose_datasets ORDER BY media_id") == [("*", 5), (VIDEO, 5)]
+
+
+def test_delete_sources_deletes_originals_only_after_verification(resources, instance):
+    partition_key, _ = seed(resources, "glass door")
+    meta, checks = run(resources, instance, partition_key, delete_sources=True)
+    assert checks == {"files_verified": True} and meta["deleted_sources"] == 2
+    assert not resources["blob_store"].exists(VIDEO_KEY) and not resources["blob_store"].exists(PHOTO_KEY)
+    deleted = "SELECT media_id, source_deleted FROM pose_datasets ORDER BY media_id"
+    assert query(resources, deleted) == [("*", False), (PHOTO, True), (VIDEO, True)]
+    prefix = partition_prefix("pose_datasets", partition_key)
+    assert all(resources["blob_store"].exists(f"{prefix}/{n}.h5") for n in (VIDEO, PHOTO, "keyword"))
+    meta, _ = run(resources, instance, partition_key)  # a later run still knows the originals are gone
+    assert query(resources, deleted) == [("*", False), (PHOTO, True), (VIDEO, True)] and meta["deleted_sources"] == 0
+
+
+@pytest.mark.parametrize("how", ["problems", "raises", "store_fails"])
+def test_no_source_is_deleted_when_verification_fails(resources, instance, monkeypatch, how):
+    partition_key, _ = seed(resources, "glass door")
+    real_verify = datasets_module.verify
+
+    def failing_verify(path, expected):
+        if isinstance(expected, MediaPoses) and expected.attributes["media_id"] == VIDEO:
+            if how == "raises":
+                raise OSError("disk went away")
+            return ["forced: values differ"]
+        return real_verify(path, expected)
+
+    if how == "store_fails":  # the video's HDF5 never reaches the store intact
+        store = resources["blob_store"]
+        monkeypatch.setattr(type(store), "put_file", lambda self, key, path: store.put_bytes(key, b"x") if VIDEO in
+                            key else type(store).put_bytes(self, key, Path(path).read_bytes()))  # fmt: skip
+    else:
+        monkeypatch.setattr(datasets_module, "verify", failing_verify)
+    meta, checks = run(resources, instance, partition_key, delete_sources=True)
+    assert checks == {"files_verified": False}
+    assert resources["blob_store"].exists(VIDEO_KEY), "the video must survive its file's failed verification"
+    assert not resources["blob_store"].exists(PHOTO_KEY) and meta["deleted_sources"] == 1
+    assert {k["media_id"]: k["reason"] for k in meta["kept_sources"]} == {VIDEO: "its HDF5 files were not all verified"}
+    assert [p["item"] for p in meta["problems"]] == [VIDEO]
+    assert query(resources, "SELECT media_id FROM pose_datasets ORDER BY media_id") == [("*",), (PHOTO,)]
+    assert query(resources, "SELECT item FROM ingest_errors WHERE stage = 'pose_datasets'") == [(VIDEO,)]
+    prefix = partition_prefix("pose_datasets", partition_key)
+    assert not resources["blob_store"].exists(f"{prefix}/{VIDEO}.h5")  # an unverified file is not left behind
+
+
+def test_nothing_is_deleted_when_the_keyword_file_fails(resources, instance, monkeypatch):
+    partition_key, _ = seed(resources, "glass door")
+    real_verify = datasets_module.verify
+    monkeypatch.setattr(datasets_module, "verify", lambda path, expected: ["forced"] if
+                        not isinstance(expected, MediaPoses) else real_verify(path, expected))  # fmt: skip
+    meta, checks = run(resources, instance, partition_key, delete_sources=True)
+    assert checks == {"files_verified": False} and meta["deleted_sources"] == 0
+    assert resources["blob_store"].exists(VIDEO_KEY) and resources["blob_store"].exists(PHOTO_KEY)
+
+
+def test_a_blob_another_keyword_uses_is_kept(resources, instance):
+    partition_key, _ = seed(resources, "glass door")
+    with warehouse_connection(resources["warehouse"]) as conn:  # another keyword found the same video
+        conn.execute("INSERT INTO videos (partition_key, keyword, media_id, source, url, status, blob_key) "
+                     "VALUES ('door-handle', 'door handle', ?, 'youtube', ?, 'complete', ?)",
+                     [VIDEO, VIDEO_URL, VIDEO_KEY])  # fmt: skip
+    meta, _ = run(resources, instance, partition_key, delete_sources=True)
+    assert resources["blob_store"].exists(VIDEO_KEY) and not resources["blob_store"].exists(PHOTO_KEY)
+    (kept,) = meta["kept_sources"]
+    assert kept["media_id"] == VIDEO and "videos of partition 'door-handle'" in kept["reason"]
+    assert query(resources, "SELECT source_deleted FROM pose_datasets WHERE media_id = ?", VIDEO) == [(False,)]
+
+
+def test_unusable_pose_rows_are_recorded_and_the_rest_goes_on(resources, instance):
+    partition_key, _ = seed(resources, "glass door")
+    with warehouse_connection(resources["warehouse"]) as conn:
+        conn.execute("UPDATE poses SET pose_landmarks = [0.5, 0.5] WHERE media_id = ?", [PHOTO])
+    meta, checks = run(resources, instance, partition_key)
+    assert checks == {"files_verified": False} and meta["files"] == 2
+    (problem,) = meta["problems"]
+    assert problem["item"] == PHOTO and "pose_landmarks has 2 values, expected 132" in problem["reason"]
+
+
+@pytest.mark.parametrize("keyword", ["../x", "say \"cheese\" 'now'", "<script>alert(1)</script><b>door</b>"])
+def test_hostile_keywords_stay_inside_the_store(resources, instance, tmp_path, keyword):
+    partition_key, _ = seed(resources, keyword)
+    _, checks = run(resources, instance, partition_key)
+    assert checks == {"files_verified": True}
+    root = Path(resources["blob_store"].root).resolve()
+    written = [p for p in tmp_path.rglob("*") if p.suffix in (".h5", ".json")]
+    assert len(written) == 6 and all(p.resolve().is_relative_to(root / "pose_datasets" / partition_key)
+                                     for p in written)  # fmt: skip
+    with h5py.File(root / "pose_datasets" / partition_key / "keyword.h5", "r") as whole:
+        assert whole.attrs["keyword"] == keyword and whole["media"][VIDEO].attrs["keyword"] == keyword
+    document = json.loads((root / "pose_datasets" / partition_key / f"{VIDEO}.json").read_text())
+    assert document["attributes"]["keyword"] == keyword
+
+
+def test_pose_datasets_on_s3(resources, instance, s3_endpoint):
+    import boto3
+    from dagster_aws.s3 import S3Resource
+
+    from resources.blob_store import S3BlobStore
+
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+    boto3.client("s3", endpoint_url=s3_endpoint, **credentials).create_bucket(Bucket="poses-e2e")
+    resources["blob_store"] = S3BlobStore(
+        bucket="poses-e2e", prefix="m", s3=S3Resource(endpoint_url=s3_endpoint, **credentials)
+    )
+    partition_key, _ = seed(resources, "glass door")
+    meta, checks = run(resources, instance, partition_key, delete_sources=True)
+    assert checks == {"files_verified": True} and meta["deleted_sources"] == 2
+    assert meta["keyword_file"] == "s3://poses-e2e/m/pose_datasets/glass-door/keyword.h5"
+    keys = resources["blob_store"].list_keys("pose_datasets")
+    assert len(keys) == 6 and not resources["blob_store"].exists(VIDEO_KEY)
+
+
+def test_verify_finds_a_changed_value_attribute_or_shape(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = [pose_row(rng, "k", f"f{i}", "m", "video", i, float(i), (i % 2 == 0, True)) for i in range(3)]
+    item = MediaPoses({"media_id": "m", "media_type": "video", "license": None, "models": [MODELS]}, pose_arrays(rows))
+    path = tmp_path / "m.h5"
+    write_media_file(path, item)
+    assert verify(path, item) == []
+    with h5py.File(path, "r+") as out:
+        out["pose_landmarks"][1, 5, 0] = 0.123
+        out.attrs["media_type"] = "photo"
+    problems = verify(path, item)
+    assert any("pose_landmarks: values differ" in p for p in problems)
+    assert any("attribute media_type" in p for p in problems)
+    with h5py.File(path, "r+") as out:
+        del out["left_hand"]
+        out.create_dataset("left_hand", data=np.zeros((2, 21, 3), np.float32))
+    assert any("left_hand: shape (2, 21, 3)" in p for p in verify(path, item))
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    assert verify(tmp_path / "junk.h5", item)[0].startswith("cannot open as HDF5")
+
+
+def test_non_finite_landmarks_of_a_found_pose_are_refused():
+    rng = np.random.default_rng(4)
+    row = pose_row(rng, "k", "f0", "m", "video", 0, 0.0)
+    row["pose_landmarks"][7] = float("nan")
+    from mining_assets.poses.hdf5 import content_problems
+
+    assert content_problems(pose_arrays([row]), "video") == ["pose_landmarks: non-finite values in frames with a pose"]
