@@ -7,6 +7,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pytest
+from harness import query
 from PIL import Image
 
 from mining_assets.frames import frames
@@ -35,11 +36,6 @@ def materialize(instance, resources, key, ops=None, selection=VIDEO_ASSETS):
     )
     assert result.success
     return result
-
-
-def query(resources, sql, *params):
-    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.execute(sql, list(params)).fetchall()
 
 
 def test_search_download_sample_and_catalog(instance, resources, media_server):

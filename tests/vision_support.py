@@ -31,6 +31,15 @@ def encode(image: Image.Image, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
+def rotated_jpeg() -> bytes:
+    """A 96x64 JPEG whose EXIF orientation says to show it rotated by 90 degrees (so 64x96)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    scene(5, size=(96, 64)).save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
 def seed_frames(resources: dict, keyword: str, frames: dict[str, bytes]) -> str:
     """Put photos into the frames catalog of a keyword, as a photo source would; returns the partition key."""
     partition_key = keyword_slug(keyword)

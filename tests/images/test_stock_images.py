@@ -2,7 +2,6 @@
 images among the good ones; then the photos in the frames catalog."""
 
 import http.server
-import io
 import json
 import struct
 import threading
@@ -13,7 +12,7 @@ import dagster as dg
 import numpy as np
 import pytest
 from PIL import Image
-from vision_support import encode, scene
+from vision_support import encode, rotated_jpeg, scene
 
 from mining_assets.frames import frames
 from mining_assets.images.stock import stock_images
@@ -26,14 +25,6 @@ def bomb_png() -> bytes:
     data = encode(Image.new("RGB", (1, 1)), "PNG")
     ihdr = b"IHDR" + struct.pack(">II", 20000, 10000) + data[24:29]
     return data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
-
-
-def rotated_jpeg() -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # displayed rotated by 90 degrees
-    buffer = io.BytesIO()
-    scene(5, size=(96, 64)).save(buffer, format="JPEG", exif=exif.tobytes())
-    return buffer.getvalue()
 
 
 GOOD = encode(scene(1))

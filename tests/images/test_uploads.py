@@ -2,17 +2,15 @@
 files that are neither, told apart by content; then the videos' frames and the photos in the frames catalog."""
 
 import hashlib
-import io
 import shutil
 import uuid
 
 import boto3
 import dagster as dg
-import duckdb
 import pytest
 from dagster_aws.s3 import S3Resource
-from PIL import Image
-from vision_support import encode, scene
+from harness import query
+from vision_support import encode, rotated_jpeg, scene
 
 from mining_assets.frames import frames
 from mining_assets.images.uploads import Rejected, inspect_media, media_uploads
@@ -34,14 +32,6 @@ def real_photo() -> bytes:
         return encode(scene(3, size=(128, 96)))
     with cbook.get_sample_data("grace_hopper.jpg") as handle:
         return handle.read()
-
-
-def rotated_jpeg() -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # displayed rotated by 90 degrees
-    buffer = io.BytesIO()
-    scene(5, size=(96, 64)).save(buffer, format="JPEG", exif=exif.tobytes())
-    return buffer.getvalue()
 
 
 def video_bytes(tmp_path, name: str, **options) -> bytes:
@@ -103,11 +93,6 @@ def run(instance, resources, selection, **config):
     )
     assert result.success
     return result
-
-
-def query(resources, sql, *params):
-    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.execute(sql, list(params)).fetchall()
 
 
 def ingest_all(instance, resources, collection):

@@ -10,13 +10,14 @@ import dagster as dg
 import h5py
 import numpy as np
 import pytest
+from harness import query
 
 from mining_assets.partitions import keyword_slug
 from mining_assets.poses import datasets as datasets_module
 from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.hdf5 import MediaPoses, hdf5_attribute, pose_arrays, verify, write_media_file
 from mining_assets.vision.common import partition_prefix
-from mining_assets.warehouse import connect, warehouse_connection
+from mining_assets.warehouse import warehouse_connection
 
 VIDEO, PHOTO = "youtube-vid001", "pexels-42"
 VIDEO_URL, PHOTO_URL = "https://www.youtube.com/watch?v=vid001", "https://www.pexels.com/photo/42/"
@@ -94,11 +95,6 @@ def run(resources, instance, partition_key, **config):
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     meta = {k: v.value for k, v in result.asset_materializations_for_node("pose_datasets")[0].metadata.items()}
     return meta, checks
-
-
-def query(resources, sql: str, *params):
-    with connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.execute(sql, list(params)).fetchall()
 
 
 def stored_path(resources, key: str) -> Path:

@@ -1,15 +1,14 @@
 """quality_scores -> poses through Dagster, on real photos of a person with the real MediaPipe bundles: bad frames
 recorded and the rest going on, a video tracked in time order, re-runs replacing rows."""
 
-import dagster as dg
 import numpy as np
 import pytest
+from harness import materialize_partition, meta, query
 from PIL import Image
 from pose_support import encode, on_canvas, seed_catalog
 
 from mining_assets.poses.poses import estimate_poses, landmark_problems, poses, video_timestamps_ms
 from mining_assets.poses.quality import quality_scores
-from mining_assets.warehouse import connect
 from resources.models.pose import LEFT_SHOULDER, LEFT_WRIST, NOSE, RIGHT_SHOULDER, RIGHT_WRIST, PoseEstimator
 
 POSES = [quality_scores, poses]
@@ -17,21 +16,7 @@ VIDEO_TIMES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def run(resources, instance, partition_key, **config):
-    instance.add_dynamic_partitions("keyword", [partition_key])
-    run_config = {"ops": {name: {"config": value} for name, value in config.items()}}
-    result = dg.materialize(POSES, partition_key=partition_key, resources=resources, instance=instance,
-                            run_config=run_config, raise_on_error=True)  # fmt: skip
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    return result, checks
-
-
-def meta(result, asset: str) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
-
-
-def query(resources, sql: str, *params):
-    with connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.execute(sql, list(params)).fetchall()
+    return materialize_partition(resources, instance, partition_key, POSES, **config)
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ detections -> COCO and drawings, bad frames included."""
 
 import json
 
-import dagster as dg
 import pytest
+from harness import materialize_partition, meta, query
 from PIL import Image
 from vision_support import encode, scene, seed_frames
 
@@ -15,28 +15,13 @@ from mining_assets.vision.embeddings import frame_embeddings
 from mining_assets.vision.filtered import filtered_frames
 from mining_assets.vision.unique import unique_frames
 from mining_assets.vision.visualizations import detection_visualizations
-from mining_assets.warehouse import connect
 from resources.models.text_filter import TextImageFilter
 
 VISION = [filtered_frames, frame_embeddings, unique_frames, detections, coco_annotations, detection_visualizations]
 
 
 def run(resources, instance, partition_key, assets=VISION, **config):
-    instance.add_dynamic_partitions("keyword", [partition_key])
-    run_config = {"ops": {name: {"config": value} for name, value in config.items()}}
-    result = dg.materialize(assets, partition_key=partition_key, resources=resources, instance=instance,
-                            run_config=run_config, raise_on_error=True)  # fmt: skip
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    return result, checks
-
-
-def meta(result, asset: str) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
-
-
-def query(resources, sql: str, *params):
-    with connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.execute(sql, list(params)).fetchall()
+    return materialize_partition(resources, instance, partition_key, assets, **config)
 
 
 @pytest.fixture

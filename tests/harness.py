@@ -1,0 +1,27 @@
+"""The Dagster side of the tests: materialize assets for one keyword partition, read their metadata and checks,
+and query the warehouse they wrote."""
+
+import dagster as dg
+
+from mining_assets.warehouse import connect
+
+
+def materialize_partition(resources: dict, instance, partition_key: str, assets: list, **config):
+    """Materialize ``assets`` for a partition (added if new) with ``config`` per op; returns (result, checks)."""
+    instance.add_dynamic_partitions("keyword", [partition_key])
+    run_config = {"ops": {name: {"config": value} for name, value in config.items()}}
+    result = dg.materialize(assets, partition_key=partition_key, resources=resources, instance=instance,
+                            run_config=run_config, raise_on_error=True)  # fmt: skip
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    return result, checks
+
+
+def meta(result, asset: str) -> dict:
+    """The metadata values of an asset's (first) materialization in a run."""
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def query(resources: dict, sql: str, *params):
+    """Rows of a read-only query against the warehouse the resources write."""
+    with connect(resources["warehouse"].database, read_only=True) as conn:
+        return conn.execute(sql, list(params)).fetchall()
