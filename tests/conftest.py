@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster_duckdb import DuckDBResource
+from mongo_support import STORES, URI, MongomockResource
 
 from mining_assets.video.synthetic import make_audio_only, make_video, truncate
 from resources.blob_store import LocalBlobStore
@@ -122,3 +123,26 @@ def vision_resources(resources, tiny_models) -> dict:
         "embedder": ImageEmbedder(model_id=tiny_models["dinov2"], offline=True, batch_size=4),
         "detector": OpenVocabDetector(model_id=tiny_models["grounding-dino"], offline=True, batch_size=2),
     }
+
+
+@pytest.fixture
+def _bulk_updates_without_sort(monkeypatch):
+    """mongomock 4.3 predates the ``sort`` argument pymongo >= 4.11 passes for UpdateOne (mongomock issue #912);
+    accept it while unset, which is all this project uses."""
+    from mongomock.collection import BulkOperationBuilder
+
+    original = BulkOperationBuilder.add_update
+
+    def add_update(self, *args, sort=None, **kwargs):
+        if sort is not None:
+            raise NotImplementedError("mongomock: sort in a bulk update")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BulkOperationBuilder, "add_update", add_update)
+
+
+@pytest.fixture
+def mongo_resources(resources, request, monkeypatch, _bulk_updates_without_sort) -> dict:
+    monkeypatch.setenv("MONGODB_URI", URI)
+    yield {**resources, "mongo": MongomockResource(store=request.node.nodeid)}
+    STORES.pop(request.node.nodeid, None)

@@ -2,11 +2,10 @@
 media item, per-keyword statistics, idempotent re-runs, stale documents removed, and the URI never shown."""
 
 import dagster as dg
-import mongomock
 import numpy as np
 import pymongo
 import pytest
-from mongomock.store import ServerStore
+from mongo_support import SECRET, URI, UnparseableUriResource
 
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.partitions import keyword_slug
@@ -14,52 +13,10 @@ from mining_assets.poses.datasets import pose_datasets
 from mining_assets.warehouse import connect, warehouse_connection
 from resources.mongo import MongoConfigError, MongoResource, redacted_host
 
-SECRET = "hunter2-s3cret"
-URI = f"mongodb://robot:{SECRET}@mongo.internal.test:27017/training?authSource=admin"
 VIDEO, PHOTO = "youtube-vid001", "pexels-42"
 VIDEO_URL, PHOTO_URL = "https://www.youtube.com/watch?v=vid001", "https://www.pexels.com/photo/42/"
 MODELS = "mediapipe:pose_landmarker_full.task@3f2a1b0c9d8e+hand_landmarker.task@7a6b5c4d3e2f"
 TIMESTAMPS = ("exported_at", "first_exported_at")
-STORES: dict[str, ServerStore] = {}
-
-
-class MongomockResource(MongoResource):
-    """The production resource (same URI handling) with mongomock's client in place of pymongo's."""
-
-    store: str = "default"
-
-    def _make_client(self, uri: str):
-        return mongomock.MongoClient(uri, _store=STORES.setdefault(self.store, ServerStore()))
-
-
-class UnparseableUriResource(MongoResource):
-    """A client factory that fails quoting the URI, as a driver might."""
-
-    def _make_client(self, uri: str):
-        raise ValueError(f"cannot parse {uri!r}")
-
-
-@pytest.fixture(autouse=True)
-def _bulk_updates_without_sort(monkeypatch):
-    """mongomock 4.3 predates the ``sort`` argument pymongo >= 4.11 passes for UpdateOne (mongomock issue #912);
-    accept it while unset, which is all this project uses."""
-    from mongomock.collection import BulkOperationBuilder
-
-    original = BulkOperationBuilder.add_update
-
-    def add_update(self, *args, sort=None, **kwargs):
-        if sort is not None:
-            raise NotImplementedError("mongomock: sort in a bulk update")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(BulkOperationBuilder, "add_update", add_update)
-
-
-@pytest.fixture
-def mongo_resources(resources, request, monkeypatch) -> dict:
-    monkeypatch.setenv("MONGODB_URI", URI)
-    yield {**resources, "mongo": MongomockResource(store=request.node.nodeid)}
-    STORES.pop(request.node.nodeid, None)
 
 
 def db(resources: dict):
