@@ -27,3 +27,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/frames.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/poses.py
