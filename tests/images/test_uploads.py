@@ -2,6 +2,7 @@
 files that are neither, told apart by content; then the videos' frames and the photos in the frames catalog."""
 
 import hashlib
+import os
 import shutil
 import uuid
 
@@ -257,3 +258,18 @@ def test_media_type_is_decided_by_content(tmp_path, media_dir, name, expected):
     else:
         with pytest.raises(Rejected, match=f"^{expected}"):
             inspect_media(path)
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_and_recorded_safely(instance, resources, tmp_path):
+    folder = tmp_path / "odd names"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9 <b>'q'.jpg")  # a Latin-1 byte no UTF-8 decoder accepts, and markup
+    (folder / name).write_bytes(encode(scene(11)))
+    resources = {**resources, "uploads": UploadBucket.unconfigured()}  # a local collection needs no bucket
+    run(instance, resources, [media_uploads], media_uploads={"local_dir": str(folder), "keyword": "glass door"})
+    ((location, status, blob_key),) = query(
+        resources,
+        "SELECT u.location, u.status, p.blob_key FROM uploads u JOIN photos p USING (partition_key, media_id)",
+    )
+    assert status == "stored" and location.endswith("/caf%E9%20%3Cb%3E%27q%27.jpg")
+    assert blob_key.startswith("photos/local-") and blob_key.endswith(".jpg")
