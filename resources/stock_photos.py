@@ -43,6 +43,7 @@ class PhotoHit:
     description: str | None = None
     width: int | None = None
     height: int | None = None
+    download_location: str | None = None  # Unsplash: the endpoint to call when the photo is used
 
 
 class RateLimiter:
@@ -218,6 +219,9 @@ class StockPhotoSource(dg.ConfigurableResource):
             page += 1
         return hits[:count]
 
+    def report_download(self, hit: PhotoHit) -> None:
+        """Tell the source that a photo was used, where its guidelines ask for it (Unsplash); others: nothing."""
+
     def download(self, url: str) -> bytes:
         """The bytes of one image (image hosts are not paced: their limits are not the API's).
 
@@ -303,11 +307,26 @@ class UnsplashSource(StockPhotoSource):
                 description=_text(photo.get("description") or photo.get("alt_description")),
                 width=photo.get("width"),
                 height=photo.get("height"),
+                download_location=_text(photo["links"].get("download_location")),
             )
             for photo in payload["results"]
         ]
         pages = payload.get("total_pages")
         return hits, int(pages) if pages is not None else None
+
+    def report_download(self, hit: PhotoHit) -> None:
+        """Unsplash's API guidelines ask that a photo's ``download_location`` be called (authorised, with its
+        query parameters) when the photo is used; the photographer's download count depends on it.
+
+        Raises:
+            StockPhotoError: the call failed (the photo itself is stored all the same).
+        """
+        if not hit.download_location:
+            return
+        if urllib.parse.urlparse(hit.download_location).scheme not in ("http", "https"):
+            raise StockPhotoError(f"not an http(s) download_location: {hit.download_location[:200]!r}")
+        headers = {"Authorization": f"Client-ID {self._key()}", "Accept-Version": "v1"}
+        self._get(hit.download_location, headers, f"unsplash download report for {hit.source_id}", paced=False)
 
 
 class PixabayPhotoSource(StockPhotoSource):

@@ -159,6 +159,10 @@ def stock_images(
             rows.append({**row, "status": "stored", "error": None, "width": photo["width"],
                          "height": photo["height"], "blob_key": key, "uri": blob_store.put_bytes(key, photo["data"]),
                          "sha256": photo["sha256"]})  # fmt: skip
+            try:
+                sources[hit.source].report_download(hit)
+            except StockPhotoError as error:  # the photo is stored; only the source's download count missed it
+                errors.append((row["media_id"], f"stored, but the download was not reported: {error}"))
     table = pd.DataFrame(rows, columns=PHOTO_COLUMNS).assign(partition_key=partition_key, keyword=keyword)
     failures = errors + [(r["media_id"], r["error"]) for r in rows if r["status"] == "failed"]
     with warehouse_connection(warehouse) as conn:

@@ -44,6 +44,7 @@ IMAGES = {
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     log: list[str] = []
+    reports: list[tuple[str, str | None]] = []  # Unsplash download reports: (path with query, Authorization)
 
     def log_message(self, format, *args):
         pass
@@ -59,6 +60,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
         self.log.append(url.path)
+        if "/download" in url.path:
+            self.reports.append((self.path, self.headers.get("Authorization")))
         base = f"http://127.0.0.1:{self.server.server_address[1]}"
         if url.path.startswith("/img/"):
             name = url.path[5:]
@@ -83,11 +86,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             names = {"u1": "u1.png", "u2": "u2.png", "u3": "u3.jpg", "u4": "u4.jpg", "u5": "u5.png"}
             results = [
                 {"id": uid, "width": 64, "height": 48, "description": None, "alt_description": "a glass door",
-                 "urls": {"regular": f"{base}/img/{name}"}, "links": {"html": f"https://unsplash.com/photos/{uid}"},
+                 "urls": {"regular": f"{base}/img/{name}"},
+                 "links": {"html": f"https://unsplash.com/photos/{uid}",
+                           "download_location": f"{base}/unsplash/photos/{uid}/download?ixid=x{uid}"},
                  "user": {"name": f"Unsplash author {uid}", "links": {"html": f"https://unsplash.com/@{uid}"}}}
                 for uid, name in names.items()
             ]  # fmt: skip
             self._json({"total": 5, "total_pages": 1, "results": results})
+        elif url.path == "/unsplash/photos/u1/download":  # u2's report is answered 404
+            self._json({"url": f"{base}/img/u1.png"})
         else:
             self.send_error(404)
 
@@ -96,7 +103,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def photo_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Handler.log = []
+    _Handler.log, _Handler.reports = [], []
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -143,6 +150,15 @@ def test_photos_are_stored_once_with_their_license_and_reach_the_catalog(photo_r
     errors = dict(query(photo_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'stock_images'"))
     assert "PIXABAY_API_KEY" in errors["pixabay"]
     assert not any("secret" in reason for reason in errors.values())
+    # Unsplash is told which photos were used (authorised, with the ixid), and a failed report loses no photo
+    assert sorted(_Handler.reports) == [
+        ("/unsplash/photos/u1/download?ixid=xu1", "Client-ID unsplash-secret"),
+        ("/unsplash/photos/u2/download?ixid=xu2", "Client-ID unsplash-secret"),
+    ]
+    assert (
+        errors["unsplash-u2"].startswith("stored, but the download was not reported:")
+        and "404" in errors["unsplash-u2"]
+    )
 
     catalog = query(photo_resources, "SELECT frame_id, media_type, source_url, frame_index FROM frames ORDER BY 1")
     assert [r[0] for r in catalog] == sorted(stored)
