@@ -7,7 +7,8 @@ real bundles in ``../shared/models/mediapipe`` (pose_landmarker_full + hand_land
 Each row times the stage's own work on ``--frames`` frames against bare MediaPipe calls on already decoded
 ``mp.Image`` objects, with the same bundles and options:
 - ``poses/photo``: ``estimate_poses`` on photos (fetch, decode and MediaPipe conversion on worker threads while
-  pose + hands run in IMAGE mode) against ``pose.detect`` + ``hands.detect`` in a loop;
+  pose + hands run in IMAGE mode) against ``pose.detect`` + ``hands.detect`` in a loop. The ``poses`` asset takes
+  this path only for photos scored with other bundles; otherwise it copies the landmarks ``quality`` found;
 - ``poses/video``: ``estimate_poses`` on one video of the frames in time order (VIDEO mode, fresh landmarkers for
   the sequence) against fresh VIDEO-mode landmarkers and ``detect_for_video`` in a loop;
 - ``quality``: ``score_frames`` (as poses/photo, plus lighting/sharpness measures on the workers) against the bare

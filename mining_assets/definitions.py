@@ -46,19 +46,23 @@ from sensors.keywords import keyword_file_sensor
 from sensors.s3_uploads import s3_uploads_sensor
 
 
+def s3_resource():
+    """dagster-aws's S3Resource: endpoint from MINING_S3_ENDPOINT_URL (MinIO and the like), region from AWS_REGION,
+    credentials from the standard AWS chain."""
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource(
+        endpoint_url=os.environ.get("MINING_S3_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_REGION") or None,
+    )
+
+
 def blob_store_resource() -> BlobStore:
     """S3 when MINING_S3_BUCKET is set (credentials from the standard AWS variables), else a local directory."""
     if not os.environ.get("MINING_S3_BUCKET"):
         return LocalBlobStore(root=blob_root())
-    from dagster_aws.s3 import S3Resource
-
     return S3BlobStore(
-        bucket=dg.EnvVar("MINING_S3_BUCKET"),
-        prefix=os.environ.get("MINING_S3_PREFIX", "mining"),
-        s3=S3Resource(
-            endpoint_url=os.environ.get("MINING_S3_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_REGION") or None,
-        ),
+        bucket=dg.EnvVar("MINING_S3_BUCKET"), prefix=os.environ.get("MINING_S3_PREFIX", "mining"), s3=s3_resource()
     )
 
 
@@ -66,15 +70,10 @@ def uploads_resource() -> UploadBucket:
     """The upload bucket when MINING_UPLOADS_BUCKET is set, else none (local folders only)."""
     if not os.environ.get("MINING_UPLOADS_BUCKET"):
         return UploadBucket.unconfigured()
-    from dagster_aws.s3 import S3Resource
-
     return UploadBucket(
         bucket=dg.EnvVar("MINING_UPLOADS_BUCKET"),
         prefix=os.environ.get("MINING_UPLOADS_PREFIX", "uploads"),
-        s3=S3Resource(
-            endpoint_url=os.environ.get("MINING_S3_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_REGION") or None,
-        ),
+        s3=s3_resource(),
     )
 
 

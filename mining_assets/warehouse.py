@@ -194,6 +194,15 @@ CREATE TABLE IF NOT EXISTS quality_scores (  -- 0-100 per frame; the formula is 
     contrast DOUBLE NOT NULL,         -- luma standard deviation
     sharpness DOUBLE NOT NULL,        -- variance of the Laplacian
     megapixels DOUBLE NOT NULL,
+    image_width INTEGER NOT NULL,     -- the IMAGE-mode landmarks found while scoring, as in `poses`: for a photo
+    image_height INTEGER NOT NULL,    -- they are exactly what `poses` would compute, so it copies them
+    pose_found BOOLEAN NOT NULL,
+    pose_landmarks FLOAT[],
+    pose_world_landmarks FLOAT[],
+    left_hand FLOAT[],
+    left_hand_score FLOAT,
+    right_hand FLOAT[],
+    right_hand_score FLOAT,
     models VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS poses (       -- one row per accepted frame; landmarks as flat float lists
@@ -321,6 +330,13 @@ def record_errors(
 
     frame = pd.DataFrame(errors, columns=["item", "reason"]).assign(partition_key=partition_key, stage=stage)
     replace_partition_rows(conn, "ingest_errors", partition_key, frame, "AND stage = ?", [stage])
+
+
+def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Rows of a query as dicts by column name (lists stay Python lists, NULL stays None)."""
+    cursor = conn.execute(sql, list(params))
+    columns = [column[0] for column in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def keyword_text(conn: duckdb.DuckDBPyConnection, partition_key: str) -> str:

@@ -15,9 +15,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions
-from mining_assets.poses.datasets import KEYWORD_ROW, media_provenance, query_dicts
+from mining_assets.poses.datasets import KEYWORD_ROW, media_provenance
 from mining_assets.poses.hdf5 import SCHEMA_VERSION
-from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, warehouse_connection
+from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, query_dicts, warehouse_connection
 from resources.blob_store import BlobStore
 from resources.mongo import MongoResource
 

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
-from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image
+from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image, photo_suffix
 from mining_assets.warehouse import (
     WAREHOUSE_POOL,
     keyword_text,
@@ -32,7 +32,6 @@ from resources.stock_photos import (
 
 SOURCES = ("pexels", "unsplash", "pixabay")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "TIFF": ".tif", "BMP": ".bmp"}
 PHOTO_COLUMNS = [
     "media_id", "source", "source_id", "query", "page_url", "image_url", "photographer", "photographer_url",
     "license", "description", "status", "error", "width", "height", "blob_key", "uri", "sha256",
@@ -81,12 +80,12 @@ def fetch_photo(hit: PhotoHit, source: StockPhotoSource, min_side: int) -> dict:
 
     data = source.download(hit.image_url)
     image = decode_image(data, min_side)  # refuses HTML, empty files, bombs; applies EXIF orientation
-    fmt = Image.open(io.BytesIO(data)).format or ""
+    fmt = Image.open(io.BytesIO(data)).format  # the header only: decode_image just read it
     return {
         "data": data,
         "width": image.width,
         "height": image.height,
-        "suffix": _SUFFIXES.get(fmt, ".img"),
+        "suffix": photo_suffix(fmt),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
 

@@ -20,13 +20,12 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions, keyword_slug, normalize_keyword
 from mining_assets.video.downloads import PROBED_FIELDS, video_blob_key
 from mining_assets.video.probe import MediaError, VideoProbe, file_sha256, probe_video
-from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image
+from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image, photo_suffix
 from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, record_errors, transaction, warehouse_connection
 from resources.blob_store import BlobStore
 from resources.uploads import UploadBucket, UploadError
 
 STAGE = "media_uploads"
-_PHOTO_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "TIFF": ".tif", "BMP": ".bmp"}
 _VIDEO_SUFFIXES = {"mov": ".mp4", "matroska": ".mkv", "avi": ".avi", "mpegts": ".ts", "mpeg": ".mpg", "flv": ".flv",
                    "ogg": ".ogv", "asf": ".wmv"}  # fmt: skip
 UPLOAD_COLUMNS = ["media_id", "source", "location", "media_type", "status", "error", "size_bytes", "sha256"]
@@ -106,7 +105,7 @@ def inspect_media(path: Path, min_side: int = MIN_SIDE) -> Media:
             image = decode_image(path.read_bytes(), min_side)
         except ImageError as error:
             raise Rejected(str(error), "photo") from error
-        return Media("photo", _PHOTO_SUFFIXES.get(fmt, ".img"), image.width, image.height)
+        return Media("photo", photo_suffix(fmt), image.width, image.height)
     try:
         probe = probe_video(path)
     except MediaError as error:

@@ -24,7 +24,6 @@ from mining_assets.poses.hdf5 import (
     KeywordPoses,
     MediaPoses,
     content_problems,
-    file_sha256,
     media_name,
     pose_arrays,
     sidecar,
@@ -32,11 +31,13 @@ from mining_assets.poses.hdf5 import (
     write_keyword_file,
     write_media_file,
 )
+from mining_assets.video.probe import file_sha256
 from mining_assets.vision.annotations import metadata_location
 from mining_assets.vision.common import partition_prefix, remove_orphans
 from mining_assets.warehouse import (
     WAREHOUSE_POOL,
     keyword_text,
+    query_dicts,
     record_errors,
     replace_partition_rows,
     warehouse_connection,
@@ -69,8 +70,8 @@ LEFT JOIN photos p ON p.partition_key = $1 AND p.media_id = i.media_id AND i.med
                   AND p.status = 'stored'
 ORDER BY i.media_id
 """
-# who else uses a blob: any row of another keyword, or of another media item of this keyword
 SAMPLE_COLUMNS = ["media_id", "media_type", "frames", "source_url", "license"]
+# who else uses a blob: any row of another keyword, or of another media item of this keyword
 REFERENCES = (
     " UNION ".join(
         f"SELECT DISTINCT '{table}' AS tbl, partition_key FROM {table} "
@@ -95,12 +96,6 @@ class StoredFile:
     uri: str
     sidecar_key: str
     sha256: str
-
-
-def query_dicts(conn, sql: str, params: list) -> list[dict[str, Any]]:
-    cursor = conn.execute(sql, params)
-    columns = [column[0] for column in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def media_provenance(conn, partition_key: str) -> dict[str, dict[str, Any]]:

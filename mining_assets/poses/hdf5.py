@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from mining_assets.video.probe import file_sha256
+
 SCHEMA_VERSION = 1
 POSE_POINTS, HAND_POINTS = 33, 21
 FLOAT_DATASETS = ("pose_landmarks", "pose_world_landmarks", "left_hand", "right_hand", "hand_scores")
@@ -61,6 +63,10 @@ class MediaPoses:
     def frames(self) -> int:
         return len(self.arrays["frame_ids"])
 
+    def root_attributes(self) -> dict[str, Any]:
+        """The attributes as written: the given ones and the frame count."""
+        return {**self.attributes, "frames": self.frames}
+
 
 @dataclass
 class KeywordPoses:
@@ -68,6 +74,11 @@ class KeywordPoses:
 
     attributes: dict[str, Any]
     items: list[MediaPoses] = field(default_factory=list)
+
+    def root_attributes(self) -> dict[str, Any]:
+        """The root attributes as written: the given ones, all items' frames and the item count."""
+        frames = sum(item.frames for item in self.items)
+        return {**self.attributes, "frames": frames, "media_items": len(self.items)}
 
 
 def media_name(media_id: str) -> str:
@@ -159,7 +170,7 @@ def _write_group(group, item: MediaPoses) -> None:
             group.create_dataset(name, data=data, compression="gzip", compression_opts=4, shuffle=True)
         else:
             group.create_dataset(name, data=data)
-    for key, value in {**item.attributes, "frames": item.frames}.items():
+    for key, value in item.root_attributes().items():
         group.attrs[key] = hdf5_attribute(value)
 
 
@@ -179,17 +190,8 @@ def write_keyword_file(path: str | Path, keyword: KeywordPoses) -> None:
         media = out.create_group("media")
         for item in keyword.items:
             _write_group(media.create_group(media_name(item.attributes["media_id"])), item)
-        attributes = {**keyword.attributes, "frames": sum(item.frames for item in keyword.items)}
-        for key, value in {**attributes, "media_items": len(keyword.items)}.items():
+        for key, value in keyword.root_attributes().items():
             out.attrs[key] = hdf5_attribute(value)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dataset_shapes(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -211,23 +213,16 @@ def dataset_shapes(path: str | Path) -> dict[str, dict[str, Any]]:
 def sidecar(path: str | Path, content: MediaPoses | KeywordPoses) -> dict[str, Any]:
     """The JSON sidecar of a written file: its attributes, dataset shapes, sha256 and size."""
     path = Path(path)
-    if isinstance(content, KeywordPoses):
-        frames = sum(item.frames for item in content.items)
-        attributes = {**content.attributes, "frames": frames, "media_items": len(content.items)}
-    else:
-        attributes = {**content.attributes, "frames": content.frames}
     document = {
         "schema_version": SCHEMA_VERSION,
         "file": path.name,
         "sha256": file_sha256(path),
         "size_bytes": path.stat().st_size,
-        "attributes": attributes,
+        "attributes": content.root_attributes(),
         "datasets": dataset_shapes(path),
     }
     if isinstance(content, KeywordPoses):
-        document["media"] = {
-            media_name(i.attributes["media_id"]): {**i.attributes, "frames": i.frames} for i in content.items
-        }
+        document["media"] = {media_name(i.attributes["media_id"]): i.root_attributes() for i in content.items}
     return document
 
 
@@ -241,7 +236,7 @@ def _attribute_problems(where: str, attrs: Any, expected: Mapping[str, Any]) -> 
 
 
 def _group_problems(where: str, group: Any, item: MediaPoses) -> list[str]:
-    problems = _attribute_problems(where, group.attrs, {**item.attributes, "frames": item.frames})
+    problems = _attribute_problems(where, group.attrs, item.root_attributes())
     if set(group.keys()) != set(DATASETS):
         return [*problems, f"{where}: datasets {sorted(group.keys())}, expected {sorted(DATASETS)}"]
     read = {}
@@ -276,9 +271,7 @@ def verify(path: str | Path, expected: MediaPoses | KeywordPoses) -> list[str]:
         with h5py.File(path, "r") as src:
             if isinstance(expected, MediaPoses):
                 return _group_problems("/", src, expected)
-            frames = sum(item.frames for item in expected.items)
-            root = {**expected.attributes, "frames": frames, "media_items": len(expected.items)}
-            problems = _attribute_problems("/", src.attrs, root)
+            problems = _attribute_problems("/", src.attrs, expected.root_attributes())
             names = {media_name(item.attributes["media_id"]): item for item in expected.items}
             stored = set(src["media"].keys()) if "media" in src else set()
             if stored != set(names):

@@ -15,10 +15,17 @@ from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.quality import MIN_POSE_SIDE, quality_scores
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
-from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, replace_partition_rows, warehouse_connection
+from mining_assets.warehouse import (
+    WAREHOUSE_POOL,
+    query_dicts,
+    record_errors,
+    replace_partition_rows,
+    warehouse_connection,
+)
 from resources.blob_store import BlobStore
 from resources.models.pose import (
     HAND_LANDMARKS,
+    LANDMARK_COLUMNS,
     NOSE,
     POSE_LANDMARKS,
     PoseEstimator,
@@ -34,8 +41,9 @@ LENGTHS = {
     "left_hand": HAND_LANDMARKS * 3,
     "right_hand": HAND_LANDMARKS * 3,
 }
-ACCEPTED_FRAMES = """
-SELECT f.frame_id, f.media_id, f.media_type, f.frame_index, f.timestamp_s, f.blob_key
+ACCEPTED_FRAMES = f"""
+SELECT f.frame_id, f.media_id, f.media_type, f.frame_index, f.timestamp_s, f.blob_key, q.models AS scored_with,
+       {", ".join(f"q.{name}" for name in LANDMARK_COLUMNS)}
 FROM quality_scores q JOIN frames f USING (partition_key, frame_id)
 WHERE q.partition_key = ? AND q.accepted
 ORDER BY f.media_id, f.timestamp_s NULLS LAST, f.frame_index NULLS LAST, f.frame_id
@@ -56,37 +64,33 @@ def video_timestamps_ms(seconds: list[float | None]) -> list[int]:
     return stamps
 
 
-def flat(values: np.ndarray | None) -> list[float] | None:
-    return None if values is None else values.reshape(-1).tolist()
-
-
-def pose_row(frame: dict, sequence_index: int, found: PoseResult) -> dict:
-    """One ``poses`` row: landmarks as flat float lists, NULL where nothing was found."""
-    left, right = found.hand("Left"), found.hand("Right")
+def pose_row(frame: dict, sequence_index: int, found: PoseResult | None = None) -> dict:
+    """One ``poses`` row: landmarks as flat float lists, NULL where nothing was found. Without ``found`` the
+    landmarks are those the frame row already carries (a photo's, as quality_scores found them)."""
     timestamp = frame.get("timestamp_s")
+    landmarks = found.columns() if found is not None else {name: frame[name] for name in LANDMARK_COLUMNS}
     return {
         "frame_id": frame["frame_id"],
         "media_id": frame["media_id"],
         "media_type": frame["media_type"],
         "sequence_index": sequence_index,
         "timestamp_s": None if timestamp is None or pd.isna(timestamp) else float(timestamp),
-        "image_width": found.width,
-        "image_height": found.height,
-        "pose_found": found.pose_found,
-        "pose_landmarks": flat(found.landmarks),
-        "pose_world_landmarks": flat(found.world_landmarks),
-        "left_hand": flat(left.landmarks) if left else None,
-        "left_hand_score": left.score if left else None,
-        "right_hand": flat(right.landmarks) if right else None,
-        "right_hand_score": right.score if right else None,
+        **landmarks,
     }
 
 
+def reusable(frame: dict, models: str) -> bool:
+    """Whether a photo's landmarks from quality_scores are what poses would compute: IMAGE mode on the same
+    decoded frame with the same bundles (video frames run again, in VIDEO mode with tracking)."""
+    return frame["media_type"] == "photo" and frame["scored_with"] == models and frame["image_width"] is not None
+
+
 def estimate_poses(
-    frames: list[dict], estimator: PoseEstimator, load: Callable[[dict], Any]
+    frames: list[dict], estimator: PoseEstimator, load: Callable[[dict], Any], counts: dict[str, int] | None = None
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Pose rows of frames grouped per media item (``media_id``, ``media_type``, ``timestamp_s``, ``blob_key``; video
     frames in time order) and the frames that failed with the reason. Frames decode on worker threads meanwhile.
+    ``counts`` (media_id -> rows already made) continues the items' sequence indexes.
 
     Photos run in IMAGE mode, each on its own. A video's frames run in VIDEO mode: the landmarkers track the person
     and hands from frame to frame (the region found in one frame seeds the next, and the detector runs again only
@@ -104,7 +108,7 @@ def estimate_poses(
         stamps |= dict(zip((frame["frame_id"] for frame in sequence), video_timestamps_ms(seconds), strict=True))
     rows: list[dict] = []
     errors: list[tuple[str, str]] = []
-    counts: dict[str, int] = {}
+    counts = dict(counts or {})
     with contextlib.ExitStack() as stack:
         current: tuple[str | None, VideoSequence | None] = (None, None)
         for batch in prepared_batches(frames, load, estimator.prepare, BATCH_SIZE):
@@ -179,12 +183,19 @@ def poses(
     """Pose (33 landmarks, world coordinates) and hand landmarks of every accepted frame, video frames tracked."""
     partition_key = context.partition_key
     with warehouse_connection(warehouse) as conn:
-        todo = conn.execute(ACCEPTED_FRAMES, [partition_key]).df()
-    rows, errors, models = [], [], None
-    if len(todo):
+        todo = query_dicts(conn, ACCEPTED_FRAMES, [partition_key])
+    rows, errors, models, counts = [], [], None, {}
+    if todo:
         models = pose_estimator.describe()
-        load = frame_loader(blob_store, config.min_side)
-        rows, errors = estimate_poses(todo.to_dict("records"), pose_estimator, load)
+        for frame in todo:  # photos: quality_scores already ran the same landmarkers on them
+            if reusable(frame, models):
+                counts[frame["media_id"]] = counts.get(frame["media_id"], 0) + 1
+                rows.append(pose_row(frame, counts[frame["media_id"]] - 1))
+        rest = [frame for frame in todo if not reusable(frame, models)]
+        if rest:
+            load = frame_loader(blob_store, config.min_side)
+            estimated, errors = estimate_poses(rest, pose_estimator, load, counts)
+            rows += estimated
     table = pd.DataFrame(rows).assign(partition_key=partition_key, models=models) if rows else pd.DataFrame()
     with warehouse_connection(warehouse) as conn:
         replace_partition_rows(conn, "poses", partition_key, table)
@@ -198,6 +209,7 @@ def poses(
         metadata={
             "accepted_frames": len(todo),
             "frames": len(rows),
+            "reused_from_quality": sum(reusable(frame, models) for frame in todo),
             "with_pose": sum(row["pose_found"] for row in rows),
             "with_hands": sum(row["left_hand"] is not None or row["right_hand"] is not None for row in rows),
             "left_hands": sum(row["left_hand"] is not None for row in rows),

@@ -15,7 +15,7 @@ from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, replace_partition_rows, warehouse_connection
 from resources.blob_store import BlobStore
-from resources.models.pose import PoseEstimator, PreparedImage, prepare_image
+from resources.models.pose import LANDMARK_COLUMNS, PoseEstimator, PreparedImage, prepare_image
 
 STAGE = "quality_scores"
 MIN_POSE_SIDE = 64  # px: the landmark models look at 256 px crops; smaller frames hold no usable pose
@@ -38,6 +38,7 @@ QUALITY_COLUMNS = [
     "contrast",
     "sharpness",
     "megapixels",
+    *LANDMARK_COLUMNS,
 ]
 
 
@@ -81,6 +82,7 @@ def score_frames(
                     "pose_visibility": found.visibility,
                     "hands_found": len(found.hands),
                     **vars(measures),
+                    **found.columns(),  # kept: poses copies a photo's landmarks instead of running MediaPipe again
                 }
             )
     return rows, errors

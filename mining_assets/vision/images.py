@@ -13,10 +13,16 @@ if TYPE_CHECKING:
 
 MIN_SIDE = 32  # px: below this no model input is meaningful
 MAX_PIXELS = 100_000_000  # a decompression bomb is refused before it is decoded
+_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "TIFF": ".tif", "BMP": ".bmp"}
 
 
 class ImageError(ValueError):
     """A frame that can't be used; the message is the reason recorded for it."""
+
+
+def photo_suffix(image_format: str | None) -> str:
+    """The file suffix a stored photo gets from its Pillow format name (``.img`` for formats without one here)."""
+    return _SUFFIXES.get(image_format or "", ".img")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

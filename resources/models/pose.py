@@ -39,6 +39,11 @@ HAND_URL = (
     "hand_landmarker.task"
 )
 POSE_LANDMARKS, HAND_LANDMARKS = 33, 21
+# a result as table columns (``poses``, and ``quality_scores``, whose photo landmarks poses reuses)
+LANDMARK_COLUMNS = (
+    "image_width", "image_height", "pose_found", "pose_landmarks", "pose_world_landmarks",
+    "left_hand", "left_hand_score", "right_hand", "right_hand_score",
+)  # fmt: skip
 NOSE, LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_WRIST, RIGHT_WRIST = 0, 11, 12, 15, 16
 
 
@@ -74,6 +79,25 @@ class PoseResult:
         """The most confident hand labelled ``side`` ("Left" or "Right")."""
         found = [hand for hand in self.hands if hand.handedness == side]
         return max(found, key=lambda hand: hand.score) if found else None
+
+    def columns(self) -> dict[str, Any]:
+        """The result as ``LANDMARK_COLUMNS``: landmarks as flat float lists, None where nothing was found."""
+        left, right = self.hand("Left"), self.hand("Right")
+        return {
+            "image_width": self.width,
+            "image_height": self.height,
+            "pose_found": self.pose_found,
+            "pose_landmarks": _flat(self.landmarks),
+            "pose_world_landmarks": _flat(self.world_landmarks),
+            "left_hand": _flat(left.landmarks) if left else None,
+            "left_hand_score": left.score if left else None,
+            "right_hand": _flat(right.landmarks) if right else None,
+            "right_hand_score": right.score if right else None,
+        }
+
+
+def _flat(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else values.reshape(-1).tolist()
 
 
 @dataclass(frozen=True)
@@ -124,14 +148,6 @@ def close_at_exit(*landmarkers: Any) -> None:
         register(landmarker.close)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_bundle(url: str, target: Path, timeout_s: float) -> Path:
     """Download a bundle to ``target`` atomically (a temporary file renamed into place); returns ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +164,11 @@ def download_bundle(url: str, target: Path, timeout_s: float) -> Path:
             os.unlink(tmp)
         raise
     return target
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class VideoSequence:
@@ -226,7 +247,7 @@ class PoseEstimator(dg.ConfigurableResource):
         parts = []
         for path in self.bundle_paths():
             stat = path.stat()
-            digest = cached(("sha256", str(path), stat.st_size, stat.st_mtime_ns), lambda p=path: file_sha256(p))
+            digest = cached(("sha256", str(path), stat.st_size, stat.st_mtime_ns), lambda p=path: _sha256(p))
             parts.append(f"{path.name}@{digest[:12]}")
         return "mediapipe:" + "+".join(parts)
 
