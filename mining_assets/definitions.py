@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
@@ -38,9 +37,10 @@ from resources.models.embedder import ImageEmbedder
 from resources.models.pose import PoseEstimator
 from resources.models.text_filter import TextImageFilter
 from resources.mongo import MongoResource
-from resources.settings import blob_root, warehouse_path
+from resources.settings import blob_root
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
 from resources.uploads import UploadBucket
+from resources.warehouse import warehouse_from_env
 from resources.youtube import YouTubeResource
 from sensors.keywords import keyword_file_sensor
 from sensors.s3_uploads import s3_uploads_sensor
@@ -113,7 +113,7 @@ def model_resources() -> dict:
 def resources() -> dict:
     return {
         "blob_store": blob_store_resource(),
-        "warehouse": DuckDBResource(database=warehouse_path()),
+        "warehouse": warehouse_from_env(),
         "youtube": YouTubeResource(),
         "uploads": uploads_resource(),
         # keys are read from PEXELS_API_KEY, UNSPLASH_ACCESS_KEY, PIXABAY_API_KEY when a search runs

@@ -1,17 +1,20 @@
-"""The DuckDB warehouse: table definitions and the few write patterns every stage uses.
+"""The warehouse's tables and the few write patterns every stage uses, on the DuckLake lake of
+``resources.warehouse``.
 
-One row per keyword, video and frame. Stages that own a partition's rows replace them in one transaction
-(delete, then insert), so re-materializing never duplicates; the video registry upserts, so known videos keep
-their status.
+One row per keyword, video and frame. DuckLake has no PRIMARY KEY or UNIQUE: each table's key (``KEYS``) is kept
+by its writers (delete-then-insert per partition, or ``MERGE``) and checked by the asset that owns it. Every table
+with a ``partition_key`` is partitioned by it, so writes to different keywords never share a data file. Timestamps
+are set by the writer (``insert_rows`` fills the ``*_at`` columns a frame lacks).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+import re
+from collections.abc import Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any
+
+import dagster as dg
 
 if TYPE_CHECKING:
     import duckdb
@@ -19,15 +22,14 @@ if TYPE_CHECKING:
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keywords (
-    partition_key VARCHAR PRIMARY KEY,
+    partition_key VARCHAR NOT NULL,
     keyword VARCHAR NOT NULL,
-    added_at TIMESTAMP DEFAULT current_timestamp
+    added_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS keyword_tags (  -- keywords added from a preset, with their category
     partition_key VARCHAR NOT NULL,
     preset VARCHAR NOT NULL,          -- e.g. actions
-    category VARCHAR NOT NULL,        -- e.g. grasping
-    PRIMARY KEY (partition_key, preset)
+    category VARCHAR NOT NULL         -- e.g. grasping
 );
 CREATE TABLE IF NOT EXISTS videos (
     partition_key VARCHAR NOT NULL,
@@ -49,9 +51,8 @@ CREATE TABLE IF NOT EXISTS videos (
     frame_count BIGINT,
     codec VARCHAR,
     sha256 VARCHAR,
-    discovered_at TIMESTAMP DEFAULT current_timestamp,
-    updated_at TIMESTAMP DEFAULT current_timestamp,
-    PRIMARY KEY (partition_key, media_id)
+    discovered_at TIMESTAMP,
+    updated_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS video_frames (
     partition_key VARCHAR NOT NULL,
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS video_frames (
     blob_key VARCHAR NOT NULL,
     uri VARCHAR NOT NULL,
     sha256 VARCHAR NOT NULL,
-    created_at TIMESTAMP DEFAULT current_timestamp
+    created_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS frames (
     partition_key VARCHAR NOT NULL,
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS frames (
     uri VARCHAR NOT NULL,
     sha256 VARCHAR NOT NULL,
     source_url VARCHAR,
-    created_at TIMESTAMP DEFAULT current_timestamp
+    created_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS photos (      -- one row per stock photo a keyword found, stored or not
     partition_key VARCHAR NOT NULL,
@@ -105,7 +106,7 @@ CREATE TABLE IF NOT EXISTS photos (      -- one row per stock photo a keyword fo
     blob_key VARCHAR,
     uri VARCHAR,
     sha256 VARCHAR,
-    stored_at TIMESTAMP DEFAULT current_timestamp
+    stored_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS prompt_sets (   -- the prompts filtered_frames last scored a keyword against
     partition_key VARCHAR NOT NULL,
@@ -120,7 +121,7 @@ CREATE TABLE IF NOT EXISTS frame_scores (  -- every score ever computed, so a ne
     model VARCHAR NOT NULL,
     prompt VARCHAR NOT NULL,
     score FLOAT NOT NULL,
-    scored_at TIMESTAMP DEFAULT current_timestamp
+    scored_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS filtered_frames (
     partition_key VARCHAR NOT NULL,
@@ -173,7 +174,7 @@ CREATE TABLE IF NOT EXISTS uploads (     -- media of a keyword from an S3 bucket
     error VARCHAR,
     size_bytes BIGINT,
     sha256 VARCHAR,
-    registered_at TIMESTAMP DEFAULT current_timestamp
+    registered_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS quality_scores (  -- 0-100 per frame; the formula is in the README
     partition_key VARCHAR NOT NULL,
@@ -231,76 +232,111 @@ CREATE TABLE IF NOT EXISTS pose_datasets (  -- HDF5 files written by pose_datase
     uri VARCHAR NOT NULL,
     sidecar_key VARCHAR NOT NULL,
     sha256 VARCHAR NOT NULL,
-    source_deleted BOOLEAN NOT NULL DEFAULT false
+    source_deleted BOOLEAN NOT NULL   -- set by its writer (DuckLake takes only literal defaults, and false is not one)
 );
 CREATE TABLE IF NOT EXISTS ingest_errors (
     partition_key VARCHAR NOT NULL,
     stage VARCHAR NOT NULL,
     item VARCHAR NOT NULL,
     reason VARCHAR NOT NULL,
-    recorded_at TIMESTAMP DEFAULT current_timestamp
+    recorded_at TIMESTAMP
 );
 """
 
-# DuckDB allows a single writer: every asset that writes the warehouse runs in this concurrency pool.
-WAREHOUSE_POOL = "duckdb"
+# The key of each table: unique per row, kept by the writers, checked by the owning asset's `unique_key` check.
+KEYS: dict[str, tuple[str, ...]] = {
+    "keywords": ("partition_key",),
+    "keyword_tags": ("partition_key", "preset"),
+    "videos": ("partition_key", "media_id"),
+    "video_frames": ("partition_key", "frame_id"),
+    "frames": ("partition_key", "frame_id"),
+    "photos": ("partition_key", "media_id"),
+    "prompt_sets": ("partition_key", "kind", "label"),
+    "frame_scores": ("partition_key", "frame_id", "model", "prompt"),
+    "filtered_frames": ("partition_key", "frame_id"),
+    "frame_embeddings": ("partition_key", "frame_id"),
+    "unique_frames": ("partition_key", "frame_id"),
+    "detections": ("partition_key", "frame_id", "detection_index"),
+    "uploads": ("partition_key", "location"),
+    "quality_scores": ("partition_key", "frame_id"),
+    "poses": ("partition_key", "frame_id"),
+    "pose_datasets": ("partition_key", "media_id"),
+}
 
 VIDEO_STATUSES = ("pending", "downloaded", "framed", "complete", "failed")
 
+_STATEMENT = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.S)
+_COLUMN = re.compile(r"^\s*(\w+)\s+([A-Z]+(?:\[\])?)([^-]*?),?\s*(?:--\s*(.*))?$")
 
-def _make_folder(database: str) -> None:
-    """DuckDB creates the database file but not the folder it goes in."""
-    if database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+@cache
+def tables() -> dict[str, dict[str, Any]]:
+    """Each table of SCHEMA: its description and columns (name -> type, constraint text, comment), in order."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, body in _STATEMENT.findall(SCHEMA):
+        lines = body.split("\n")
+        description = lines[0].split("--", 1)[1].strip() if "--" in lines[0] else ""
+        columns: dict[str, tuple[str, str, str]] = {}
+        for line in lines[1:]:
+            match = _COLUMN.match(line)
+            if match:
+                column, kind, constraint, comment = match.groups()
+                columns[column] = (kind, constraint.strip(), (comment or "").strip())
+        found[name] = {"description": description, "columns": columns}
+    return found
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the warehouse tables that do not exist yet."""
-    conn.execute(SCHEMA)
+    """Create the tables that do not exist (partitioned by partition_key) and add the columns a table lacks.
 
-
-@contextmanager
-def connect(database: str, read_only: bool = False, attempts: int = 20) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (creating its folder and tables when writing), waiting while another process holds
-    DuckDB's single-writer lock.
-
-    Assets and sensors get their connection from DuckDBResource (``warehouse_connection``); this is for the CLI,
-    which has no resources. Reading never creates the file.
+    A lake made by an earlier schema keeps its rows; a new column is added as NULL (or its literal default).
     """
-    import duckdb
+    from resources.warehouse import LAKE, LEASES_DDL
 
-    if not read_only:
-        _make_folder(database)
-
-    delay = 0.05
-    attempts = max(1, attempts)
-    for attempt in range(attempts):
-        try:
-            conn = duckdb.connect(database, read_only=read_only)
-            break
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    try:
-        if not read_only:
-            ensure_schema(conn)
-        yield conn
-    finally:
-        conn.close()
-
-
-@contextmanager
-def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All statements in the block commit together or not at all."""
     conn.execute("BEGIN TRANSACTION")
     try:
-        yield conn
+        existing: dict[str, set[str]] = {}
+        for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_catalog = ? AND table_schema = 'main'",
+            [LAKE],
+        ).fetchall():
+            existing.setdefault(table, set()).add(column)
+        statements = dict(_STATEMENT.findall(SCHEMA))
+        for table, spec in tables().items():
+            if table not in existing:
+                conn.execute(f"CREATE TABLE {table} ({statements[table]}\n)")
+                if "partition_key" in spec["columns"]:
+                    conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_key)")
+                continue
+            for column, (kind, constraint, _) in spec["columns"].items():
+                if column not in existing[table]:
+                    default = re.search(r"DEFAULT\s+(\S+)", constraint)
+                    extra = f" DEFAULT {default.group(1)}" if default else ""
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}{extra}")
+        if "partition_leases" not in existing:
+            conn.execute(LEASES_DDL)
+        conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> int:
+    """Insert a frame's rows by column name; timestamp columns the frame lacks are set to now()."""
+    if not len(rows):
+        return 0
+    names = list(rows.columns)
+    stamps = [c for c, (kind, _, _) in tables()[table]["columns"].items() if kind == "TIMESTAMP" and c not in names]
+    conn.register("_incoming", rows)
+    try:
+        conn.execute(
+            f"INSERT INTO {table} ({', '.join(names + stamps)}) "
+            f"SELECT {', '.join(names + ['now()::TIMESTAMP'] * len(stamps))} FROM _incoming"
+        )
+    finally:
+        conn.unregister("_incoming")
+    return len(rows)
 
 
 def replace_partition_rows(
@@ -311,15 +347,13 @@ def replace_partition_rows(
     where: str = "",
     params: Sequence[Any] = (),
 ) -> int:
-    """Replace a partition's rows of a table (optionally only those matching ``where``) in one transaction."""
-    with transaction(conn):
-        conn.execute(f"DELETE FROM {table} WHERE partition_key = ? {where}", [partition_key, *params])
-        if len(rows):
-            columns = ", ".join(rows.columns)
-            conn.register("_incoming", rows)
-            conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming")
-            conn.unregister("_incoming")
-    return len(rows)
+    """Replace a partition's rows of a table (optionally only those matching ``where``).
+
+    Call it inside a retried block (``warehouse.retrying(lease=partition_key)``): the block is the transaction,
+    and the lease keeps a second writer of the same partition from committing beside this one.
+    """
+    conn.execute(f"DELETE FROM {table} WHERE partition_key = ? {where}", [partition_key, *params])
+    return insert_rows(conn, table, rows)
 
 
 def record_errors(
@@ -359,15 +393,68 @@ def set_video_status(
     assignments = ", ".join(f"{name} = ?" for name in fields)
     extra = f", {assignments}" if assignments else ""
     conn.execute(
-        f"UPDATE videos SET status = ?, error = ?, updated_at = now(){extra} WHERE partition_key = ? AND media_id = ?",
+        f"UPDATE videos SET status = ?, error = ?, updated_at = now()::TIMESTAMP{extra} "
+        "WHERE partition_key = ? AND media_id = ?",
         [status, error, *fields.values(), partition_key, media_id],
     )
 
 
-@contextmanager
-def warehouse_connection(warehouse: Any) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection from a DuckDBResource, with the data folder and the tables created if missing."""
-    _make_folder(warehouse.database)
-    with warehouse.get_connection() as conn:
-        ensure_schema(conn)
-        yield conn
+# ---------------------------------------------------------------------- what Dagster shows of a table
+def column_schema(table: str) -> dg.TableSchema:
+    """The table's columns as Dagster shows them, from its DDL (type, NOT NULL, and the DDL's comment)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=column,
+                type=kind,
+                description=comment or None,
+                constraints=dg.TableColumnConstraints(nullable="NOT NULL" not in constraint),
+            )
+            for column, (kind, constraint, comment) in tables()[table]["columns"].items()
+        ]
+    )
+
+
+def table_definition_metadata(table: str) -> dict[str, Any]:
+    """Definition metadata of the asset that owns ``table``: its name and columns, shown before any run."""
+    return {"dagster/table_name": f"lake.main.{table}", "dagster/column_schema": column_schema(table)}
+
+
+def table_metadata(conn: duckdb.DuckDBPyConnection, table: str, partition_key: str | None) -> dict[str, Any]:
+    """Materialization metadata of the asset that owns ``table``: name, columns, the partition's and the table's
+    row counts (so the overview never shows one partition's count as the asset's)."""
+    total, in_partition = conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE partition_key = ?) FROM {table}", [partition_key]
+    ).fetchone()
+    return {
+        **table_definition_metadata(table),
+        "dagster/partition_row_count": dg.MetadataValue.int(int(in_partition)),
+        "dagster/row_count": dg.MetadataValue.int(int(total)),
+    }
+
+
+def unique_key_spec(asset: str, tables_owned: Sequence[str]) -> dg.AssetCheckSpec:
+    """The `unique_key` check of an asset that owns tables: their keys (``KEYS``) are unique in the partition."""
+    keys = "; ".join(f"{table}: {', '.join(KEYS[table])}" for table in tables_owned)
+    return dg.AssetCheckSpec("unique_key", asset=asset, description=f"No two rows share a key ({keys}).")
+
+
+def duplicate_keys(conn: duckdb.DuckDBPyConnection, table: str, partition_key: str) -> int:
+    """How many keys of ``table`` occur more than once in a partition."""
+    key = ", ".join(KEYS[table])
+    return conn.execute(
+        f"SELECT count(*) FROM (SELECT {key} FROM {table} WHERE partition_key = ? GROUP BY ALL HAVING count(*) > 1)",
+        [partition_key],
+    ).fetchone()[0]
+
+
+def unique_key_check(
+    conn: duckdb.DuckDBPyConnection, partition_key: str, tables_owned: Sequence[str]
+) -> dg.AssetCheckResult:
+    """The `unique_key` check's result: duplicated keys per owned table in this partition (0 everywhere passes)."""
+    duplicated = {table: duplicate_keys(conn, table, partition_key) for table in tables_owned}
+    return dg.AssetCheckResult(
+        check_name="unique_key",
+        passed=not any(duplicated.values()),
+        metadata={"duplicated_keys": dg.MetadataValue.json(duplicated)},
+    )

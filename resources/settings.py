@@ -7,13 +7,8 @@ from pathlib import Path
 
 
 def data_dir() -> Path:
-    """Root of the platform's local data (warehouse, blob store): $MINING_DATA_DIR, else ./data."""
+    """Root of the platform's local data (embedded lake, blob store): $MINING_DATA_DIR, else ./data."""
     return Path(os.environ.get("MINING_DATA_DIR") or "data").resolve()
-
-
-def warehouse_path() -> str:
-    """The DuckDB warehouse file: $MINING_WAREHOUSE, else <data dir>/warehouse.duckdb."""
-    return os.environ.get("MINING_WAREHOUSE") or str(data_dir() / "warehouse.duckdb")
 
 
 def blob_root() -> str:

@@ -1,5 +1,5 @@
 """Shared offline fixtures: synthetic videos, a local HTTP server standing in for video sites, a moto S3 server,
-and a Dagster harness over a DuckDB warehouse and blob store in tmp_path."""
+and a Dagster harness over a DuckLake warehouse and blob store in tmp_path."""
 
 import functools
 import http.server
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster_duckdb import DuckDBResource
 from mongo_support import STORES, URI, MongomockResource
 
 from mining_assets.video.synthetic import make_audio_only, make_video, truncate
@@ -18,6 +17,7 @@ from resources.models.detector import OpenVocabDetector
 from resources.models.embedder import ImageEmbedder
 from resources.models.random_weights import build_random_model
 from resources.models.text_filter import TextImageFilter
+from resources.warehouse import Warehouse, close_all
 from resources.youtube import YouTubeResource
 
 SEARCH_PAGE = """<html><head><title>Results</title></head><body>
@@ -37,8 +37,15 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MINING_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MINING_WATCHLIST", str(tmp_path / "keywords.txt"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("MINING_WAREHOUSE", raising=False)
-    monkeypatch.delenv("MINING_S3_BUCKET", raising=False)
+    for name in ("MINING_LAKE_CATALOG", "MINING_LAKE_DATA_PATH", "MINING_LAKE_PASSWORD", "MINING_S3_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    close_all()  # each test's lake is its own: don't keep its DuckDB instance attached
+
+
+def lake_in(folder: Path) -> Warehouse:
+    """The embedded lake (SQLite catalog, local data files) under ``folder``, as the defaults lay it out."""
+    return Warehouse(catalog=f"sqlite:{folder / 'lake' / 'catalog.sqlite'}", data_path=f"{folder / 'lake' / 'data'}/")
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +101,7 @@ def s3_endpoint() -> str:
 def resources(tmp_path, media_server) -> dict:
     return {
         "blob_store": LocalBlobStore(root=str(tmp_path / "data" / "blobs")),
-        "warehouse": DuckDBResource(database=str(tmp_path / "data" / "warehouse.duckdb")),
+        "warehouse": lake_in(tmp_path / "data"),
         "youtube": YouTubeResource(search_url_template=media_server + "/search.html?q={query}", retries=0),
     }
 

@@ -3,7 +3,6 @@ and query the warehouse they wrote."""
 
 import dagster as dg
 
-from mining_assets.warehouse import connect
 
 
 def materialize_partition(resources: dict, instance, partition_key: str, assets: list, **config):
@@ -22,6 +21,10 @@ def meta(result, asset: str) -> dict:
 
 
 def query(resources: dict, sql: str, *params):
-    """Rows of a read-only query against the warehouse the resources write."""
-    with connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.execute(sql, list(params)).fetchall()
+    """Rows of a query against the warehouse the resources write."""
+    return resources["warehouse"].execute(sql, params)
+
+
+def query_dicts(resources: dict, sql: str, *params) -> list[dict]:
+    """Rows of a query against the warehouse the resources write, as dicts by column name."""
+    return resources["warehouse"].query_dicts(sql, params)
