@@ -7,32 +7,39 @@ import shlex
 import shutil
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import dagster as dg
 
 from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.lake_import import import_export
 from mining_assets.partitions import keyword_partitions, keyword_slug
 from mining_assets.presets import PRESETS, register_preset
-from mining_assets.warehouse import VIDEO_STATUSES, connect
+from mining_assets.warehouse import VIDEO_STATUSES
 from resources import settings
+from resources.warehouse import Warehouse, WarehouseUnavailable, warehouse_from_env
 
 if TYPE_CHECKING:
     import duckdb
+
+T = TypeVar("T")
 
 DEFAULT_INSTANCE_YAML = """\
 # Written by `mining`: the embedded SQLite instance. See deploy/dagster.production.yaml for Postgres and S3.
 telemetry:
   enabled: false
+# at most one run per keyword partition at a time; other keywords side by side (no warehouse pool)
 concurrency:
-  pools:
-    default_limit: 1
   runs:
     max_concurrent_runs: 4
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
 """
 EXPORT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet"}
 COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "json": "FORMAT json", "parquet": "FORMAT parquet"}
@@ -107,27 +114,28 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-@contextmanager
-def _read_warehouse() -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to the warehouse; never creates it.
+def _warehouse(create: bool) -> Warehouse:
+    """The environment's warehouse; reading commands refuse an embedded lake that does not exist yet."""
+    warehouse = warehouse_from_env()
+    if not create and warehouse.kind == "sqlite" and not Path(warehouse.catalog.split(":", 1)[1]).is_file():
+        raise click.ClickException(
+            f"no warehouse yet ({warehouse.describe()}): add a keyword and materialize video_registry"
+        )
+    return warehouse
 
-    Raises:
-        click.ClickException: the warehouse does not exist yet, lacks a table, or cannot be read.
-    """
+
+def _in_warehouse(work: Callable[[duckdb.DuckDBPyConnection], T], create: bool = False) -> T:
+    """Run ``work`` in one retried warehouse transaction; errors become messages, never tracebacks."""
     import duckdb
 
-    path = settings.warehouse_path()
-    if not Path(path).is_file():
-        raise click.ClickException(f"no warehouse yet at {path}: add a keyword and materialize video_registry")
+    warehouse = _warehouse(create)
     try:
-        with connect(path, read_only=True) as conn:
-            yield conn
-    except duckdb.CatalogException as error:
-        raise click.ClickException(
-            f"warehouse at {path} is incomplete ({error}): materialize video_registry"
-        ) from error
-    except duckdb.IOException as error:
-        raise click.ClickException(str(error)) from error
+        for attempt in warehouse.retrying():
+            with attempt as conn:
+                result = work(conn)
+    except (WarehouseUnavailable, duckdb.Error) as error:
+        raise click.ClickException(warehouse.scrub(str(error))) from error
+    return result
 
 
 def _partition_key(conn: duckdb.DuckDBPyConnection, value: str | None) -> str | None:
@@ -175,8 +183,7 @@ def keywords() -> None:
 @click.argument("texts", nargs=-1, required=True)
 def keywords_add(texts: tuple[str, ...]) -> None:
     """Add a keyword partition for each TEXT, keeping its exact text in the warehouse."""
-    with connect(settings.warehouse_path()) as conn:
-        pairs, rejected = register_keywords(conn, texts)
+    pairs, rejected = _in_warehouse(lambda conn: register_keywords(conn, texts), create=True)
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = set(add_keyword_partitions(instance, [key for key, _ in pairs]))
@@ -192,8 +199,7 @@ def keywords_add(texts: tuple[str, ...]) -> None:
 @click.argument("name", type=click.Choice(sorted(PRESETS)))
 def keywords_preset(name: str) -> None:
     """Add every keyword of a preset (actions: 8 robot actions x 5 search queries), tagged with its category."""
-    with connect(settings.warehouse_path()) as conn:
-        added, rejected = register_preset(conn, name)
+    added, rejected = _in_warehouse(lambda conn: register_preset(conn, name), create=True)
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = set(add_keyword_partitions(instance, [key for key, _, _ in added]))
@@ -211,10 +217,8 @@ def keywords_list() -> None:
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions(keyword_partitions.name)
     texts: dict[str, str] = {}
-    path = settings.warehouse_path()
-    if keys and Path(path).is_file():
-        with connect(path, read_only=True) as conn:
-            texts = dict(conn.execute("SELECT partition_key, keyword FROM keywords").fetchall())
+    if keys:
+        texts = dict(_in_warehouse(lambda conn: conn.execute("SELECT partition_key, keyword FROM keywords").fetchall()))
     if not keys:
         click.echo("no keyword partitions yet", err=True)
     for key in keys:
@@ -230,14 +234,14 @@ def registry() -> None:
 @keyword_option
 def registry_status(keyword: str | None) -> None:
     """Videos per partition and status, and frames per partition."""
-    with _read_warehouse() as conn:
+
+    def read(conn: duckdb.DuckDBPyConnection) -> tuple[list, dict]:
         where, params = _where({"partition_key": _partition_key(conn, keyword)})
-        counts = conn.execute(
-            f"SELECT partition_key, status, count(*) FROM videos {where} GROUP BY ALL", params
-        ).fetchall()
-        frames = dict(
-            conn.execute(f"SELECT partition_key, count(*) FROM frames {where} GROUP BY ALL", params).fetchall()
-        )
+        counts = conn.execute(f"SELECT partition_key, status, count(*) FROM videos {where} GROUP BY ALL", params)
+        frames = conn.execute(f"SELECT partition_key, count(*) FROM frames {where} GROUP BY ALL", params)
+        return counts.fetchall(), dict(frames.fetchall())
+
+    counts, frames = _in_warehouse(read)
     statuses = [*VIDEO_STATUSES, *sorted({status for _, status, _ in counts} - set(VIDEO_STATUSES))]
     table = {key: dict.fromkeys(statuses, 0) for key in sorted({key for key, _, _ in counts} | set(frames))}
     for key, status, count in counts:
@@ -255,7 +259,8 @@ def registry_status(keyword: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most rows to show.")
 def registry_list(keyword: str | None, status: str | None, limit: int) -> None:
     """Videos ordered by partition and media id, long cells cut short."""
-    with _read_warehouse() as conn:
+
+    def read(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], int, list]:
         key = _partition_key(conn, keyword)
         where, params = _where({"partition_key": key, "status": status})
         columns = list(LIST_COLUMNS) if key else ["partition_key", *LIST_COLUMNS]
@@ -264,6 +269,9 @@ def registry_list(keyword: str | None, status: str | None, limit: int) -> None:
             f"SELECT {', '.join(columns)} FROM videos {where} ORDER BY partition_key, media_id LIMIT ?",
             [*params, limit],
         ).fetchall()
+        return columns, total, rows
+
+    columns, total, rows = _in_warehouse(read)
     if not rows:
         click.echo("no matching videos")
         return
@@ -282,11 +290,88 @@ def registry_export(output: Path, fmt: str | None, keyword: str | None) -> None:
     if fmt is None:
         raise click.UsageError(f"cannot tell the format of {output.name!r}: pass --format csv, json or parquet")
     output = output.resolve()
-    with _read_warehouse() as conn:
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    def export(conn: duckdb.DuckDBPyConnection) -> tuple | None:
         where, params = _where({"partition_key": _partition_key(conn, keyword)})
-        output.parent.mkdir(parents=True, exist_ok=True)
-        # COPY ... TO ? is a parser error before DuckDB 1.4 and unreliable after, so the path is a quoted literal.
+        # COPY ... TO ? is unreliable, so the path is a quoted literal.
         target = str(output).replace("'", "''")
         select = f"SELECT * FROM videos {where} ORDER BY partition_key, media_id"
-        row = conn.execute(f"COPY ({select}) TO '{target}' ({COPY_OPTIONS[fmt]})", params).fetchone()
+        return conn.execute(f"COPY ({select}) TO '{target}' ({COPY_OPTIONS[fmt]})", params).fetchone()
+
+    row = _in_warehouse(export)
     click.echo(f"wrote {row[0] if row else 0} rows to {output} ({fmt})")
+
+
+def _print_result(cursor: duckdb.DuckDBPyConnection, limit: int | None) -> None:
+    """A statement's rows as a table (all of them, or the first ``limit``), or the statement's count."""
+    if cursor.description is None:
+        click.echo("ok")
+        return
+    headers = [column[0] for column in cursor.description]
+    rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
+    click.echo(_table(headers, rows) if rows else f"(no rows; columns {', '.join(headers)})")
+
+
+@main.command()
+@click.argument("statement", required=False)
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Most rows to print.")
+def sql(statement: str | None, limit: int) -> None:
+    """Run STATEMENT on the warehouse (the lake attached as `lake`, its tables by name); without one, a shell
+    reading statements that end with `;` (`.quit` or Ctrl-D leaves)."""
+    import duckdb
+
+    warehouse = _warehouse(create=True)
+    if statement is not None:
+
+        def run(conn: duckdb.DuckDBPyConnection) -> None:
+            _print_result(conn.execute(statement), limit)
+
+        _in_warehouse(run, create=True)
+        return
+    try:
+        cursor = warehouse.cursor()
+    except (WarehouseUnavailable, duckdb.Error) as error:
+        raise click.ClickException(warehouse.scrub(str(error))) from error
+    interactive = sys.stdin.isatty()
+    if interactive:
+        click.echo(f"{warehouse.describe()}\nstatements end with ';', .quit leaves", err=True)
+    pending: list[str] = []
+    while True:
+        try:
+            line = input("lake> " if not pending else "   > ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and line == "":
+            break
+        if not pending and line.strip() in (".quit", ".exit", "\\q"):
+            break
+        pending.append(line.rstrip("\n"))
+        if not line.rstrip().endswith(";"):
+            continue
+        text, pending = "\n".join(pending), []
+        try:
+            _print_result(cursor.execute(text), limit)
+        except duckdb.Error as error:
+            click.echo(f"error: {warehouse.scrub(str(error))}", err=True)
+    if pending and "".join(pending).strip():
+        try:
+            _print_result(cursor.execute("\n".join(pending)), limit)
+        except duckdb.Error as error:
+            click.echo(f"error: {warehouse.scrub(str(error))}", err=True)
+    cursor.close()
+
+
+@main.group("warehouse")
+def warehouse_group() -> None:
+    """The warehouse itself."""
+
+
+@warehouse_group.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Empty the tables the export holds before loading them.")
+def warehouse_import(folder: Path, replace: bool) -> None:
+    """Load an `EXPORT DATABASE ... (FORMAT parquet)` of an older warehouse file into the lake, by column name."""
+    report = _in_warehouse(lambda conn: import_export(conn, folder, replace), create=True)
+    for table, outcome in report.items():
+        click.echo(f"{table}: {outcome}")

@@ -21,6 +21,7 @@ from mining_assets.jobs import (
 from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.poses import poses
 from mining_assets.poses.quality import quality_scores
+from mining_assets.lake_maintenance import lake_maintenance, lake_maintenance_job, lake_maintenance_schedule
 from mining_assets.presets import add_preset_keywords
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
@@ -145,6 +146,7 @@ defs = dg.Definitions(
         poses,
         pose_datasets,
         mongo_export,
+        lake_maintenance,
     ],
     jobs=[
         video_pipeline,
@@ -154,7 +156,9 @@ defs = dg.Definitions(
         pose_pipeline,
         add_keywords,
         add_preset_keywords,
+        lake_maintenance_job,
     ],
+    schedules=[lake_maintenance_schedule],
     sensors=[keyword_file_sensor, s3_uploads_sensor],
     resources=resources(),
 )

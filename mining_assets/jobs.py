@@ -1,14 +1,13 @@
 """Jobs: the whole video path for a keyword, and adding keywords from the UI's Launchpad."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.frames import frames
-from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.keywords import KEYWORDS_LEASE, add_keyword_partitions, register_keywords
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
-from mining_assets.warehouse import WAREHOUSE_POOL, warehouse_connection
+from resources.warehouse import Warehouse
 
 VISION_ASSETS = ["filtered_frames", "frame_embeddings", "unique_frames", "detections", "coco_annotations",
                  "detection_visualizations"]  # fmt: skip
@@ -48,13 +47,14 @@ class AddKeywordsConfig(dg.Config):
     keywords: list[str]
 
 
-@dg.op(pool=WAREHOUSE_POOL)
+@dg.op
 def register_keyword_partitions(
-    context: dg.OpExecutionContext, config: AddKeywordsConfig, warehouse: DuckDBResource
+    context: dg.OpExecutionContext, config: AddKeywordsConfig, warehouse: Warehouse
 ) -> None:
     """Add a keyword partition for each keyword and keep its exact text."""
-    with warehouse_connection(warehouse) as conn:
-        pairs, rejected = register_keywords(conn, config.keywords)
+    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
+        with attempt as conn:
+            pairs, rejected = register_keywords(conn, config.keywords)
     new = add_keyword_partitions(context.instance, [key for key, _ in pairs])
     for key, keyword in pairs:
         context.log.info(f"{'added' if key in new else 'known'}: {keyword!r} -> partition {key}")

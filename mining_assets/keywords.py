@@ -11,11 +11,20 @@ if TYPE_CHECKING:
     import dagster as dg
     import duckdb
 
+# The write lease of the keywords table (not a partition's: no slug has a colon). DuckLake takes two inserts of one
+# key by concurrent writers (on a PostgreSQL catalog both commit), so writers of keywords hold it:
+# ``warehouse.retrying(lease=KEYWORDS_LEASE)``.
+KEYWORDS_LEASE = "table:keywords"
+
 
 def register_keywords(
     conn: duckdb.DuckDBPyConnection, texts: Iterable[str]
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Record each keyword's text under its partition key.
+
+    ``conn`` is a cursor inside the caller's retried block, ``warehouse.retrying(lease=KEYWORDS_LEASE)`` (the lease
+    keeps a concurrent writer from recording the same key beside this one): a keyword already recorded is left as
+    it is, so the block may run again.
 
     Returns:
         (partition_key, keyword) pairs, deduplicated, and (text, reason) for each keyword refused: empty, too
@@ -36,7 +45,10 @@ def register_keywords(
             rejected.append((keyword, f"partition key {key!r} already belongs to keyword {row[0]!r}"))
             continue
         if not row:
-            conn.execute("INSERT INTO keywords (partition_key, keyword) VALUES (?, ?)", [key, keyword])
+            conn.execute(
+                "INSERT INTO keywords (partition_key, keyword, added_at) VALUES (?, ?, now()::TIMESTAMP)",
+                [key, keyword],
+            )
         pairs.setdefault(key, keyword)
     return list(pairs.items()), rejected
 

@@ -7,10 +7,9 @@ tagged with its category in the warehouse table ``keyword_tags``, so reports and
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from mining_assets.keywords import add_keyword_partitions, register_keywords
-from mining_assets.warehouse import WAREHOUSE_POOL, warehouse_connection
+from mining_assets.keywords import KEYWORDS_LEASE, add_keyword_partitions, register_keywords
+from resources.warehouse import Warehouse
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,6 +35,15 @@ PRESETS: dict[str, dict[str, list[str]]] = {
 }  # fmt: skip
 
 
+UPSERT_TAGS = """
+MERGE INTO keyword_tags USING (SELECT * FROM _incoming_tags) AS incoming
+ON keyword_tags.partition_key = incoming.partition_key AND keyword_tags.preset = incoming.preset
+WHEN MATCHED THEN UPDATE SET category = incoming.category
+WHEN NOT MATCHED THEN INSERT (partition_key, preset, category)
+    VALUES (incoming.partition_key, incoming.preset, incoming.category)
+"""
+
+
 def preset_keywords(preset: str) -> list[tuple[str, str]]:
     """(category, keyword) pairs of a preset, in order.
 
@@ -51,16 +59,26 @@ def register_preset(
     conn: "duckdb.DuckDBPyConnection", preset: str
 ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     """Record a preset's keywords and their categories; returns (partition_key, keyword, category) for each and
-    (text, reason) for each refused (a key already owned by another text)."""
+    (text, reason) for each refused (a key already owned by another text).
+
+    ``conn`` is a cursor inside the caller's retried block, ``warehouse.retrying(lease=KEYWORDS_LEASE)`` (it also
+    keeps two writers of keyword_tags apart); recording a preset again changes nothing.
+    """
+    import pandas as pd
+
     entries = preset_keywords(preset)
     pairs, rejected = register_keywords(conn, [keyword for _, keyword in entries])
     category_of = {keyword: category for category, keyword in entries}
     added = [(key, keyword, category_of[keyword]) for key, keyword in pairs]
-    for key, _, category in added:
-        conn.execute(
-            "INSERT OR REPLACE INTO keyword_tags (partition_key, preset, category) VALUES (?, ?, ?)",
-            [key, preset, category],
+    if added:
+        tags = pd.DataFrame(
+            [(key, preset, category) for key, _, category in added], columns=["partition_key", "preset", "category"]
         )
+        conn.register("_incoming_tags", tags)
+        try:
+            conn.execute(UPSERT_TAGS)
+        finally:
+            conn.unregister("_incoming_tags")
     return added, rejected
 
 
@@ -68,11 +86,12 @@ class PresetConfig(dg.Config):
     preset: str = "actions"
 
 
-@dg.op(pool=WAREHOUSE_POOL)
-def register_preset_partitions(context: dg.OpExecutionContext, config: PresetConfig, warehouse: DuckDBResource) -> None:
+@dg.op
+def register_preset_partitions(context: dg.OpExecutionContext, config: PresetConfig, warehouse: Warehouse) -> None:
     """Add a keyword partition for every query of a preset, tagged with its category."""
-    with warehouse_connection(warehouse) as conn:
-        added, rejected = register_preset(conn, config.preset)
+    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
+        with attempt as conn:
+            added, rejected = register_preset(conn, config.preset)
     new = add_keyword_partitions(context.instance, [key for key, _, _ in added])
     context.log.info(f"preset {config.preset!r}: {len(added)} keywords, {len(new)} new partitions")
     for text, reason in rejected:

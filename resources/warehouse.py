@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +45,16 @@ TRANSIENT = re.compile(
     r"Failed to commit|too many clients|retry",
     re.IGNORECASE,
 )
+# Errors no retry can clear: wrong credentials, a missing database or bucket, a refused permission.
+PERMANENT = re.compile(
+    r"password authentication failed|no password supplied|authentication|does not exist|permission denied|"
+    r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|\b403\b|NoSuchBucket",
+    re.IGNORECASE,
+)
 # Errors after which the attached instance is dropped and the lake attached again.
-REATTACH = re.compile(r"connection|server closed|terminating|ALLOW_CONNECTIONS|does not allow connections|Unable to", re.I)
+REATTACH = re.compile(
+    r"connection|server closed|terminating|ALLOW_CONNECTIONS|does not allow connections|Unable to", re.I
+)
 LEASES_DDL = f"""
 CREATE TABLE IF NOT EXISTS {LAKE}.main.partition_leases (  -- who may write a partition now; expires by itself
     name VARCHAR NOT NULL,
@@ -79,6 +87,8 @@ def is_transient(error: BaseException) -> bool:
     """Whether an error of DuckDB (or of the catalog behind it) may clear on a later attempt."""
     import duckdb
 
+    if PERMANENT.search(str(error)):
+        return False
     if isinstance(error, duckdb.TransactionException):
         return True
     if isinstance(error, duckdb.Error | OSError):
@@ -147,10 +157,8 @@ class Attempt:
                     return False
                 except Exception as commit_error:
                     error = commit_error
-            try:
+            with suppress(Exception):
                 cursor.execute("ROLLBACK")
-            except Exception:  # noqa: S110 - the transaction is already gone; the error below is what matters
-                pass
             if not isinstance(error, Exception) or not is_transient(error) or self.last:
                 if isinstance(error, Exception):
                     replacement = self.warehouse.unavailable(error)
@@ -228,6 +236,8 @@ class Warehouse(dg.ConfigurableResource):
 
     def unavailable(self, error: BaseException) -> BaseException:
         """The error to raise in the caller's place: SQL errors stay as they are, secrets scrubbed either way."""
+        if PERMANENT.search(str(error)) or (isinstance(error, OSError) and not is_transient(error)):
+            return WarehouseUnavailable(f"warehouse refused ({self.describe()}): {self.scrub(str(error))}")
         if not is_transient(error):
             message = self.scrub(str(error))
             if message == str(error):
@@ -257,7 +267,9 @@ class Warehouse(dg.ConfigurableResource):
             if kind == "sqlite":
                 prepare_sqlite_catalog(self.catalog.split(":", 1)[1])
             if kind == "postgres" and self.catalog_password:
-                conn.execute(f"CREATE OR REPLACE SECRET lake_catalog (TYPE postgres, PASSWORD {_quote(self.catalog_password)})")
+                conn.execute(
+                    f"CREATE OR REPLACE SECRET lake_catalog (TYPE postgres, PASSWORD {_quote(self.catalog_password)})"
+                )
                 options.append("METADATA_PARAMETERS MAP {'SECRET': 'lake_catalog'}")
             conn.execute(f"ATTACH {_quote('ducklake:' + self.catalog)} AS {LAKE} ({', '.join(options)})")
             # commits that collide are retried by this module with its own backoff; DuckLake's own retries stay short
@@ -307,10 +319,8 @@ class Warehouse(dg.ConfigurableResource):
         with _LAKES_LOCK:
             lake = _LAKES.pop(self.fingerprint, None)
         if lake is not None:
-            try:
+            with suppress(Exception):
                 lake.conn.close()
-            except Exception:  # noqa: S110 - a connection already broken may refuse to close
-                pass
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor on this process's attached lake, with the lake as the default catalog. Close it after use."""

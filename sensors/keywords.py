@@ -3,17 +3,16 @@
 import hashlib
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.jobs import video_pipeline
-from mining_assets.keywords import parse_keyword_list, register_keywords
+from mining_assets.keywords import KEYWORDS_LEASE, parse_keyword_list, register_keywords
 from mining_assets.partitions import keyword_partitions
-from mining_assets.warehouse import warehouse_connection
 from resources.settings import keywords_file
+from resources.warehouse import Warehouse
 
 
 @dg.sensor(job=video_pipeline, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def keyword_file_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
+def keyword_file_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse):
     """Watches the keyword list file ($MINING_WATCHLIST, else ./keywords.txt): one keyword per line."""
     path = keywords_file()
     if not path.is_file():
@@ -23,8 +22,9 @@ def keyword_file_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBRe
     if context.cursor == digest:
         return dg.SkipReason("keyword file unchanged")
     texts = parse_keyword_list(content.decode("utf-8", errors="replace"))
-    with warehouse_connection(warehouse) as conn:
-        pairs, rejected = register_keywords(conn, texts)
+    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
+        with attempt as conn:
+            pairs, rejected = register_keywords(conn, texts)
     for text, reason in rejected:
         context.log.warning(f"keyword file line refused {text!r}: {reason}")
     existing = set(context.instance.get_dynamic_partitions(keyword_partitions.name))

@@ -2,9 +2,15 @@
 and a Dagster harness over a DuckLake warehouse and blob store in tmp_path."""
 
 import functools
+import glob
 import http.server
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -95,6 +101,97 @@ def s3_endpoint() -> str:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+def _postgres_binaries() -> str | None:
+    """The folder of PostgreSQL's initdb and pg_ctl: the Debian package's, else PATH's."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return os.path.dirname(found[-1])
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> dict:
+    """A PostgreSQL server on a loopback port, initialised into a temporary folder (user postgres, trust auth).
+
+    Skips, naming what is missing, when PostgreSQL is not installed; with CI=true that fails instead.
+    """
+    binaries = _postgres_binaries()
+    if binaries is None:
+        message = "PostgreSQL is not installed (no initdb in /usr/lib/postgresql/*/bin or on PATH)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = tempfile.mkdtemp(prefix="mining-pg-")
+    port = free_port()
+    as_root = os.geteuid() == 0
+
+    def run(*argv: str) -> None:
+        command = " ".join(argv)
+        full = ["su", "postgres", "-c", command] if as_root else ["sh", "-c", command]
+        subprocess.run(full, check=True, capture_output=True, timeout=60)
+
+    if as_root:  # initdb refuses to run as root: the server runs as the package's postgres user
+        shutil.chown(folder, "postgres")
+    data = os.path.join(folder, "data")
+    run(f"{binaries}/initdb", "-D", data, "-A", "trust", "-U", "postgres")
+    # the superuser needs no password; every other role must give its own (so a wrong one is refused)
+    hba = "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    Path(data, "pg_hba.conf").write_text(hba)  # root writes it in place; the server only reads it
+    options = f"'-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off'"
+    run(f"{binaries}/pg_ctl", "-D", data, "-o", options, "-l", os.path.join(folder, "log"), "-w", "start")
+    yield {"host": "127.0.0.1", "port": port, "user": "postgres", "folder": folder}
+    run(f"{binaries}/pg_ctl", "-D", data, "-m", "immediate", "stop")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def psql(server: dict, sql: str, database: str = "postgres") -> None:
+    """Run SQL on the test PostgreSQL server as its superuser."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=server["host"], port=server["port"], user=server["user"], dbname=database)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+def make_bucket(endpoint: str, name: str) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")  # fmt: skip
+    s3.create_bucket(Bucket=name)
+
+
+@pytest.fixture
+def production_lake(postgres_server, s3_endpoint) -> Warehouse:
+    """A lake as production runs it: a new catalog database in PostgreSQL, the data files in a new S3 bucket."""
+    name = "lake_" + uuid.uuid4().hex[:10]
+    psql(postgres_server, f"CREATE DATABASE {name}")
+    make_bucket(s3_endpoint, name.replace("_", "-"))
+    server = postgres_server
+    yield Warehouse(
+        catalog=f"postgres:dbname={name} host={server['host']} port={server['port']} user={server['user']}",
+        data_path=f"s3://{name.replace('_', '-')}/lake/",
+        s3_endpoint_url=s3_endpoint,
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
+    )
+    close_all()
+    psql(postgres_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["embedded", "production"])
+def lake(request, tmp_path) -> Warehouse:
+    """Each warehouse test runs on both catalogs: the embedded lake and PostgreSQL + S3."""
+    if request.param == "embedded":
+        return lake_in(tmp_path / "data")
+    return request.getfixturevalue("production_lake")
 
 
 @pytest.fixture

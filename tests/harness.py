@@ -4,14 +4,15 @@ and query the warehouse they wrote."""
 import dagster as dg
 
 
-
 def materialize_partition(resources: dict, instance, partition_key: str, assets: list, **config):
     """Materialize ``assets`` for a partition (added if new) with ``config`` per op; returns (result, checks)."""
     instance.add_dynamic_partitions("keyword", [partition_key])
     run_config = {"ops": {name: {"config": value} for name, value in config.items()}}
     result = dg.materialize(assets, partition_key=partition_key, resources=resources, instance=instance,
                             run_config=run_config, raise_on_error=True)  # fmt: skip
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    checks: dict[str, bool] = {}
+    for evaluation in result.get_asset_check_evaluations():  # a name several assets share passes only if all do
+        checks[evaluation.check_name] = checks.get(evaluation.check_name, True) and evaluation.passed
     return result, checks
 
 

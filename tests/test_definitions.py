@@ -21,6 +21,7 @@ EXPECTED_EDGES = {
     "poses": {"quality_scores"},
     "pose_datasets": {"poses"},
     "mongo_export": {"pose_datasets"},
+    "lake_maintenance": set(),
 }
 
 
@@ -43,9 +44,28 @@ def test_every_per_keyword_asset_shares_the_keyword_partitions():
         assert graph.get(key).partitions_def == keyword_partitions, key
 
 
-def test_warehouse_writers_are_in_the_duckdb_pool():
+def test_no_warehouse_pool_serializes_the_assets():
     for assets_def in defs.assets:
-        assert assets_def.op.pool == "duckdb", assets_def.key
+        assert assets_def.op.pool is None, assets_def.key
+
+
+def test_tables_show_their_name_and_columns_before_any_run():
+    from mining_assets.warehouse import tables
+
+    owners = {}
+    for assets_def in defs.assets:
+        for key, metadata in assets_def.metadata_by_key.items():
+            if "dagster/table_name" in metadata:
+                owners[metadata["dagster/table_name"]] = key.to_user_string()
+                columns = [column.name for column in metadata["dagster/column_schema"].columns]
+                table = metadata["dagster/table_name"].rsplit(".", 1)[1]
+                assert columns == list(tables()[table]["columns"]), table
+    assert {table.removeprefix("lake.main."): asset for table, asset in owners.items()} == {
+        "videos": "video_registry", "video_frames": "video_frames", "photos": "stock_images",
+        "uploads": "media_uploads", "frames": "frames", "filtered_frames": "filtered_frames",
+        "frame_embeddings": "frame_embeddings", "unique_frames": "unique_frames", "detections": "detections",
+        "quality_scores": "quality_scores", "poses": "poses", "pose_datasets": "pose_datasets",
+    }  # fmt: skip
 
 
 def test_jobs_sensors_and_resources_are_registered():
@@ -57,7 +77,9 @@ def test_jobs_sensors_and_resources_are_registered():
         "pose_pipeline",
         "add_keywords",
         "add_preset_keywords",
+        "lake_maintenance_job",
     }
+    assert [schedule.name for schedule in defs.schedules] == ["lake_maintenance_schedule"]
     assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor", "s3_uploads_sensor"]
     assert set(defs.resources) == {
         "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",

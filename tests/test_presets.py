@@ -3,13 +3,11 @@ action category; adding it twice adds nothing new."""
 
 import dagster as dg
 from click.testing import CliRunner
-from dagster_duckdb import DuckDBResource
 
 from mining_assets import cli
 from mining_assets.partitions import is_slug, keyword_partitions
-from mining_assets.presets import PRESETS, add_preset_keywords, preset_keywords
-from mining_assets.warehouse import connect
-from resources import settings
+from mining_assets.presets import PRESETS, add_preset_keywords, preset_keywords, register_preset
+from resources.warehouse import warehouse_from_env
 
 ACTIONS = ["reaching", "grasping", "lifting", "pushing", "pulling", "waving", "pointing", "holding"]
 
@@ -22,10 +20,11 @@ def test_actions_preset_is_eight_categories_of_five_distinct_queries():
 
 
 def tags() -> dict[str, str]:
-    with connect(settings.warehouse_path(), read_only=True) as conn:
-        return dict(
-            conn.execute("SELECT partition_key, category FROM keyword_tags WHERE preset = 'actions'").fetchall()
-        )
+    """partition key -> category of the actions preset, in the environment's lake (tmp_path/data/lake here)."""
+    rows = warehouse_from_env().query_dicts("SELECT partition_key, category FROM keyword_tags WHERE preset = 'actions'")
+    categories = {row["partition_key"]: row["category"] for row in rows}
+    assert len(categories) == len(rows), "a keyword tagged twice for one preset"
+    return categories
 
 
 def test_cli_adds_forty_readable_partitions_once():
@@ -51,9 +50,24 @@ def test_launchpad_job_adds_the_preset(tmp_path):
     with dg.DagsterInstance.ephemeral() as instance:
         result = add_preset_keywords.execute_in_process(
             instance=instance,
-            resources={"warehouse": DuckDBResource(database=settings.warehouse_path())},
+            resources={"warehouse": warehouse_from_env()},
             run_config={"ops": {"register_preset_partitions": {"config": {"preset": "actions"}}}},
         )
         assert result.success
         assert len(instance.get_dynamic_partitions(keyword_partitions.name)) == 40
     assert tags()["waving-goodbye"] == "waving"
+
+
+def test_registering_a_preset_again_changes_nothing(tmp_path):
+    warehouse = warehouse_from_env()
+    for _ in range(2):
+        for attempt in warehouse.retrying():
+            with attempt as conn:
+                added, rejected = register_preset(conn, "actions")
+        assert len(added) == 40 and not rejected
+    assert len(tags()) == 40
+    counts = warehouse.query_dicts(
+        "SELECT (SELECT count(*) FROM keywords) AS keywords, (SELECT count(*) FROM keyword_tags) AS tags, "
+        "(SELECT count(*) FROM keywords WHERE added_at IS NULL) AS unstamped"
+    )
+    assert counts == [{"keywords": 40, "tags": 40, "unstamped": 0}]

@@ -4,10 +4,9 @@ import io
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pytest
-from harness import query
+from harness import meta, query, query_dicts
 from PIL import Image
 
 from mining_assets.frames import frames
@@ -16,15 +15,17 @@ from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
 from mining_assets.video.synthetic import read_frame_index
-from mining_assets.warehouse import warehouse_connection
+from mining_assets.warehouse import unique_key_check
+from resources.warehouse import Warehouse
 from resources.youtube import YouTubeResource
 
 VIDEO_ASSETS = [video_registry, raw_videos, video_frames, frames]
 
 
 def add_keyword(instance, resources, text: str) -> str:
-    with warehouse_connection(resources["warehouse"]) as conn:
-        pairs, rejected = register_keywords(conn, [text])
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            pairs, rejected = register_keywords(conn, [text])
     assert not rejected
     add_keyword_partitions(instance, [pairs[0][0]])
     return pairs[0][0]
@@ -38,38 +39,48 @@ def materialize(instance, resources, key, ops=None, selection=VIDEO_ASSETS):
     return result
 
 
+def checks_by_asset(result) -> dict[tuple[str, str], bool]:
+    """A run's check results by (asset, check): several assets have a check named `unique_key`."""
+    return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+
+
 def test_search_download_sample_and_catalog(instance, resources, media_server):
     key = add_keyword(instance, resources, "glass door")
     result = materialize(
         instance, resources, key, {"video_frames": {"config": {"strategy": "interval", "every_n_frames": 30}}}
     )
 
-    videos = query(resources, "SELECT media_id, source, status, codec, width, fps FROM videos ORDER BY codec")
-    assert [(v[1], v[2], v[3]) for v in videos] == [("web", "complete", "h264"), ("web", "complete", "mpeg4")]
-    assert all(v[4] == 320 and v[5] == 30 for v in videos)
+    videos = query_dicts(resources, "SELECT source, status, codec, width, fps FROM videos ORDER BY codec")
+    assert [(v["source"], v["status"], v["codec"]) for v in videos] == [
+        ("web", "complete", "h264"),
+        ("web", "complete", "mpeg4"),
+    ]
+    assert all(v["width"] == 320 and v["fps"] == 30 for v in videos)
 
-    rows = query(
+    rows = query_dicts(
         resources,
         "SELECT media_id, frame_index, timestamp_s, blob_key, source_url, media_type FROM frames "
         "WHERE partition_key = ? ORDER BY media_id, frame_index",
         key,
     )
     # 90 frames -> 0, 30, 60; 60 frames -> 0, 30
-    assert sorted(r[1] for r in rows) == [0, 0, 30, 30, 60]
+    assert sorted(r["frame_index"] for r in rows) == [0, 0, 30, 30, 60]
     store = resources["blob_store"]
-    for _, index, timestamp, blob_key, source_url, media_type in rows:
-        image = Image.open(io.BytesIO(store.get_bytes(blob_key)))
-        assert read_frame_index(np.asarray(image.convert("RGB"))) == index
-        assert timestamp == pytest.approx(index / 30, abs=1e-3)
-        assert source_url.startswith(media_server) and media_type == "video"
+    for row in rows:
+        image = Image.open(io.BytesIO(store.get_bytes(row["blob_key"])))
+        assert read_frame_index(np.asarray(image.convert("RGB"))) == row["frame_index"]
+        assert row["timestamp_s"] == pytest.approx(row["frame_index"] / 30, abs=1e-3)
+        assert row["source_url"].startswith(media_server) and row["media_type"] == "video"
 
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {
-        "sources_answered": True,
-        "downloads_succeeded": True,
-        "frames_stored": True,
-        "unique_frame_ids": True,
-        "traceable_to_source": True,
+    assert checks_by_asset(result) == {
+        ("video_registry", "sources_answered"): True,
+        ("video_registry", "unique_key"): True,
+        ("raw_videos", "downloads_succeeded"): True,
+        ("video_frames", "frames_stored"): True,
+        ("video_frames", "unique_key"): True,
+        ("frames", "unique_frame_ids"): True,
+        ("frames", "traceable_to_source"): True,
+        ("frames", "unique_key"): True,
     }
     frames_meta = result.asset_materializations_for_node("frames")[0].metadata
     assert frames_meta["frames"].value == 5
@@ -100,10 +111,12 @@ def test_a_video_found_by_two_keywords_is_downloaded_once(instance, resources):
     metadata = result.asset_materializations_for_node("raw_videos")[0].metadata
     assert metadata["reused_from_other_keywords"].value == 2 and metadata["downloaded_now"].value == 0
     assert len(resources["blob_store"].list_keys("videos")) == 2
-    rows = query(
+    rows = query_dicts(
         resources, "SELECT partition_key, status, blob_key, codec FROM videos ORDER BY blob_key, partition_key"
     )
-    assert [r[1] for r in rows] == ["downloaded"] * 4 and rows[0][2:] == rows[1][2:]
+    assert [r["status"] for r in rows] == ["downloaded"] * 4
+    assert (rows[0]["blob_key"], rows[0]["codec"]) == (rows[1]["blob_key"], rows[1]["codec"])
+    assert rows[0]["partition_key"] != rows[1]["partition_key"]
 
 
 def test_known_videos_keep_their_status(instance, resources):
@@ -139,8 +152,8 @@ def test_bad_inputs_are_recorded_and_the_rest_goes_on(instance, resources, media
     assert videos["truncated.mp4"].startswith("failed: unreadable or truncated video container")
     assert videos[f"{media_server}/missing.mp4"].startswith("failed: not found (HTTP 404)")
     errors = {
-        (stage, item): reason
-        for stage, item, reason in query(resources, "SELECT * EXCLUDE (partition_key, recorded_at) FROM ingest_errors")
+        (row["stage"], row["item"]): row["reason"]
+        for row in query_dicts(resources, "SELECT stage, item, reason FROM ingest_errors")
     }
     assert errors[("video_registry", "search")].startswith("search failed: not found (HTTP 404)")
     assert errors[("video_registry", f"{media_server}/missing.mp4")].startswith("not found (HTTP 404)")
@@ -195,21 +208,84 @@ def test_partition_added_by_hand_in_the_ui_uses_its_key_as_keyword(instance, res
     assert keys and all(k.startswith("frames/glass-door_") for k in keys)
 
 
-class _ReaderDuringDownload(YouTubeResource):
-    """Opens the warehouse read-only in the middle of each download, as `mining registry status` would."""
+SEEN_DURING_DOWNLOADS: list[int] = []  # Dagster copies resources: what the reader saw is kept out here
 
-    database: str
+
+class _ReaderDuringDownload(YouTubeResource):
+    """Reads the warehouse in the middle of each download, as `mining registry status` would, on its own
+    attachment of the lake (another process's view: nothing of the asset's is shared)."""
+
+    catalog: str
+    data_path: str
 
     def download(self, url, dest_dir):
-        with duckdb.connect(self.database, read_only=True) as conn:
-            conn.execute("SELECT count(*) FROM videos").fetchone()
+        # a second DuckDB instance on the same catalog and data files: a different fingerprint, another attachment
+        reader = Warehouse(catalog=self.catalog, data_path=self.data_path, max_attempts=2)
+        SEEN_DURING_DOWNLOADS.append(reader.execute("SELECT count(*) FROM videos")[0][0])
         return super().download(url, dest_dir)
 
 
 def test_warehouse_is_readable_while_videos_download(instance, resources, media_server):
-    resources["youtube"] = _ReaderDuringDownload(
-        search_url_template=media_server + "/search.html?q={query}", retries=0, database=resources["warehouse"].database
+    lake = resources["warehouse"]
+    reader = _ReaderDuringDownload(
+        search_url_template=media_server + "/search.html?q={query}",
+        retries=0,
+        catalog=lake.catalog,
+        data_path=lake.data_path.rstrip("/"),  # the same folder, spelled so the reader attaches on its own
     )
+    resources["youtube"] = reader
+    SEEN_DURING_DOWNLOADS.clear()
     key = add_keyword(instance, resources, "glass door")
     materialize(instance, resources, key, selection=[video_registry, raw_videos])
     assert [r[0] for r in query(resources, "SELECT status FROM videos")] == ["downloaded", "downloaded"]
+    assert SEEN_DURING_DOWNLOADS == [2, 2]
+
+
+def test_owner_assets_report_partition_and_table_row_counts(instance, resources):
+    runs = {}
+    for text in ("glass door", "sliding door"):
+        key = add_keyword(instance, resources, text)
+        runs[key] = materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
+    second = runs["sliding-door"]
+    # both keywords find the same two videos; keyframes: 3 (h264, gop 30) + 4 (mp4v, gop 15) frames each
+    for asset, table, per_partition in (("video_registry", "videos", 2), ("video_frames", "video_frames", 7),
+                                        ("frames", "frames", 7)):  # fmt: skip
+        metadata = meta(second, asset)
+        assert metadata["dagster/table_name"] == f"lake.main.{table}"
+        assert metadata["dagster/partition_row_count"] == per_partition
+        assert metadata["dagster/row_count"] == 2 * per_partition
+    # the table and its columns are shown before any run, from the asset's definition
+    definition = video_registry.metadata_by_key[dg.AssetKey("video_registry")]
+    assert definition["dagster/table_name"] == "lake.main.videos"
+    assert [c.name for c in definition["dagster/column_schema"].columns][:3] == ["partition_key", "keyword", "media_id"]
+    for result in runs.values():
+        checks = checks_by_asset(result)
+        assert all(checks[(asset, "unique_key")] for asset in ("video_registry", "video_frames", "frames"))
+
+
+def test_unique_key_fails_when_a_video_row_is_doubled(instance, resources):
+    key = add_keyword(instance, resources, "glass door")
+    materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
+    # a second row for one video, as a writer that skipped the MERGE would leave it
+    ((doubled, frame_count),) = query(
+        resources,
+        "SELECT media_id, count(*) FROM video_frames WHERE partition_key = ? GROUP BY ALL ORDER BY 1 LIMIT 1",
+        key,
+    )
+    resources["warehouse"].execute(
+        "INSERT INTO videos SELECT * FROM videos WHERE partition_key = ? AND media_id = ?", [key, doubled]
+    )
+    result = materialize(instance, resources, key, selection=[video_registry, frames])
+    checks = checks_by_asset(result)
+    assert checks[("video_registry", "unique_key")] is False
+    # the doubled video doubles its frames in the catalog: both frames checks see it
+    assert checks[("frames", "unique_key")] is False and checks[("frames", "unique_frame_ids")] is False
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "frames"
+        and e.check_name == "unique_key"
+    )  # fmt: skip
+    assert evaluation.metadata["duplicated_keys"].value == {"frames": frame_count}  # each of its frames twice
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            assert unique_key_check(conn, key, ["video_frames"]).passed  # the frames were sampled once
+            assert not unique_key_check(conn, key, ["videos", "video_frames"]).passed

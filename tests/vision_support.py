@@ -10,7 +10,10 @@ from PIL import Image, ImageDraw
 
 from mining_assets.partitions import keyword_slug
 from mining_assets.vision.common import partition_prefix
-from mining_assets.warehouse import replace_partition_rows, warehouse_connection
+from mining_assets.warehouse import replace_partition_rows
+
+FRAME_COLUMNS = ["keyword", "frame_id", "media_id", "source", "media_type", "width", "height", "blob_key", "uri",
+                 "sha256", "source_url"]  # fmt: skip
 
 
 def scene(seed: int, size: tuple[int, int] = (96, 64)) -> Image.Image:
@@ -57,7 +60,13 @@ def seed_frames(resources: dict, keyword: str, frames: dict[str, bytes]) -> str:
              "width": width, "height": height, "blob_key": key, "uri": store.put_bytes(key, data),
              "sha256": hashlib.sha256(data).hexdigest(), "source_url": f"http://photos.test/{frame_id}"}
         )  # fmt: skip
-    with warehouse_connection(resources["warehouse"]) as conn:
-        conn.execute("INSERT OR REPLACE INTO keywords (partition_key, keyword) VALUES (?, ?)", [partition_key, keyword])
-        replace_partition_rows(conn, "frames", partition_key, pd.DataFrame(rows).assign(partition_key=partition_key))
+    catalog = pd.DataFrame(rows, columns=FRAME_COLUMNS).assign(partition_key=partition_key)
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            conn.execute("DELETE FROM keywords WHERE partition_key = ?", [partition_key])
+            conn.execute(
+                "INSERT INTO keywords (partition_key, keyword, added_at) VALUES (?, ?, now()::TIMESTAMP)",
+                [partition_key, keyword],
+            )
+            replace_partition_rows(conn, "frames", partition_key, catalog)
     return partition_key

@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.datasets import KEYWORD_ROW, media_provenance
 from mining_assets.poses.hdf5 import SCHEMA_VERSION
-from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, query_dicts, warehouse_connection
+from mining_assets.warehouse import keyword_text, query_dicts
 from resources.blob_store import BlobStore
 from resources.mongo import MongoResource
+from resources.warehouse import Warehouse
 
 DOCUMENTS = "robot_training_data"
 STATISTICS = "mining_statistics"
@@ -129,22 +129,22 @@ def upsert(collection, documents: list[dict], now: datetime) -> tuple[int, int, 
     partitions_def=keyword_partitions,
     deps=["pose_datasets"],
     group_name="exports",
-    pool=WAREHOUSE_POOL,  # it reads the warehouse; DuckDB's file lock admits no reader beside a writing process
     kinds={"mongodb"},
     check_specs=[dg.AssetCheckSpec("documents_match_warehouse", asset="mongo_export")],
 )
 def mongo_export(
-    context: dg.AssetExecutionContext, warehouse: DuckDBResource, blob_store: BlobStore, mongo: MongoResource
+    context: dg.AssetExecutionContext, warehouse: Warehouse, blob_store: BlobStore, mongo: MongoResource
 ) -> dg.MaterializeResult:
     """The keyword's pose summaries and HDF5 locations in MongoDB, one document per video or photo."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        keyword = keyword_text(conn, partition_key)
-        provenance = media_provenance(conn, partition_key)
-        summaries = {row["media_id"]: row for row in query_dicts(conn, SUMMARY, [partition_key])}
-        datasets = {row["media_id"]: row for row in query_dicts(
-            conn, "SELECT * FROM pose_datasets WHERE partition_key = ?", [partition_key]
-        )}  # fmt: skip
+    for attempt in warehouse.retrying():
+        with attempt as conn:  # one snapshot: provenance, summaries and files agree with each other
+            keyword = keyword_text(conn, partition_key)
+            provenance = media_provenance(conn, partition_key)
+            summaries = {row["media_id"]: row for row in query_dicts(conn, SUMMARY, [partition_key])}
+            datasets = {row["media_id"]: row for row in query_dicts(
+                conn, "SELECT * FROM pose_datasets WHERE partition_key = ?", [partition_key]
+            )}  # fmt: skip
     documents, skipped = media_documents(partition_key, keyword, provenance, summaries, datasets, blob_store)
     statistics = keyword_statistics(partition_key, keyword, documents, datasets.get(KEYWORD_ROW))
     now = datetime.now(UTC)

@@ -8,17 +8,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image, photo_suffix
 from mining_assets.warehouse import (
-    WAREHOUSE_POOL,
     keyword_text,
     record_errors,
     replace_partition_rows,
-    warehouse_connection,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
 )
 from resources.blob_store import BlobStore
 from resources.stock_photos import (
@@ -29,6 +30,7 @@ from resources.stock_photos import (
     StockPhotoSource,
     UnsplashSource,
 )
+from resources.warehouse import Warehouse
 
 SOURCES = ("pexels", "unsplash", "pixabay")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -101,9 +103,9 @@ def hit_row(query: str, hit: PhotoHit) -> dict:
 @dg.asset(
     partitions_def=keyword_partitions,
     group_name="images",
-    pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
-    check_specs=[dg.AssetCheckSpec("photos_stored", asset="stock_images")],
+    metadata=table_definition_metadata("photos"),
+    check_specs=[dg.AssetCheckSpec("photos_stored", asset="stock_images"), unique_key_spec("stock_images", ["photos"])],
 )
 def stock_images(
     context: dg.AssetExecutionContext,
@@ -112,21 +114,22 @@ def stock_images(
     unsplash: UnsplashSource,
     pixabay: PixabayPhotoSource,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Photos for the keyword from the stock-photo APIs, with photographer, license and page URL, each stored once."""
     partition_key = context.partition_key
     available = {"pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
     unknown = sorted(set(config.sources) - set(available))
     sources = {name: available[name] for name in config.sources if name in available}
-    with warehouse_connection(warehouse) as conn:
-        keyword = keyword_text(conn, partition_key)
-        known = {
-            row[0]: dict(zip(("width", "height", "blob_key", "uri", "sha256"), row[1:], strict=True))
-            for row in conn.execute(
-                "SELECT media_id, width, height, blob_key, uri, sha256 FROM photos WHERE status = 'stored'"
-            ).fetchall()
-        }
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            keyword = keyword_text(conn, partition_key)
+            known = {
+                row[0]: dict(zip(("width", "height", "blob_key", "uri", "sha256"), row[1:], strict=True))
+                for row in conn.execute(
+                    "SELECT media_id, width, height, blob_key, uri, sha256 FROM photos WHERE status = 'stored'"
+                ).fetchall()
+            }
     queries = [q for q in dict.fromkeys(" ".join(q.split()) for q in (config.queries or [keyword])) if q]
     hits, errors = collect_hits(sources, queries, config.per_query)
     errors += [(name, "unknown source") for name in unknown]
@@ -164,10 +167,15 @@ def stock_images(
                 errors.append((row["media_id"], f"stored, but the download was not reported: {error}"))
     table = pd.DataFrame(rows, columns=PHOTO_COLUMNS).assign(partition_key=partition_key, keyword=keyword)
     failures = errors + [(r["media_id"], r["error"]) for r in rows if r["status"] == "failed"]
-    with warehouse_connection(warehouse) as conn:
-        # uploads (s3, local) share the photos table: only the stock sources' rows are this asset's to replace
-        replace_partition_rows(conn, "photos", partition_key, table, f"AND source IN {SOURCES!r}")
-        record_errors(conn, partition_key, "stock_images", failures)
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            # uploads (s3, local) share the photos table: only the stock sources' rows are this asset's to replace
+            replace_partition_rows(conn, "photos", partition_key, table, f"AND source IN {SOURCES!r}")
+            record_errors(conn, partition_key, "stock_images", failures)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            table_meta = table_metadata(conn, "photos", partition_key)
+            unique = unique_key_check(conn, partition_key, ["photos"])
     for item, reason in failures[:20]:
         context.log.warning(f"{item}: {reason}")
     stored_rows = table[table["status"] == "stored"]
@@ -175,6 +183,7 @@ def stock_images(
     counts = table.groupby(["source", "status"]).size()
     return dg.MaterializeResult(
         metadata={
+            **table_meta,
             "photos": len(stored_rows),
             "by_source_and_status": dg.MetadataValue.json({f"{s}/{t}": int(n) for (s, t), n in counts.items()}),
             "queries": dg.MetadataValue.json(queries),
@@ -188,6 +197,7 @@ def stock_images(
             ),
         },
         check_results=[
-            dg.AssetCheckResult(check_name="photos_stored", passed=not missing, metadata={"missing": len(missing)})
+            dg.AssetCheckResult(check_name="photos_stored", passed=not missing, metadata={"missing": len(missing)}),
+            unique,
         ],
     )

@@ -13,17 +13,25 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
-from mining_assets.keywords import register_keywords
+from mining_assets.keywords import KEYWORDS_LEASE, register_keywords
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions, keyword_slug, normalize_keyword
 from mining_assets.video.downloads import PROBED_FIELDS, video_blob_key
 from mining_assets.video.probe import MediaError, VideoProbe, file_sha256, probe_video
 from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image, photo_suffix
-from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, record_errors, transaction, warehouse_connection
+from mining_assets.warehouse import (
+    insert_rows,
+    keyword_text,
+    record_errors,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
+)
 from resources.blob_store import BlobStore
 from resources.uploads import UploadBucket, UploadError
+from resources.warehouse import Warehouse
 
 STAGE = "media_uploads"
 _VIDEO_SUFFIXES = {"mov": ".mp4", "matroska": ".mkv", "avi": ".avi", "mpegts": ".ts", "mpeg": ".mpg", "flv": ".flv",
@@ -33,13 +41,16 @@ PHOTO_COLUMNS = ["media_id", "source", "source_id", "query", "page_url", "image_
                  "status", "error", "width", "height", "blob_key", "uri", "sha256"]  # fmt: skip
 VIDEO_COLUMNS = ["media_id", "source", "url", "title", "status", *PROBED_FIELDS]
 UPSERT_VIDEOS = f"""
-INSERT INTO videos (partition_key, keyword, {", ".join(VIDEO_COLUMNS)})
-SELECT partition_key, keyword, {", ".join(VIDEO_COLUMNS)} FROM _incoming
-ON CONFLICT (partition_key, media_id) DO UPDATE SET
-    {", ".join(f"{name} = excluded.{name}" for name in ("url", "title", *PROBED_FIELDS))},
+MERGE INTO videos USING (SELECT * FROM _incoming) AS incoming
+ON videos.partition_key = incoming.partition_key AND videos.media_id = incoming.media_id
+WHEN MATCHED THEN UPDATE SET
+    {", ".join(f"{name} = incoming.{name}" for name in ("url", "title", *PROBED_FIELDS))},
     status = CASE WHEN videos.status IN ('framed', 'complete') THEN videos.status ELSE 'downloaded' END,
     error = CASE WHEN videos.status IN ('framed', 'complete') THEN videos.error ELSE NULL END,
-    updated_at = now()
+    updated_at = now()::TIMESTAMP
+WHEN NOT MATCHED THEN INSERT (partition_key, keyword, {", ".join(VIDEO_COLUMNS)}, discovered_at, updated_at)
+    VALUES (incoming.partition_key, incoming.keyword, {", ".join("incoming." + name for name in VIDEO_COLUMNS)},
+            now()::TIMESTAMP, now()::TIMESTAMP)
 """  # same content under the same id: a video already sampled keeps its status, so a re-run changes nothing
 
 
@@ -211,7 +222,9 @@ def ingest(item: Item, min_side: int, known: dict[str, dict], blob_store: BlobSt
 
 
 def remember_keyword(conn, partition_key: str, text: str | None) -> str | None:
-    """Record the keyword text of a partition new to the keywords table; returns why it was not, if it was not."""
+    """Record the keyword text of a partition new to the keywords table; returns why it was not, if it was not.
+
+    ``conn`` is a cursor inside a block that holds ``KEYWORDS_LEASE`` when ``text`` is given."""
     if not text:
         return None
     try:
@@ -240,56 +253,63 @@ def media_tables(rows: list[dict], license_text: str) -> tuple[pd.DataFrame, pd.
             pd.DataFrame(videos, columns=VIDEO_COLUMNS).drop_duplicates("media_id"))  # fmt: skip
 
 
-def _replace_rows(conn, table: str, key: str, partition_key: str, columns: list[str]) -> None:
-    names = ", ".join(["partition_key", "keyword", *columns])
-    conn.execute(f"DELETE FROM {table} WHERE partition_key = ? AND {key} IN (SELECT {key} FROM _incoming)",
-                 [partition_key])  # fmt: skip
-    conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming")
+def _replace_rows(conn, table: str, key: str, partition_key: str, frame: pd.DataFrame) -> None:
+    """Delete the partition's rows with this run's keys, then insert this run's rows (stamped now)."""
+    conn.execute(f"DELETE FROM {table} WHERE partition_key = ? AND {key} IN ?", [partition_key, list(frame[key])])
+    insert_rows(conn, table, frame)
 
 
 def write_rows(conn, partition_key: str, keyword: str, rows: list[dict], license_text: str) -> None:
-    """Upsert this run's rows in one transaction: uploads by location, photos and videos by media id.
+    """Upsert this run's rows: uploads by location, photos and videos by media id.
 
-    Never a whole-partition replace: a sensor run brings only the new objects.
+    Call it inside a retried block (the block is the one transaction). Never a whole-partition replace: a sensor
+    run brings only the new objects.
     """
     photos, videos = media_tables(rows, license_text)
     tables = [("uploads", "location", pd.DataFrame(rows, columns=UPLOAD_COLUMNS), UPLOAD_COLUMNS),
               ("photos", "media_id", photos, PHOTO_COLUMNS), ("videos", "media_id", videos, VIDEO_COLUMNS)]  # fmt: skip
-    with transaction(conn):
-        for table, key, frame, columns in tables:
-            if len(frame):
-                conn.register("_incoming", frame.assign(partition_key=partition_key, keyword=keyword))
-                if table == "videos":
-                    conn.execute(UPSERT_VIDEOS)
-                else:
-                    _replace_rows(conn, table, key, partition_key, columns)
+    for table, key, frame, columns in tables:
+        if not len(frame):
+            continue
+        frame = frame.assign(partition_key=partition_key, keyword=keyword)[["partition_key", "keyword", *columns]]
+        if table == "videos":
+            conn.register("_incoming", frame)
+            try:
+                conn.execute(UPSERT_VIDEOS)
+            finally:
                 conn.unregister("_incoming")
+        else:
+            _replace_rows(conn, table, key, partition_key, frame)
 
 
 @dg.asset(
     partitions_def=keyword_partitions,
     group_name="images",
-    pool=WAREHOUSE_POOL,
     kinds={"s3", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("stored_files_exist", asset="media_uploads")],
+    metadata=table_definition_metadata("uploads"),
+    check_specs=[
+        dg.AssetCheckSpec("stored_files_exist", asset="media_uploads"),
+        unique_key_spec("media_uploads", ["uploads"]),
+    ],
 )
 def media_uploads(
     context: dg.AssetExecutionContext,
     config: MediaUploadsConfig,
     uploads: UploadBucket,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Photos and videos uploaded for the keyword (S3 folder or local folder), told apart by content, stored once."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        note = remember_keyword(conn, partition_key, config.keyword)
-        keyword = keyword_text(conn, partition_key)
-        earlier_rows = conn.execute(
-            "SELECT sha256, media_id, location, media_type FROM uploads WHERE partition_key = ? AND status = 'stored' "
-            "ORDER BY registered_at DESC, location DESC",
-            [partition_key],
-        ).fetchall()
+    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE if config.keyword else None):
+        with attempt as conn:
+            note = remember_keyword(conn, partition_key, config.keyword)
+            keyword = keyword_text(conn, partition_key)
+            earlier_rows = conn.execute(
+                "SELECT sha256, media_id, location, media_type FROM uploads WHERE partition_key = ? "
+                "AND status = 'stored' ORDER BY registered_at DESC, location DESC",
+                [partition_key],
+            ).fetchall()
     if note:
         context.log.warning(note)
     # content stored before, by sha256: its first row (the dict keeps the last of the reversed order)
@@ -306,13 +326,20 @@ def media_uploads(
     failures = errors + [(row["location"], row["error"]) for row in rows if row["status"] == "failed"]
     scope |= {item for item, _ in errors} | {row["location"] for row in rows}
 
-    with warehouse_connection(warehouse) as conn:
-        write_rows(conn, partition_key, keyword, rows, config.license)
-        earlier = conn.execute(
-            "SELECT item, reason FROM ingest_errors WHERE partition_key = ? AND stage = ?", [partition_key, STAGE]
-        ).fetchall()
-        # record_errors replaces the stage's errors: keep those of items this run did not look at again
-        record_errors(conn, partition_key, STAGE, sorted([(i, r) for i, r in earlier if i not in scope] + failures))
+    # the lease keeps two runs of this keyword (two sensor ticks) from both inserting the same new items
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            write_rows(conn, partition_key, keyword, rows, config.license)
+            earlier = conn.execute(
+                "SELECT item, reason FROM ingest_errors WHERE partition_key = ? AND stage = ?", [partition_key, STAGE]
+            ).fetchall()
+            # record_errors replaces the stage's errors: keep those of items this run did not look at again
+            kept = [(i, r) for i, r in earlier if i not in scope]
+            record_errors(conn, partition_key, STAGE, sorted(kept + failures))
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            table = table_metadata(conn, "uploads", partition_key)
+            unique = unique_key_check(conn, partition_key, ["uploads"])
     for item, reason in failures[:20]:
         context.log.warning(f"{item!r}: {reason}")
 
@@ -322,6 +349,7 @@ def media_uploads(
     sample = [[r["media_id"], r["media_type"], r["status"], r["location"]] for r in rows[:10]]
     return dg.MaterializeResult(
         metadata={
+            **table,
             "items": len(rows),
             "stored": len(stored),
             "by_media_type_and_status": dg.MetadataValue.json(dict(sorted(counts.items()))),
@@ -335,6 +363,7 @@ def media_uploads(
                 check_name="stored_files_exist",
                 passed=not missing,
                 metadata={"missing": len(missing), "examples": dg.MetadataValue.json(missing[:5])},
-            )
+            ),
+            unique,
         ],
     )

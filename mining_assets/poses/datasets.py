@@ -15,7 +15,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
@@ -35,14 +34,17 @@ from mining_assets.video.probe import file_sha256
 from mining_assets.vision.annotations import metadata_location
 from mining_assets.vision.common import partition_prefix, remove_orphans
 from mining_assets.warehouse import (
-    WAREHOUSE_POOL,
     keyword_text,
     query_dicts,
     record_errors,
     replace_partition_rows,
-    warehouse_connection,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
 )
 from resources.blob_store import BlobStore
+from resources.warehouse import Warehouse
 
 STAGE = "pose_datasets"
 KEYWORD_FILE = "keyword"  # file name of the keyword's HDF5; media names never equal it (see media_name)
@@ -161,21 +163,32 @@ def store_verified(
     return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"])
 
 
+def source_users(conn, partition_key: str, originals: dict[str, str | None]) -> dict[str, list[tuple[str, str]]]:
+    """Per media item with a downloaded original (media_id -> blob key), the (table, partition) row sets of other
+    keywords or other media items of this keyword that use the same blob."""
+    return {
+        media_id: [tuple(row) for row in conn.execute(REFERENCES, [key, partition_key, media_id]).fetchall()]
+        for media_id, key in originals.items()
+        if key
+    }
+
+
 def delete_originals(
-    conn, blob_store: BlobStore, partition_key: str, originals: dict[str, str | None]
+    blob_store: BlobStore, originals: dict[str, str | None], users: dict[str, list[tuple[str, str]]]
 ) -> tuple[list[str], list[tuple[str, str]]]:
-    """Delete verified items' originals (media_id -> blob key) that nothing else uses.
+    """Delete verified items' originals (media_id -> blob key) that nothing else uses (``users``, from
+    ``source_users``).
 
     Returns the media ids whose original was deleted, and (media_id, reason) for each one kept.
     """
     deleted, kept = [], []
     for media_id, key in originals.items():
-        users = conn.execute(REFERENCES, [key, partition_key, media_id]).fetchall() if key else []
+        others = users.get(media_id, [])
         if not key:
             kept.append((media_id, "no downloaded original on record"))
-        elif users:
-            where = ", ".join(f"{table} of partition {other!r}" for table, other in users[:5])
-            kept.append((media_id, f"still used by {len(users)} other row set(s): {where}"))
+        elif others:
+            where = ", ".join(f"{table} of partition {other!r}" for table, other in others[:5])
+            kept.append((media_id, f"still used by {len(others)} other row set(s): {where}"))
         elif not blob_store.exists(key):
             kept.append((media_id, "original already gone from the store"))
         else:
@@ -196,24 +209,28 @@ def delete_originals(
     partitions_def=keyword_partitions,
     deps=["poses"],
     group_name="poses",
-    pool=WAREHOUSE_POOL,
     kinds={"hdf5", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("files_verified", asset="pose_datasets")],
+    metadata=table_definition_metadata("pose_datasets"),
+    check_specs=[
+        dg.AssetCheckSpec("files_verified", asset="pose_datasets"),
+        unique_key_spec("pose_datasets", ["pose_datasets"]),
+    ],
 )
 def pose_datasets(
-    context: dg.AssetExecutionContext, config: PoseDatasetsConfig, blob_store: BlobStore, warehouse: DuckDBResource
+    context: dg.AssetExecutionContext, config: PoseDatasetsConfig, blob_store: BlobStore, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """The keyword's poses as HDF5 datasets for robot learning, one file per video or photo and one per keyword."""
     partition_key = context.partition_key
     prefix = partition_prefix(STAGE, partition_key)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    with warehouse_connection(warehouse) as conn:
-        keyword = keyword_text(conn, partition_key)
-        provenance = media_provenance(conn, partition_key)
-        items, problems = build_items(conn, provenance, keyword, partition_key, created_at)
-        deleted_before = {row[0] for row in conn.execute(
-            "SELECT media_id FROM pose_datasets WHERE partition_key = ? AND source_deleted", [partition_key]
-        ).fetchall()}  # fmt: skip
+    for attempt in warehouse.retrying():
+        with attempt as conn:  # reads only: building the arrays again on a retry is harmless
+            keyword = keyword_text(conn, partition_key)
+            provenance = media_provenance(conn, partition_key)
+            items, problems = build_items(conn, provenance, keyword, partition_key, created_at)
+            deleted_before = {row[0] for row in conn.execute(
+                "SELECT media_id FROM pose_datasets WHERE partition_key = ? AND source_deleted", [partition_key]
+            ).fetchall()}  # fmt: skip
     stored: dict[str, StoredFile] = {}
     with tempfile.TemporaryDirectory(prefix="pose-datasets-") as tmp:
         for item in items:
@@ -240,22 +257,33 @@ def pose_datasets(
         [{**asdict(f), "source_deleted": still_deleted(f.media_id)} for f in stored.values()],
         columns=[*StoredFile.__dataclass_fields__, "source_deleted"],
     )
-    deleted, kept = [], []
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "pose_datasets", partition_key, table.assign(partition_key=partition_key))
-        record_errors(conn, partition_key, STAGE, problems)
-        if config.delete_sources:
-            verified = KEYWORD_ROW in stored
-            originals = {m: info["source_blob_key"] for m, info in provenance.items() if verified and m in stored}
-            kept = [(m, "its HDF5 files were not all verified") for m in provenance if m not in originals]
-            deleted, also_kept = delete_originals(conn, blob_store, partition_key, originals)
-            kept += also_kept
-            if deleted:
+    originals: dict[str, str | None] = {}
+    kept: list[tuple[str, str]] = []
+    if config.delete_sources:
+        verified = KEYWORD_ROW in stored
+        originals = {m: info["source_blob_key"] for m, info in provenance.items() if verified and m in stored}
+        kept = [(m, "its HDF5 files were not all verified") for m in provenance if m not in originals]
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "pose_datasets", partition_key, table.assign(partition_key=partition_key))
+            record_errors(conn, partition_key, STAGE, problems)
+            users = source_users(conn, partition_key, originals)
+    # originals go only once their files' rows are committed, and outside any block: a retried block must not
+    # delete twice (the second time would find the blob gone and report it kept)
+    deleted, also_kept = delete_originals(blob_store, originals, users)
+    kept += also_kept
+    if deleted:
+        for attempt in warehouse.retrying(lease=partition_key):
+            with attempt as conn:
                 conn.execute(
                     "UPDATE pose_datasets SET source_deleted = true "
                     "WHERE partition_key = ? AND list_contains(?, media_id)",
                     [partition_key, deleted],
                 )
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            table_meta = table_metadata(conn, "pose_datasets", partition_key)
+            unique_key = unique_key_check(conn, partition_key, ["pose_datasets"])
     keep = [key for f in stored.values() for key in (f.blob_key, f.sidecar_key)]
     orphans, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored
     for item, reason in [*problems, *kept][:20]:
@@ -265,6 +293,7 @@ def pose_datasets(
     failed = [m for m in [*provenance, KEYWORD_ROW] if m not in stored]
     return dg.MaterializeResult(
         metadata={
+            **table_meta,
             "files": len(stored),
             "frames": keyword_file.frames if keyword_file else sum(item.frames for item in items),
             "media_items": len(provenance),
@@ -280,6 +309,7 @@ def pose_datasets(
                 check_name="files_verified",
                 passed=not failed and not missing,
                 metadata={"verified": len(stored), "not_verified": len(failed), "missing_after_store": len(missing)},
-            )
+            ),
+            unique_key,
         ],
     )

@@ -8,7 +8,6 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
@@ -16,11 +15,12 @@ from mining_assets.poses.quality import MIN_POSE_SIDE, quality_scores
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import (
-    WAREHOUSE_POOL,
-    query_dicts,
     record_errors,
     replace_partition_rows,
-    warehouse_connection,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
 )
 from resources.blob_store import BlobStore
 from resources.models.pose import (
@@ -32,6 +32,7 @@ from resources.models.pose import (
     PoseResult,
     VideoSequence,
 )
+from resources.warehouse import Warehouse
 
 STAGE = "poses"
 BATCH_SIZE = 2
@@ -169,21 +170,20 @@ def iter_sample(rows: list[dict], count: int = 10) -> Iterator[list]:
     partitions_def=keyword_partitions,
     deps=[quality_scores],
     group_name="poses",
-    pool=WAREHOUSE_POOL,
     kinds={"mediapipe", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("landmarks_well_formed", asset="poses")],
+    metadata=table_definition_metadata("poses"),
+    check_specs=[dg.AssetCheckSpec("landmarks_well_formed", asset="poses"), unique_key_spec("poses", ["poses"])],
 )
 def poses(
     context: dg.AssetExecutionContext,
     config: PosesConfig,
     pose_estimator: PoseEstimator,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Pose (33 landmarks, world coordinates) and hand landmarks of every accepted frame, video frames tracked."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        todo = query_dicts(conn, ACCEPTED_FRAMES, [partition_key])
+    todo = warehouse.query_dicts(ACCEPTED_FRAMES, [partition_key])
     rows, errors, models, counts = [], [], None, {}
     if todo:
         models = pose_estimator.describe()
@@ -197,9 +197,14 @@ def poses(
             estimated, errors = estimate_poses(rest, pose_estimator, load, counts)
             rows += estimated
     table = pd.DataFrame(rows).assign(partition_key=partition_key, models=models) if rows else pd.DataFrame()
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "poses", partition_key, table)
-        record_errors(conn, partition_key, STAGE, errors)
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "poses", partition_key, table)
+            record_errors(conn, partition_key, STAGE, errors)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            table_meta = table_metadata(conn, "poses", partition_key)
+            unique_key = unique_key_check(conn, partition_key, ["poses"])
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
@@ -207,6 +212,7 @@ def poses(
     videos = {row["media_id"] for row in rows if row["media_type"] == "video"}
     return dg.MaterializeResult(
         metadata={
+            **table_meta,
             "accepted_frames": len(todo),
             "frames": len(rows),
             "reused_from_quality": sum(reusable(frame, models) for frame in todo),
@@ -232,6 +238,7 @@ def poses(
                 check_name="landmarks_well_formed",
                 passed=not problems,
                 metadata={"problems": len(problems), "examples": dg.MetadataValue.json(problems[:20])},
-            )
+            ),
+            unique_key,
         ],
     )

@@ -6,16 +6,23 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.scoring import DEFAULT_THRESHOLD, RATING_NAMES, ImageMeasures, image_measures, quality_score
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
-from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, replace_partition_rows, warehouse_connection
+from mining_assets.warehouse import (
+    record_errors,
+    replace_partition_rows,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
+)
 from resources.blob_store import BlobStore
 from resources.models.pose import LANDMARK_COLUMNS, PoseEstimator, PreparedImage, prepare_image
+from resources.warehouse import Warehouse
 
 STAGE = "quality_scores"
 MIN_POSE_SIDE = 64  # px: the landmark models look at 256 px crops; smaller frames hold no usable pose
@@ -109,33 +116,42 @@ def score_summary(table: pd.DataFrame) -> dict[str, Any]:
     partitions_def=keyword_partitions,
     deps=[dg.AssetKey("frames")],
     group_name="poses",
-    pool=WAREHOUSE_POOL,
     kinds={"mediapipe", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("every_frame_scored", asset="quality_scores")],
+    metadata=table_definition_metadata("quality_scores"),
+    check_specs=[
+        dg.AssetCheckSpec("every_frame_scored", asset="quality_scores"),
+        unique_key_spec("quality_scores", ["quality_scores"]),
+    ],
 )
 def quality_scores(
     context: dg.AssetExecutionContext,
     config: QualityConfig,
     pose_estimator: PoseEstimator,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Every frame scored 0-100 for pose training (pose, hands, lighting, sharpness, resolution) and rated."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        catalog = conn.execute(
-            "SELECT frame_id, media_id, blob_key FROM frames WHERE partition_key = ? ORDER BY frame_id",
-            [partition_key],
-        ).df()
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            catalog = conn.execute(
+                "SELECT frame_id, media_id, blob_key FROM frames WHERE partition_key = ? ORDER BY frame_id",
+                [partition_key],
+            ).df()
     rows, errors, models = [], [], None
     if len(catalog):
         models = pose_estimator.describe()  # resolves (or downloads) the bundles only when there is work
         load = frame_loader(blob_store, config.min_side)
         rows, errors = score_frames(catalog.to_dict("records"), pose_estimator, load, config.threshold)
     table = pd.DataFrame(rows, columns=QUALITY_COLUMNS).assign(partition_key=partition_key, models=models)
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "quality_scores", partition_key, table)
-        record_errors(conn, partition_key, STAGE, errors)
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "quality_scores", partition_key, table)
+            record_errors(conn, partition_key, STAGE, errors)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            table_meta = table_metadata(conn, "quality_scores", partition_key)
+            unique_key = unique_key_check(conn, partition_key, ["quality_scores"])
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
@@ -146,6 +162,7 @@ def quality_scores(
     top = table.sort_values(["score", "frame_id"], ascending=[False, True]).head(10)
     return dg.MaterializeResult(
         metadata={
+            **table_meta,
             "frames": len(catalog),
             "scored": len(table),
             "accepted": int(table["accepted"].sum()),
@@ -185,6 +202,7 @@ def quality_scores(
                     "scores_outside_0_100": out_of_range,
                     "unaccounted": dg.MetadataValue.json(unaccounted[:50]),
                 },
-            )
+            ),
+            unique_key,
         ],
     )

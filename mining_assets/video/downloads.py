@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions
 from mining_assets.video.probe import VideoProbe, probe_video
 from mining_assets.video.registry import video_registry
-from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, set_video_status, warehouse_connection
+from mining_assets.warehouse import record_errors, set_video_status
 from resources.blob_store import BlobStore
+from resources.warehouse import Warehouse
 from resources.youtube import YouTubeResource
 
 _SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
@@ -36,17 +36,18 @@ def video_blob_key(media_id: str, suffix: str) -> str:
     return f"videos/{media_id}{suffix if _SAFE_SUFFIX.match(suffix) else '.video'}"
 
 
-def stored_copy(conn, media_id: str, blob_store: BlobStore) -> dict | None:
-    """The probed fields of this video as another keyword already stored it, if its file is still there."""
+def stored_copies(conn, media_ids: list[str]) -> dict[str, dict]:
+    """The probed fields of these videos as some keyword already stored them (one stored row each, if any)."""
+    if not media_ids:
+        return {}
     columns = ", ".join(PROBED_FIELDS)
-    row = conn.execute(
-        f"SELECT {columns} FROM videos WHERE media_id = ? AND blob_key IS NOT NULL "
-        "AND status IN ('downloaded', 'framed', 'complete') LIMIT 1",
-        [media_id],
-    ).fetchone()
-    if row is None or not blob_store.exists(row[0]):
-        return None
-    return dict(zip(PROBED_FIELDS, row, strict=True))
+    rows = conn.execute(
+        f"SELECT media_id, {columns} FROM videos WHERE media_id IN ? AND blob_key IS NOT NULL "
+        "AND status IN ('downloaded', 'framed', 'complete') "
+        "QUALIFY row_number() OVER (PARTITION BY media_id ORDER BY partition_key) = 1",
+        [media_ids],
+    ).fetchall()
+    return {row[0]: dict(zip(PROBED_FIELDS, row[1:], strict=True)) for row in rows}
 
 
 def fetch_video(media_id: str, source: str, url: str, youtube: YouTubeResource, blob_store: BlobStore) -> dict:
@@ -70,7 +71,6 @@ def fetch_video(media_id: str, source: str, url: str, youtube: YouTubeResource, 
     partitions_def=keyword_partitions,
     deps=[video_registry],
     group_name="video",
-    pool=WAREHOUSE_POOL,
     kinds={"youtube", "duckdb"},
     check_specs=[dg.AssetCheckSpec("downloads_succeeded", asset="raw_videos", blocking=False)],
 )
@@ -79,36 +79,41 @@ def raw_videos(
     config: RawVideosConfig,
     youtube: YouTubeResource,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Video files (height capped, video stream only) in the blob store, probed for duration, fps, size, codec."""
     partition_key = context.partition_key
     statuses = ("pending", "failed") if config.retry_failed else ("pending",)
-    with warehouse_connection(warehouse) as conn:
-        todo = conn.execute(
-            "SELECT media_id, source, url FROM videos WHERE partition_key = ? AND status IN ? ORDER BY media_id",
-            [partition_key, list(statuses)],
-        ).fetchall()
-        stored = conn.execute(
-            "SELECT media_id, source, url, blob_key FROM videos WHERE partition_key = ? "
-            "AND status IN ('downloaded', 'framed', 'complete') ORDER BY media_id",
-            [partition_key],
-        ).fetchall()
-        # a stored video whose file went missing is fetched again
-        todo += [(m, s, u) for m, s, u, key in stored if not key or not blob_store.exists(key)]
-        # a video another keyword already stored is reused, not downloaded again
-        reused = 0
-        to_fetch = []
-        for media_id, source, url in todo:
-            copy = stored_copy(conn, media_id, blob_store)
-            if copy is None:
-                to_fetch.append((media_id, source, url))
-            else:
-                set_video_status(conn, partition_key, media_id, "downloaded", None, **copy)
-                reused += 1
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            todo = conn.execute(
+                "SELECT media_id, source, url FROM videos WHERE partition_key = ? AND status IN ? ORDER BY media_id",
+                [partition_key, list(statuses)],
+            ).fetchall()
+            stored = conn.execute(
+                "SELECT media_id, source, url, blob_key FROM videos WHERE partition_key = ? "
+                "AND status IN ('downloaded', 'framed', 'complete') ORDER BY media_id",
+                [partition_key],
+            ).fetchall()
+            copies = stored_copies(conn, sorted({row[0] for row in todo + stored}))
+    # a stored video whose file went missing is fetched again
+    todo += [(m, s, u) for m, s, u, key in stored if not key or not blob_store.exists(key)]
+    # a video another keyword already stored is reused, not downloaded again
+    reused: dict[str, dict] = {}
+    to_fetch = []
+    for media_id, source, url in todo:
+        copy = copies.get(media_id)
+        if copy is not None and blob_store.exists(copy["blob_key"]):
+            reused[media_id] = copy
+        else:
+            to_fetch.append((media_id, source, url))
+    if reused:
+        for attempt in warehouse.retrying():
+            with attempt as conn:
+                for media_id, copy in reused.items():
+                    set_video_status(conn, partition_key, media_id, "downloaded", None, **copy)
 
-    # the warehouse is opened only to record each result, so readers (the CLI) are not locked out for the
-    # length of the downloads
+    # each result is recorded as it comes, in its own short transaction: a run that dies keeps what it stored
     failures: list[tuple[str, str]] = []
     downloaded = 0
     workers = max(1, config.max_concurrent_downloads)
@@ -129,20 +134,22 @@ def raw_videos(
             else:
                 downloaded += 1
                 status, error_text = "downloaded", None
-            with warehouse_connection(warehouse) as conn:
-                set_video_status(conn, partition_key, media_id, status, error_text, **fields)
-    with warehouse_connection(warehouse) as conn:
-        record_errors(conn, partition_key, "raw_videos", failures)
-        summary = conn.execute(
-            "SELECT count(*) FILTER (WHERE status NOT IN ('pending', 'failed')), coalesce(sum(size_bytes), 0), "
-            "coalesce(sum(duration_s) FILTER (WHERE status NOT IN ('pending', 'failed')), 0) "
-            "FROM videos WHERE partition_key = ?",
-            [partition_key],
-        ).fetchone()
+            for attempt in warehouse.retrying():
+                with attempt as conn:
+                    set_video_status(conn, partition_key, media_id, status, error_text, **fields)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            record_errors(conn, partition_key, "raw_videos", failures)
+            summary = conn.execute(
+                "SELECT count(*) FILTER (WHERE status NOT IN ('pending', 'failed')), coalesce(sum(size_bytes), 0), "
+                "coalesce(sum(duration_s) FILTER (WHERE status NOT IN ('pending', 'failed')), 0) "
+                "FROM videos WHERE partition_key = ?",
+                [partition_key],
+            ).fetchone()
     return dg.MaterializeResult(
         metadata={
             "downloaded_now": downloaded,
-            "reused_from_other_keywords": reused,
+            "reused_from_other_keywords": len(reused),
             "failed_now": len(failures),
             "videos_stored": summary[0],
             "bytes_stored": summary[1],

@@ -9,19 +9,21 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions, storage_key
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.sampling import SamplingError, sample_frames
 from mining_assets.warehouse import (
-    WAREHOUSE_POOL,
     record_errors,
     replace_partition_rows,
     set_video_status,
-    warehouse_connection,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
 )
 from resources.blob_store import BlobStore
+from resources.warehouse import Warehouse
 
 FRAME_COLUMNS = [
     "partition_key", "keyword", "frame_id", "media_id", "source", "frame_index", "timestamp_s",
@@ -100,24 +102,28 @@ def extract_video_frames(
     partitions_def=keyword_partitions,
     deps=[raw_videos, "media_uploads"],
     group_name="video",
-    pool=WAREHOUSE_POOL,
     kinds={"pyav", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("frames_stored", asset="video_frames")],
+    metadata=table_definition_metadata("video_frames"),
+    check_specs=[
+        dg.AssetCheckSpec("frames_stored", asset="video_frames"),
+        unique_key_spec("video_frames", ["video_frames"]),
+    ],
 )
 def video_frames(
     context: dg.AssetExecutionContext,
     config: FrameSamplingConfig,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Frames sampled from each downloaded video (by interval, time or keyframes) as JPEGs, one row per frame."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        videos = conn.execute(
-            "SELECT partition_key, keyword, media_id, source, blob_key FROM videos WHERE partition_key = ? "
-            "AND status IN ('downloaded', 'framed', 'complete') ORDER BY media_id",
-            [partition_key],
-        ).fetchall()
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            videos = conn.execute(
+                "SELECT partition_key, keyword, media_id, source, blob_key FROM videos WHERE partition_key = ? "
+                "AND status IN ('downloaded', 'framed', 'complete') ORDER BY media_id",
+                [partition_key],
+            ).fetchall()
     rows: list[dict] = []
     outcomes: list[tuple[str, str, str | None]] = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jpeg") as pool:
@@ -139,11 +145,16 @@ def video_frames(
 
     frame_rows = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     new_keys = set(frame_rows["blob_key"])
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "video_frames", partition_key, frame_rows)
-        for media_id, status, error in outcomes:
-            set_video_status(conn, partition_key, media_id, status, error)
-        record_errors(conn, partition_key, "video_frames", [(m, e) for m, s, e in outcomes if e])
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "video_frames", partition_key, frame_rows)
+            for media_id, status, error in outcomes:
+                set_video_status(conn, partition_key, media_id, status, error)
+            record_errors(conn, partition_key, "video_frames", [(m, e) for m, s, e in outcomes if e])
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            table = table_metadata(conn, "video_frames", partition_key)
+            unique = unique_key_check(conn, partition_key, ["video_frames"])
     # only now that the new frames and rows are stored, remove frames of earlier runs that this run did not make
     prefix = f"frames/{storage_key(partition_key)}"
     stored = set(blob_store.list_keys(prefix))
@@ -151,6 +162,7 @@ def video_frames(
     missing = sorted(new_keys - stored)
     return dg.MaterializeResult(
         metadata={
+            **table,
             "frames": len(frame_rows),
             "videos_framed": sum(1 for _, s, _ in outcomes if s == "framed"),
             "videos_failed": sum(1 for _, s, _ in outcomes if s == "failed"),
@@ -163,6 +175,7 @@ def video_frames(
                 check_name="frames_stored",
                 passed=not missing,
                 metadata={"rows_without_blob": len(missing), "examples": dg.MetadataValue.json(missing[:5])},
-            )
+            ),
+            unique,
         ],
     )

@@ -4,12 +4,19 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.video.probe import file_sha256
-from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, record_errors, warehouse_connection
+from mining_assets.warehouse import (
+    keyword_text,
+    record_errors,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
+)
+from resources.warehouse import Warehouse
 from resources.youtube import VideoCandidate, VideoSourceError, YouTubeResource, candidate_for_url
 
 
@@ -65,31 +72,38 @@ REGISTRY_COLUMNS = [
     "partition_key", "keyword", "media_id", "source", "url", "title", "channel", "duration_s", "status", "error",
 ]  # fmt: skip
 
-UPSERT = """
-INSERT INTO videos (partition_key, keyword, media_id, source, url, title, channel, duration_s, status, error)
-SELECT partition_key, keyword, media_id, source, url, title, channel, duration_s, status, error FROM _incoming
-ON CONFLICT (partition_key, media_id) DO UPDATE SET
-    title = coalesce(excluded.title, videos.title),
-    channel = coalesce(excluded.channel, videos.channel),
-    duration_s = coalesce(excluded.duration_s, videos.duration_s),
-    updated_at = now()
+# a video known before keeps its status (and its error): only what the source says of it may be filled in
+UPSERT = f"""
+MERGE INTO videos USING (SELECT * FROM _incoming) AS incoming
+ON videos.partition_key = incoming.partition_key AND videos.media_id = incoming.media_id
+WHEN MATCHED THEN UPDATE SET
+    title = coalesce(incoming.title, videos.title),
+    channel = coalesce(incoming.channel, videos.channel),
+    duration_s = coalesce(incoming.duration_s, videos.duration_s),
+    updated_at = now()::TIMESTAMP
+WHEN NOT MATCHED THEN INSERT ({", ".join(REGISTRY_COLUMNS)}, discovered_at, updated_at)
+    VALUES ({", ".join("incoming." + name for name in REGISTRY_COLUMNS)}, now()::TIMESTAMP, now()::TIMESTAMP)
 """
 
 
 @dg.asset(
     partitions_def=keyword_partitions,
     group_name="video",
-    pool=WAREHOUSE_POOL,
     kinds={"youtube", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("sources_answered", asset="video_registry", blocking=False)],
+    metadata=table_definition_metadata("videos"),
+    check_specs=[
+        dg.AssetCheckSpec("sources_answered", asset="video_registry", blocking=False),
+        unique_key_spec("video_registry", ["videos"]),
+    ],
 )
 def video_registry(
-    context: dg.AssetExecutionContext, config: VideoRegistryConfig, youtube: YouTubeResource, warehouse: DuckDBResource
+    context: dg.AssetExecutionContext, config: VideoRegistryConfig, youtube: YouTubeResource, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Videos found for a keyword (YouTube search, explicit URLs, a local folder): one row each, with status."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        keyword = keyword_text(conn, partition_key)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            keyword = keyword_text(conn, partition_key)
     candidates, errors = gather_candidates(keyword, config, youtube)
     reasons = dict(errors)
     rows = pd.DataFrame(
@@ -100,26 +114,38 @@ def video_registry(
         ],
         columns=REGISTRY_COLUMNS,
     )
-    with warehouse_connection(warehouse) as conn:
-        known = {
-            row[0]
-            for row in conn.execute("SELECT media_id FROM videos WHERE partition_key = ?", [partition_key]).fetchall()
-        }
-        conn.register("_incoming", rows)
-        conn.execute(UPSERT)
-        conn.unregister("_incoming")
-        record_errors(conn, partition_key, "video_registry", errors)
-        statuses = dict(
-            conn.execute(
-                "SELECT status, count(*) FROM videos WHERE partition_key = ? GROUP BY status", [partition_key]
-            ).fetchall()
-        )
-        total = sum(statuses.values())
+    # the lease keeps a second registry run of this keyword from inserting the same new videos beside this one
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            known = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT media_id FROM videos WHERE partition_key = ?", [partition_key]
+                ).fetchall()
+            }
+            if len(rows):
+                conn.register("_incoming", rows)
+                try:
+                    conn.execute(UPSERT)
+                finally:
+                    conn.unregister("_incoming")
+            record_errors(conn, partition_key, "video_registry", errors)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            statuses = dict(
+                conn.execute(
+                    "SELECT status, count(*) FROM videos WHERE partition_key = ? GROUP BY status", [partition_key]
+                ).fetchall()
+            )
+            table = table_metadata(conn, "videos", partition_key)
+            unique = unique_key_check(conn, partition_key, ["videos"])
+    total = sum(statuses.values())
     for item, reason in errors:
         context.log.warning(f"{item}: {reason}")
     new = [c for c in candidates if c.media_id not in known]
     return dg.MaterializeResult(
         metadata={
+            **table,
             "keyword": keyword,
             "videos": total,
             "new_videos": len(new),
@@ -137,6 +163,7 @@ def video_registry(
                 passed=not errors,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"failures": len(errors)},
-            )
+            ),
+            unique,
         ],
     )

@@ -4,15 +4,15 @@ import json
 from urllib.request import url2pathname
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.coco import build_coco, coco_problems
 from mining_assets.vision.common import partition_prefix
 from mining_assets.vision.detections import detections
-from mining_assets.warehouse import WAREHOUSE_POOL, keyword_text, warehouse_connection
+from mining_assets.warehouse import keyword_text
 from resources.blob_store import BlobStore
+from resources.warehouse import Warehouse
 
 FUNNEL = """
 SELECT
@@ -45,34 +45,36 @@ def metadata_location(uri: str) -> dg.MetadataValue:
     partitions_def=keyword_partitions,
     deps=[detections],
     group_name="vision",
-    pool=WAREHOUSE_POOL,
     kinds={"json"},
     check_specs=[dg.AssetCheckSpec("image_ids_exist", asset="coco_annotations")],
 )
 def coco_annotations(
-    context: dg.AssetExecutionContext, blob_store: BlobStore, warehouse: DuckDBResource
+    context: dg.AssetExecutionContext, blob_store: BlobStore, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """The keyword's unique frames and their boxes as a COCO detection file; metadata shows the keyword's funnel."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        keyword = keyword_text(conn, partition_key)
-        images = conn.execute(
-            "SELECT f.frame_id, f.width, f.height, f.uri, f.media_id, f.source_url, f.timestamp_s FROM unique_frames u "
-            "JOIN frames f USING (partition_key, frame_id) WHERE u.partition_key = ? AND u.kept",
-            [partition_key],
-        ).df()
-        boxes = conn.execute(
-            "SELECT frame_id, label, score, x0, y0, x1, y1 FROM detections WHERE partition_key = ?", [partition_key]
-        ).df()
-        labels = [row[0] for row in conn.execute(
-            "SELECT label FROM prompt_sets WHERE partition_key = ? AND kind = 'class' ORDER BY rowid", [partition_key]
-        ).fetchall()]  # fmt: skip
-        counts = funnel(conn, partition_key)
-        errors = dict(
-            conn.execute(
-                "SELECT stage, count(*) FROM ingest_errors WHERE partition_key = ? GROUP BY stage", [partition_key]
-            ).fetchall()
-        )
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            keyword = keyword_text(conn, partition_key)
+            images = conn.execute(
+                "SELECT f.frame_id, f.width, f.height, f.uri, f.media_id, f.source_url, f.timestamp_s "
+                "FROM unique_frames u JOIN frames f USING (partition_key, frame_id) "
+                "WHERE u.partition_key = ? AND u.kept",
+                [partition_key],
+            ).df()
+            boxes = conn.execute(
+                "SELECT frame_id, label, score, x0, y0, x1, y1 FROM detections WHERE partition_key = ?", [partition_key]
+            ).df()
+            labels = [row[0] for row in conn.execute(
+                "SELECT label FROM prompt_sets WHERE partition_key = ? AND kind = 'class' ORDER BY rowid",
+                [partition_key],
+            ).fetchall()]  # fmt: skip
+            counts = funnel(conn, partition_key)
+            errors = dict(
+                conn.execute(
+                    "SELECT stage, count(*) FROM ingest_errors WHERE partition_key = ? GROUP BY stage", [partition_key]
+                ).fetchall()
+            )
     coco = build_coco(images, boxes, labels, f"detections for {keyword!r}")
     key = f"{partition_prefix('coco', partition_key)}/instances.json"
     uri = blob_store.put_bytes(key, json.dumps(coco, indent=1, default=str).encode())

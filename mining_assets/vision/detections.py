@@ -5,7 +5,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.batches import prepared_batches
@@ -13,14 +12,17 @@ from mining_assets.vision.common import frame_loader
 from mining_assets.vision.images import MIN_SIDE
 from mining_assets.vision.unique import unique_frames
 from mining_assets.warehouse import (
-    WAREHOUSE_POOL,
     keyword_text,
     record_errors,
     replace_partition_rows,
-    warehouse_connection,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
 )
 from resources.blob_store import BlobStore
 from resources.models.detector import Detections, OpenVocabDetector
+from resources.warehouse import Warehouse
 
 DETECTION_COLUMNS = ["frame_id", "detection_index", "label", "score", "x0", "y0", "x1", "y1",
                      "image_width", "image_height"]  # fmt: skip
@@ -102,26 +104,30 @@ def boxes_outside(table: pd.DataFrame) -> int:
     partitions_def=keyword_partitions,
     deps=[unique_frames],
     group_name="vision",
-    pool=WAREHOUSE_POOL,
     kinds={"pytorch", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("boxes_inside_image", asset="detections")],
+    metadata=table_definition_metadata("detections"),
+    check_specs=[
+        dg.AssetCheckSpec("boxes_inside_image", asset="detections"),
+        unique_key_spec("detections", ["detections"]),
+    ],
 )
 def detections(
     context: dg.AssetExecutionContext,
     config: DetectionConfig,
     detector: OpenVocabDetector,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Boxes (pixels), score and label per unique frame from an open-vocabulary detector (Grounding DINO default)."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        labels = detection_labels(conn, partition_key, config)
-        todo = conn.execute(
-            "SELECT f.frame_id, f.blob_key FROM unique_frames u JOIN frames f USING (partition_key, frame_id) "
-            "WHERE u.partition_key = ? AND u.kept ORDER BY f.frame_id",
-            [partition_key],
-        ).df()
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            labels = detection_labels(conn, partition_key, config)
+            todo = conn.execute(
+                "SELECT f.frame_id, f.blob_key FROM unique_frames u JOIN frames f USING (partition_key, frame_id) "
+                "WHERE u.partition_key = ? AND u.kept ORDER BY f.frame_id",
+                [partition_key],
+            ).df()
     rows: list[dict] = []
     errors: list[tuple[str, str]] = []
     empty_frames = 0
@@ -133,14 +139,20 @@ def detections(
     table = pd.DataFrame(rows, columns=DETECTION_COLUMNS).assign(
         partition_key=partition_key, detector=detector.describe()
     )
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "detections", partition_key, table)
-        record_errors(conn, partition_key, "detections", errors)
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "detections", partition_key, table)
+            record_errors(conn, partition_key, "detections", errors)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            stored_metadata = table_metadata(conn, "detections", partition_key)
+            unique_key = unique_key_check(conn, partition_key, ["detections"])
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
     outside = boxes_outside(table)
     return dg.MaterializeResult(
         metadata={
+            **stored_metadata,
             "frames": len(todo),
             "detections": len(table),
             "frames_without_detections": empty_frames,
@@ -152,6 +164,7 @@ def detections(
             "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors[:50]]),
         },
         check_results=[
-            dg.AssetCheckResult(check_name="boxes_inside_image", passed=outside == 0, metadata={"outside": outside})
+            dg.AssetCheckResult(check_name="boxes_inside_image", passed=outside == 0, metadata={"outside": outside}),
+            unique_key,
         ],
     )

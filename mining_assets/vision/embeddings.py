@@ -7,16 +7,23 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import content_key, frame_loader, partition_prefix, remove_orphans
 from mining_assets.vision.filtered import filtered_frames
 from mining_assets.vision.images import MIN_SIDE
-from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, replace_partition_rows, warehouse_connection
+from mining_assets.warehouse import (
+    record_errors,
+    replace_partition_rows,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
+)
 from resources.blob_store import BlobStore
 from resources.models.embedder import ImageEmbedder
+from resources.warehouse import Warehouse
 
 UNIT_NORM_TOLERANCE = 1e-3
 
@@ -78,26 +85,30 @@ def embed_frames(
     partitions_def=keyword_partitions,
     deps=[filtered_frames],
     group_name="vision",
-    pool=WAREHOUSE_POOL,
     kinds={"pytorch", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("finite_unit_norm", asset="frame_embeddings")],
+    metadata=table_definition_metadata("frame_embeddings"),
+    check_specs=[
+        dg.AssetCheckSpec("finite_unit_norm", asset="frame_embeddings"),
+        unique_key_spec("frame_embeddings", ["frame_embeddings"]),
+    ],
 )
 def frame_embeddings(
     context: dg.AssetExecutionContext,
     config: EmbeddingConfig,
     embedder: ImageEmbedder,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Unit-length image embeddings (DINOv2 by default) of the frames that passed the filter, in .npy shards."""
     partition_key = context.partition_key
     model = embedder.describe()
-    with warehouse_connection(warehouse) as conn:
-        todo = conn.execute(
-            "SELECT f.frame_id, f.blob_key FROM filtered_frames p JOIN frames f USING (partition_key, frame_id) "
-            "WHERE p.partition_key = ? AND p.passed ORDER BY f.frame_id",
-            [partition_key],
-        ).df()
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            todo = conn.execute(
+                "SELECT f.frame_id, f.blob_key FROM filtered_frames p JOIN frames f USING (partition_key, frame_id) "
+                "WHERE p.partition_key = ? AND p.passed ORDER BY f.frame_id",
+                [partition_key],
+            ).df()
     load = frame_loader(blob_store, config.min_side)
     ids, vectors, errors = embed_frames(todo.to_dict("records"), embedder, load)
 
@@ -115,9 +126,14 @@ def frame_embeddings(
     table = pd.DataFrame(rows, columns=["frame_id", "blob_key", "uri", "shard_row"]).assign(
         partition_key=partition_key, model=model, dim=vectors.shape[1] if len(ids) else 0
     )
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "frame_embeddings", partition_key, table)
-        record_errors(conn, partition_key, "frame_embeddings", errors)
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "frame_embeddings", partition_key, table)
+            record_errors(conn, partition_key, "frame_embeddings", errors)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            stored_metadata = table_metadata(conn, "frame_embeddings", partition_key)
+            unique_key = unique_key_check(conn, partition_key, ["frame_embeddings"])
     removed, missing = remove_orphans(blob_store, prefix, table["blob_key"])
 
     # the check reads back what was stored, not what was computed
@@ -126,6 +142,7 @@ def frame_embeddings(
         context.log.warning(f"{item}: {reason}")
     return dg.MaterializeResult(
         metadata={
+            **stored_metadata,
             "embedded": len(table),
             "failed": len(errors),
             "dim": int(vectors.shape[1]) if len(ids) else 0,
@@ -139,6 +156,7 @@ def frame_embeddings(
                 check_name="finite_unit_norm",
                 passed=not missing and not any(problems.values()),
                 metadata={**problems, "missing_shards": len(missing)},
-            )
+            ),
+            unique_key,
         ],
     )

@@ -6,7 +6,6 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.frames import frames
 from mining_assets.metadata import markdown_table
@@ -15,14 +14,19 @@ from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.vision.images import MIN_SIDE
 from mining_assets.warehouse import (
-    WAREHOUSE_POOL,
     keyword_text,
     record_errors,
     replace_partition_rows,
-    warehouse_connection,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
 )
 from resources.blob_store import BlobStore
 from resources.models.text_filter import TextImageFilter
+from resources.warehouse import Warehouse
+
+OWNED_TABLES = ["filtered_frames", "frame_scores", "prompt_sets"]
 
 
 class FilterConfig(dg.Config):
@@ -100,29 +104,34 @@ def score_frames(
     partitions_def=keyword_partitions,
     deps=[frames],
     group_name="vision",
-    pool=WAREHOUSE_POOL,
     kinds={"pytorch", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("every_frame_accounted", asset="filtered_frames")],
+    metadata=table_definition_metadata("filtered_frames"),
+    check_specs=[
+        dg.AssetCheckSpec("every_frame_accounted", asset="filtered_frames"),
+        unique_key_spec("filtered_frames", OWNED_TABLES),
+    ],
 )
 def filtered_frames(
     context: dg.AssetExecutionContext,
     config: FilterConfig,
     text_filter: TextImageFilter,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Frames scored against the keyword's prompts (SigLIP sigmoid); all scores kept, those at the threshold pass."""
     partition_key = context.partition_key
     model = text_filter.describe()
-    with warehouse_connection(warehouse) as conn:
-        keyword = keyword_text(conn, partition_key)
-        catalog = conn.execute(
-            "SELECT frame_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id", [partition_key]
-        ).df()
-        stored = conn.execute(
-            "SELECT frame_id, frame_sha256, prompt, score FROM frame_scores WHERE partition_key = ? AND model = ?",
-            [partition_key, model],
-        ).df()
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            keyword = keyword_text(conn, partition_key)
+            catalog = conn.execute(
+                "SELECT frame_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id",
+                [partition_key],
+            ).df()
+            stored = conn.execute(
+                "SELECT frame_id, frame_sha256, prompt, score FROM frame_scores WHERE partition_key = ? AND model = ?",
+                [partition_key, model],
+            ).df()
     prompts = prompt_set(keyword, config)
     texts = [prompt for _, _, prompt in prompts]
     errors: list[tuple[str, str]] = []
@@ -150,11 +159,16 @@ def filtered_frames(
     result = best_scores(all_scores, texts, config.threshold, model).assign(partition_key=partition_key)
     prompt_rows = pd.DataFrame(prompts, columns=["kind", "label", "prompt"]).assign(partition_key=partition_key)
 
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "frame_scores", partition_key, all_scores, "AND model = ?", [model])
-        replace_partition_rows(conn, "filtered_frames", partition_key, result)
-        replace_partition_rows(conn, "prompt_sets", partition_key, prompt_rows)
-        record_errors(conn, partition_key, "filtered_frames", errors)
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "frame_scores", partition_key, all_scores, "AND model = ?", [model])
+            replace_partition_rows(conn, "filtered_frames", partition_key, result)
+            replace_partition_rows(conn, "prompt_sets", partition_key, prompt_rows)
+            record_errors(conn, partition_key, "filtered_frames", errors)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            stored_metadata = table_metadata(conn, "filtered_frames", partition_key)
+            unique_key = unique_key_check(conn, partition_key, OWNED_TABLES)
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
@@ -163,6 +177,7 @@ def filtered_frames(
     top = result.sort_values(["best_score", "frame_id"], ascending=[False, True]).head(10)
     return dg.MaterializeResult(
         metadata={
+            **stored_metadata,
             "frames": len(catalog),
             "scored_now": len(fresh) // max(1, len(texts)),
             "scores_reused": len(catalog) - len(todo) if texts else 0,
@@ -181,6 +196,7 @@ def filtered_frames(
                 check_name="every_frame_accounted",
                 passed=unaccounted == 0 or not texts,
                 metadata={"frames_without_score_or_reason": unaccounted},
-            )
+            ),
+            unique_key,
         ],
     )

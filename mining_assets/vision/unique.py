@@ -5,14 +5,20 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.dedup import deduplicate
 from mining_assets.vision.embeddings import frame_embeddings, load_vectors
-from mining_assets.warehouse import WAREHOUSE_POOL, replace_partition_rows, warehouse_connection
+from mining_assets.warehouse import (
+    replace_partition_rows,
+    table_definition_metadata,
+    table_metadata,
+    unique_key_check,
+    unique_key_spec,
+)
 from resources.blob_store import BlobStore
+from resources.warehouse import Warehouse
 
 
 class DedupConfig(dg.Config):
@@ -24,22 +30,26 @@ class DedupConfig(dg.Config):
     partitions_def=keyword_partitions,
     deps=[frame_embeddings],
     group_name="vision",
-    pool=WAREHOUSE_POOL,
     kinds={"numpy", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("no_frame_kept_twice", asset="unique_frames")],
+    metadata=table_definition_metadata("unique_frames"),
+    check_specs=[
+        dg.AssetCheckSpec("no_frame_kept_twice", asset="unique_frames"),
+        unique_key_spec("unique_frames", ["unique_frames"]),
+    ],
 )
 def unique_frames(
-    context: dg.AssetExecutionContext, config: DedupConfig, blob_store: BlobStore, warehouse: DuckDBResource
+    context: dg.AssetExecutionContext, config: DedupConfig, blob_store: BlobStore, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """One frame per group of near-duplicates (cosine >= threshold), chosen by filter score, then frame id."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        rows = conn.execute(
-            "SELECT e.frame_id, e.blob_key, e.shard_row, p.best_score, f.media_id FROM frame_embeddings e "
-            "JOIN filtered_frames p USING (partition_key, frame_id) JOIN frames f USING (partition_key, frame_id) "
-            "WHERE e.partition_key = ? ORDER BY e.frame_id",
-            [partition_key],
-        ).df()
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            rows = conn.execute(
+                "SELECT e.frame_id, e.blob_key, e.shard_row, p.best_score, f.media_id FROM frame_embeddings e "
+                "JOIN filtered_frames p USING (partition_key, frame_id) JOIN frames f USING (partition_key, frame_id) "
+                "WHERE e.partition_key = ? ORDER BY e.frame_id",
+                [partition_key],
+            ).df()
     vectors = load_vectors(blob_store, rows)
     ids = rows["frame_id"].tolist()
     result = deduplicate(vectors, rows["best_score"].to_numpy(), ids, config.threshold, config.method)
@@ -51,13 +61,19 @@ def unique_frames(
             "similarity": result.similarity.astype(np.float32),
         }
     ).assign(partition_key=partition_key, threshold=config.threshold)
-    with warehouse_connection(warehouse) as conn:
-        replace_partition_rows(conn, "unique_frames", partition_key, table)
-        twice = conn.execute(
-            "SELECT count(*) - count(DISTINCT u.frame_id), count(*) - count(DISTINCT f.sha256) FROM unique_frames u "
-            "JOIN frames f USING (partition_key, frame_id) WHERE u.partition_key = ? AND u.kept",
-            [partition_key],
-        ).fetchone()
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, "unique_frames", partition_key, table)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            twice = conn.execute(
+                "SELECT count(*) - count(DISTINCT u.frame_id), count(*) - count(DISTINCT f.sha256) "
+                "FROM unique_frames u JOIN frames f USING (partition_key, frame_id) "
+                "WHERE u.partition_key = ? AND u.kept",
+                [partition_key],
+            ).fetchone()
+            stored_metadata = table_metadata(conn, "unique_frames", partition_key)
+            unique_key = unique_key_check(conn, partition_key, ["unique_frames"])
     media = rows.assign(kept=result.keep).groupby("media_id")["kept"].agg(["size", "sum"])
     groups = (
         table[~table["kept"]]
@@ -67,6 +83,7 @@ def unique_frames(
     largest = groups.sort_values(["duplicates", "min_similarity"], ascending=[False, True]).head(10)
     return dg.MaterializeResult(
         metadata={
+            **stored_metadata,
             "frames": len(table),
             "kept": int(result.keep.sum()),
             "removed": int((~result.keep).sum()),
@@ -86,6 +103,7 @@ def unique_frames(
                 check_name="no_frame_kept_twice",
                 passed=twice == (0, 0),
                 metadata={"repeated_frame_ids": int(twice[0]), "identical_images_kept": int(twice[1])},
-            )
+            ),
+            unique_key,
         ],
     )

@@ -1,15 +1,15 @@
 """detection_visualizations: each unique frame with its boxes and labels drawn, as JPEG in the blob store."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.coco import draw_detections
 from mining_assets.vision.common import partition_prefix, remove_orphans
 from mining_assets.vision.detections import detections
 from mining_assets.vision.images import ImageError, decode_image
-from mining_assets.warehouse import WAREHOUSE_POOL, record_errors, warehouse_connection
+from mining_assets.warehouse import record_errors
 from resources.blob_store import BlobStore
+from resources.warehouse import Warehouse
 
 
 class VisualizationConfig(dg.Config):
@@ -21,28 +21,28 @@ class VisualizationConfig(dg.Config):
     partitions_def=keyword_partitions,
     deps=[detections],
     group_name="vision",
-    pool=WAREHOUSE_POOL,
     kinds={"pillow"},
 )
 def detection_visualizations(
     context: dg.AssetExecutionContext,
     config: VisualizationConfig,
     blob_store: BlobStore,
-    warehouse: DuckDBResource,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Unique frames with their detections drawn (box, label, score), for a quick look at what the detector found."""
     partition_key = context.partition_key
-    with warehouse_connection(warehouse) as conn:
-        frames = conn.execute(
-            "SELECT f.frame_id, f.blob_key, count(d.frame_id) AS boxes FROM unique_frames u "
-            "JOIN frames f USING (partition_key, frame_id) "
-            "LEFT JOIN detections d ON d.partition_key = u.partition_key AND d.frame_id = u.frame_id "
-            "WHERE u.partition_key = ? AND u.kept GROUP BY ALL ORDER BY f.frame_id",
-            [partition_key],
-        ).df()
-        boxes = conn.execute(
-            "SELECT frame_id, label, score, x0, y0, x1, y1 FROM detections WHERE partition_key = ?", [partition_key]
-        ).df()
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            frames = conn.execute(
+                "SELECT f.frame_id, f.blob_key, count(d.frame_id) AS boxes FROM unique_frames u "
+                "JOIN frames f USING (partition_key, frame_id) "
+                "LEFT JOIN detections d ON d.partition_key = u.partition_key AND d.frame_id = u.frame_id "
+                "WHERE u.partition_key = ? AND u.kept GROUP BY ALL ORDER BY f.frame_id",
+                [partition_key],
+            ).df()
+            boxes = conn.execute(
+                "SELECT frame_id, label, score, x0, y0, x1, y1 FROM detections WHERE partition_key = ?", [partition_key]
+            ).df()
     if not config.include_empty:
         frames = frames[frames["boxes"] > 0]
     prefix = partition_prefix("visualizations", partition_key)
@@ -58,8 +58,9 @@ def detection_visualizations(
         key = f"{prefix}/{frame['frame_id']}.jpg"
         frame_boxes = by_frame.get(frame["frame_id"], boxes.iloc[:0])
         written[key] = blob_store.put_bytes(key, draw_detections(image, frame_boxes, config.jpeg_quality))
-    with warehouse_connection(warehouse) as conn:
-        record_errors(conn, partition_key, "detection_visualizations", errors)
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            record_errors(conn, partition_key, "detection_visualizations", errors)
     removed, missing = remove_orphans(blob_store, prefix, written)
     return dg.MaterializeResult(
         metadata={

@@ -3,14 +3,16 @@ media item, per-keyword statistics, idempotent re-runs, stale documents removed,
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pymongo
 import pytest
+from harness import query, query_dicts
 from mongo_support import SECRET, URI, UnparseableUriResource
 
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.partitions import keyword_slug
 from mining_assets.poses.datasets import pose_datasets
-from mining_assets.warehouse import connect, warehouse_connection
+from mining_assets.warehouse import insert_rows, replace_partition_rows
 from resources.mongo import MongoConfigError, MongoResource, redacted_host
 
 VIDEO, PHOTO = "youtube-vid001", "pexels-42"
@@ -39,22 +41,30 @@ def seed(resources: dict, keyword: str) -> str:
     rows = []
     for i, (left, right) in enumerate([*hands, (True, True)]):
         photo, found = i == 5, i != 3
-        rows.append([partition_key, PHOTO if photo else f"{VIDEO}-{i}", PHOTO if photo else VIDEO,
-                     "photo" if photo else "video", 0 if photo else i, None if photo else 0.5 * i, 640, 480, found,
-                     flat_landmarks(rng, 33, 4, 0.5 + 0.1 * i) if found else None,
-                     flat_landmarks(rng, 33, 3) if found else None, flat_landmarks(rng, 21, 3) if left else None,
-                     0.9 if left else None, flat_landmarks(rng, 21, 3) if right else None, 0.8 if right else None,
-                     MODELS])  # fmt: skip
-    with warehouse_connection(resources["warehouse"]) as conn:
-        conn.execute("INSERT OR REPLACE INTO keywords VALUES (?, ?, now())", [partition_key, keyword])
-        conn.execute("INSERT INTO videos (partition_key, keyword, media_id, source, url, channel, status) "
-                     "VALUES (?, ?, ?, 'youtube', ?, 'Door Channel', 'complete')",
-                     [partition_key, keyword, VIDEO, VIDEO_URL])  # fmt: skip
-        conn.execute("INSERT INTO photos (partition_key, keyword, media_id, source, source_id, query, page_url, "
-                     "image_url, photographer, license, status) VALUES (?, ?, ?, 'pexels', '42', ?, ?, "
-                     "'https://images.pexels.com/42.jpg', 'Ana', 'Pexels License', 'stored')",
-                     [partition_key, keyword, PHOTO, keyword, PHOTO_URL])  # fmt: skip
-        conn.executemany(f"INSERT INTO poses VALUES ({', '.join('?' * 16)})", rows)
+        rows.append({
+            "partition_key": partition_key, "frame_id": PHOTO if photo else f"{VIDEO}-{i}",
+            "media_id": PHOTO if photo else VIDEO, "media_type": "photo" if photo else "video",
+            "sequence_index": 0 if photo else i, "timestamp_s": None if photo else 0.5 * i, "image_width": 640,
+            "image_height": 480, "pose_found": found,
+            "pose_landmarks": flat_landmarks(rng, 33, 4, 0.5 + 0.1 * i) if found else None,
+            "pose_world_landmarks": flat_landmarks(rng, 33, 3) if found else None,
+            "left_hand": flat_landmarks(rng, 21, 3) if left else None, "left_hand_score": 0.9 if left else None,
+            "right_hand": flat_landmarks(rng, 21, 3) if right else None, "right_hand_score": 0.8 if right else None,
+            "models": MODELS,
+        })  # fmt: skip
+    video = {"partition_key": partition_key, "keyword": keyword, "media_id": VIDEO, "source": "youtube",
+             "url": VIDEO_URL, "channel": "Door Channel", "status": "complete"}  # fmt: skip
+    photo = {"partition_key": partition_key, "keyword": keyword, "media_id": PHOTO, "source": "pexels",
+             "source_id": "42", "query": keyword, "page_url": PHOTO_URL,
+             "image_url": "https://images.pexels.com/42.jpg", "photographer": "Ana", "license": "Pexels License",
+             "status": "stored"}  # fmt: skip
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            replace_partition_rows(conn, "keywords", partition_key,
+                                   pd.DataFrame([{"partition_key": partition_key, "keyword": keyword}]))  # fmt: skip
+            insert_rows(conn, "videos", pd.DataFrame([video]))
+            insert_rows(conn, "photos", pd.DataFrame([photo]))
+            insert_rows(conn, "poses", pd.DataFrame(rows))
     return partition_key
 
 
@@ -82,7 +92,7 @@ def test_one_document_per_media_item_and_keyword_statistics(mongo_resources, ins
         "skipped": None,
     }  # fmt: skip
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"files_verified": True, "documents_match_warehouse": True}
+    assert checks == {"files_verified": True, "unique_key": True, "documents_match_warehouse": True}
     database = db(mongo_resources)
     video, photo = (database["robot_training_data"].find_one({"_id": f"{partition_key}:{m}"}) for m in (VIDEO, PHOTO))
     assert {k: video[k] for k in ("keyword", "media_id", "media_type", "source", "source_url", "license")} == {
@@ -95,13 +105,13 @@ def test_one_document_per_media_item_and_keyword_statistics(mongo_resources, ins
     }  # fmt: skip
     assert (photo["license"], photo["creator"], photo["source_url"]) == ("Pexels License", "Ana", PHOTO_URL)
     assert photo["pose"]["span_s"] is None and photo["pose"]["frames"] == 1
-    with connect(mongo_resources["warehouse"].database, read_only=True) as conn:
-        files = {m: (u, s, k) for m, u, s, k in conn.execute(
-            "SELECT media_id, uri, sha256, sidecar_key FROM pose_datasets").fetchall()}  # fmt: skip
+    files = {row["media_id"]: row for row in query_dicts(
+        mongo_resources, "SELECT media_id, uri, sha256, sidecar_key FROM pose_datasets")}  # fmt: skip
     store = mongo_resources["blob_store"]
-    assert (video["hdf5"]["uri"], video["hdf5"]["sha256"]) == files[VIDEO][:2]
-    assert video["hdf5"]["sidecar_uri"] == store.uri(files[VIDEO][2]) and store.exists(video["hdf5"]["sidecar_key"])
-    assert video["hdf5"]["keyword_file_uri"] == files["*"][0]
+    assert (video["hdf5"]["uri"], video["hdf5"]["sha256"]) == (files[VIDEO]["uri"], files[VIDEO]["sha256"])
+    assert video["hdf5"]["sidecar_uri"] == store.uri(files[VIDEO]["sidecar_key"])
+    assert store.exists(video["hdf5"]["sidecar_key"])
+    assert video["hdf5"]["keyword_file_uri"] == files["*"]["uri"]
     assert video["models"] == [MODELS] and video["source_deleted"] is False
     assert video["exported_at"] == video["first_exported_at"]
     statistics = database["mining_statistics"].find_one({"_id": partition_key})
@@ -142,8 +152,7 @@ def test_documents_of_media_no_longer_present_are_removed(mongo_resources, insta
     other = seed(mongo_resources, "door handle")
     run(mongo_resources, instance, partition_key)
     run(mongo_resources, instance, other)
-    with warehouse_connection(mongo_resources["warehouse"]) as conn:
-        conn.execute("DELETE FROM poses WHERE partition_key = ? AND media_id = ?", [partition_key, PHOTO])
+    query(mongo_resources, "DELETE FROM poses WHERE partition_key = ? AND media_id = ?", partition_key, PHOTO)
     result = run(mongo_resources, instance, partition_key)
     assert (meta(result)["removed"], meta(result)["documents"]) == (1, 1)
     documents = db(mongo_resources)["robot_training_data"]

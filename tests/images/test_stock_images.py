@@ -10,13 +10,15 @@ import zlib
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
+from harness import meta, query, query_dicts
 from PIL import Image
 from vision_support import encode, rotated_jpeg, scene
 
 from mining_assets.frames import frames
 from mining_assets.images.stock import stock_images
-from mining_assets.warehouse import connect
+from mining_assets.warehouse import insert_rows, unique_key_check
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
 
 
@@ -122,31 +124,30 @@ def photo_resources(resources, photo_server, monkeypatch):
     }
 
 
-def materialize(resources, instance, assets, **config):
-    instance.add_dynamic_partitions("keyword", ["glass-door"])
+def materialize(resources, instance, assets, partition_key="glass-door", **config):
+    if partition_key not in instance.get_dynamic_partitions("keyword"):
+        instance.add_dynamic_partitions("keyword", [partition_key])
     run_config = {"ops": {name: {"config": value} for name, value in config.items()}}
-    return dg.materialize(assets, partition_key="glass-door", resources=resources, instance=instance,
+    return dg.materialize(assets, partition_key=partition_key, resources=resources, instance=instance,
                           run_config=run_config)  # fmt: skip
-
-
-def query(resources, sql):
-    with connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def test_photos_are_stored_once_with_their_license_and_reach_the_catalog(photo_resources, instance):
     result = materialize(photo_resources, instance, [stock_images, frames])
     assert result.success
     assert all(check.passed for check in result.get_asset_check_evaluations())
-    rows = {r[0]: r[1:] for r in query(photo_resources, "SELECT media_id, status, error, width, height FROM photos")}
-    stored = {m for m, (status, *_) in rows.items() if status == "stored"}
+    rows = {
+        r["media_id"]: r
+        for r in query_dicts(photo_resources, "SELECT media_id, status, error, width, height FROM photos")
+    }
+    stored = {m for m, row in rows.items() if row["status"] == "stored"}
     assert stored == {"pexels-1", "pexels-4", "pexels-5", "pexels-6", "unsplash-u1", "unsplash-u2"}
-    assert rows["pexels-5"][2:] == (64, 96)  # EXIF orientation applied to the recorded size
-    assert rows["unsplash-u3"][:2] == ("duplicate", "same image as pexels-1")
-    assert rows["pexels-2"][1].startswith("not an image")
-    assert rows["pexels-3"][1] == "empty file (0 bytes)"
-    assert rows["unsplash-u5"][1].startswith("too large")
-    assert "404" in rows["unsplash-u4"][1]
+    assert (rows["pexels-5"]["width"], rows["pexels-5"]["height"]) == (64, 96)  # EXIF orientation applied
+    assert (rows["unsplash-u3"]["status"], rows["unsplash-u3"]["error"]) == ("duplicate", "same image as pexels-1")
+    assert rows["pexels-2"]["error"].startswith("not an image")
+    assert rows["pexels-3"]["error"] == "empty file (0 bytes)"
+    assert rows["unsplash-u5"]["error"].startswith("too large")
+    assert "404" in rows["unsplash-u4"]["error"]
     errors = dict(query(photo_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'stock_images'"))
     assert "PIXABAY_API_KEY" in errors["pixabay"]
     assert not any("secret" in reason for reason in errors.values())
@@ -160,9 +161,14 @@ def test_photos_are_stored_once_with_their_license_and_reach_the_catalog(photo_r
         and "404" in errors["unsplash-u2"]
     )
 
-    catalog = query(photo_resources, "SELECT frame_id, media_type, source_url, frame_index FROM frames ORDER BY 1")
-    assert [r[0] for r in catalog] == sorted(stored)
-    assert all(r[1] == "photo" and r[3] is None and r[2].startswith("https://") for r in catalog)
+    catalog = query_dicts(
+        photo_resources, "SELECT frame_id, media_type, source_url, frame_index FROM frames ORDER BY frame_id"
+    )
+    assert [r["frame_id"] for r in catalog] == sorted(stored)
+    assert all(
+        r["media_type"] == "photo" and r["frame_index"] is None and r["source_url"].startswith("https://")
+        for r in catalog
+    )
     license_rows = query(photo_resources, "SELECT DISTINCT license FROM photos WHERE status = 'stored' ORDER BY 1")
     assert [r[0] for r in license_rows] == ["Pexels License", "Unsplash License"]
 
@@ -178,3 +184,32 @@ def test_rerun_reuses_stored_photos_and_duplicates_nothing(photo_resources, inst
     downloaded = [path for path in _Handler.log if path.startswith("/img/")]
     assert not {"/img/p1.jpg", "/img/p4.jpg", "/img/u1.png"} & set(downloaded)  # stored photos are not fetched again
     assert query(photo_resources, "SELECT count(*) FROM frames")[0][0] == 6
+
+
+def test_metadata_counts_the_partition_and_the_table(photo_resources, instance):
+    materialize(photo_resources, instance, [stock_images])
+    second = materialize(photo_resources, instance, [stock_images], partition_key="glass-window")
+    metadata = meta(second, "stock_images")
+    # 6 Pexels and 5 Unsplash hits per keyword, stored or not (Pixabay has no key): one row each
+    assert metadata["dagster/table_name"] == "lake.main.photos"
+    assert (metadata["dagster/partition_row_count"], metadata["dagster/row_count"]) == (11, 22)
+    checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+    assert checks == {"photos_stored": True, "unique_key": True}
+
+
+def test_unique_key_fails_on_a_doubled_photo(photo_resources, instance):
+    # an upload's photo recorded twice: not a stock row, so stock_images leaves it, and its check reports it
+    upload = {"partition_key": "glass-door", "keyword": "glass door", "media_id": "local-0123456789abcdef",
+              "source": "local", "source_id": "0123456789abcdef", "query": "", "page_url": "file:///x.jpg",
+              "image_url": "file:///x.jpg", "license": "as uploaded", "status": "failed",
+              "error": "too small"}  # fmt: skip
+    materialize(photo_resources, instance, [stock_images])
+    for attempt in photo_resources["warehouse"].retrying():
+        with attempt as conn:
+            insert_rows(conn, "photos", pd.DataFrame([upload, upload]))
+    result = materialize(photo_resources, instance, [stock_images])
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_key"]
+    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"photos": 1}
+    for attempt in photo_resources["warehouse"].retrying():
+        with attempt as conn:
+            assert unique_key_check(conn, "glass-window", ["photos"]).passed  # another partition is unaffected

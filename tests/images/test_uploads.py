@@ -10,7 +10,7 @@ import boto3
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
-from harness import query
+from harness import meta, query, query_dicts
 from vision_support import encode, rotated_jpeg, scene
 
 from mining_assets.frames import frames
@@ -82,12 +82,12 @@ def bucket(s3_endpoint, tmp_path):
     return bucket
 
 
-def run(instance, resources, selection, **config):
-    if KEY not in instance.get_dynamic_partitions("keyword"):
-        instance.add_dynamic_partitions("keyword", [KEY])
+def run(instance, resources, selection, partition_key=KEY, **config):
+    if partition_key not in instance.get_dynamic_partitions("keyword"):
+        instance.add_dynamic_partitions("keyword", [partition_key])
     result = dg.materialize(
         selection,
-        partition_key=KEY,
+        partition_key=partition_key,
         resources=resources,
         instance=instance,
         run_config={"ops": {name: {"config": value} for name, value in config.items()}},
@@ -273,3 +273,42 @@ def test_a_file_name_that_is_not_utf8_is_stored_and_recorded_safely(instance, re
     )
     assert status == "stored" and location.endswith("/caf%E9%20%3Cb%3E%27q%27.jpg")
     assert blob_key.startswith("photos/local-") and blob_key.endswith(".jpg")
+
+
+def test_metadata_counts_the_partition_and_the_table(instance, resources, collection):
+    resources = {**resources, "uploads": UploadBucket.unconfigured()}
+    first = run(instance, resources, [media_uploads], media_uploads={"local_dir": str(collection)})
+    second = run(instance, resources, [media_uploads], partition_key="robot-arm",
+                 media_uploads={"local_dir": str(collection), "keyword": "robot arm"})  # fmt: skip
+    # the collection's 7 visible files, one uploads row each, in each partition
+    metadata = meta(second, "media_uploads")
+    assert metadata["dagster/table_name"] == "lake.main.uploads"
+    assert (metadata["dagster/partition_row_count"], metadata["dagster/row_count"]) == (7, 14)
+    assert meta(first, "media_uploads")["dagster/row_count"] == 7
+    for result in (first, second):
+        assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+            "stored_files_exist": True,
+            "unique_key": True,
+        }
+    # a run again upserts by location: nothing doubles
+    again = run(instance, resources, [media_uploads], media_uploads={"local_dir": str(collection)})
+    assert (meta(again, "media_uploads")["dagster/partition_row_count"], meta(again, "media_uploads")[
+        "dagster/row_count"]) == (7, 14)  # fmt: skip
+    photos = query_dicts(resources, "SELECT partition_key, count(*) AS n FROM photos GROUP BY ALL ORDER BY 1")
+    videos = query_dicts(resources, "SELECT partition_key, count(*) AS n FROM videos GROUP BY ALL ORDER BY 1")
+    assert photos == videos == [{"partition_key": KEY, "n": 2}, {"partition_key": "robot-arm", "n": 2}]
+
+
+def test_unique_key_fails_on_a_doubled_upload(instance, resources, collection):
+    resources = {**resources, "uploads": UploadBucket.unconfigured()}
+    # an earlier S3 item recorded twice; this run looks only at the local folder, so it stays as it is
+    resources["warehouse"].execute(
+        "INSERT INTO uploads (partition_key, keyword, media_id, source, location, status, registered_at) "
+        "SELECT ?, 'glass door', 's3-0123456789abcdef', 's3', 's3://old/uploads/glass door/a.jpg', 'stored', "
+        "now()::TIMESTAMP FROM range(2)",
+        [KEY],
+    )
+    result = run(instance, resources, [media_uploads], media_uploads={"local_dir": str(collection)})
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_key"]
+    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"uploads": 1}
+    assert meta(result, "media_uploads")["dagster/partition_row_count"] == 7 + 2

@@ -9,7 +9,7 @@ from PIL import Image
 
 from mining_assets.partitions import keyword_slug
 from mining_assets.vision.common import partition_prefix
-from mining_assets.warehouse import replace_partition_rows, warehouse_connection
+from mining_assets.warehouse import replace_partition_rows
 
 
 def closed_port() -> int:
@@ -59,7 +59,10 @@ def seed_catalog(
             "width": width, "height": height, "blob_key": key, "uri": store.put_bytes(key, data),
             "sha256": hashlib.sha256(data).hexdigest(), "source_url": f"http://media.test/{media_id}",
         })  # fmt: skip
-    with warehouse_connection(resources["warehouse"]) as conn:
-        conn.execute("INSERT OR REPLACE INTO keywords (partition_key, keyword) VALUES (?, ?)", [partition_key, keyword])
-        replace_partition_rows(conn, "frames", partition_key, pd.DataFrame(rows).assign(partition_key=partition_key))
+    keywords = pd.DataFrame([{"partition_key": partition_key, "keyword": keyword}])
+    frames = pd.DataFrame(rows).assign(partition_key=partition_key)
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            replace_partition_rows(conn, "keywords", partition_key, keywords)
+            replace_partition_rows(conn, "frames", partition_key, frames)
     return partition_key

@@ -9,15 +9,16 @@ from pathlib import Path
 import dagster as dg
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
-from harness import query
+from harness import query, query_dicts
 
 from mining_assets.partitions import keyword_slug
 from mining_assets.poses import datasets as datasets_module
 from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.hdf5 import MediaPoses, hdf5_attribute, pose_arrays, verify, write_media_file
 from mining_assets.vision.common import partition_prefix
-from mining_assets.warehouse import warehouse_connection
+from mining_assets.warehouse import insert_rows, replace_partition_rows
 
 VIDEO, PHOTO = "youtube-vid001", "pexels-42"
 VIDEO_URL, PHOTO_URL = "https://www.youtube.com/watch?v=vid001", "https://www.pexels.com/photo/42/"
@@ -47,12 +48,6 @@ def pose_row(rng, partition_key, frame_id, media_id, media_type, index, stamp, h
     }  # fmt: skip
 
 
-def insert(conn, table: str, rows: list[dict]) -> None:
-    columns = list(rows[0])
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-    conn.executemany(sql, [[row[c] for c in columns] for row in rows])
-
-
 def seed(resources: dict, keyword: str, seed_value: int = 0) -> tuple[str, list[dict]]:
     """A video with 5 posed frames (one without hands, one without a pose) and a photo, as the upstream stages
     leave them: stored originals, catalog rows and poses rows (inserted out of order). Returns the partition key
@@ -72,18 +67,19 @@ def seed(resources: dict, keyword: str, seed_value: int = 0) -> tuple[str, list[
     poses = [pose_row(rng, partition_key, f"{VIDEO}-{i:05d}", VIDEO, "video", i, 0.5 * i, hands[i], found=i != 3)
              for i in range(5)]  # fmt: skip
     poses.append(pose_row(rng, partition_key, PHOTO, PHOTO, "photo", 0, None))
-    with warehouse_connection(resources["warehouse"]) as conn:
-        conn.execute("INSERT OR REPLACE INTO keywords (partition_key, keyword) VALUES (?, ?)", [partition_key, keyword])
-        insert(conn, "videos", [{"partition_key": partition_key, "keyword": keyword, "media_id": VIDEO,
-                                 "source": "youtube", "url": VIDEO_URL, "channel": "Door Channel",
-                                 "status": "complete", "blob_key": VIDEO_KEY, "uri": video_uri}])  # fmt: skip
-        insert(conn, "photos", [{"partition_key": partition_key, "keyword": keyword, "media_id": PHOTO,
-                                 "source": "pexels", "source_id": "42", "query": keyword, "page_url": PHOTO_URL,
-                                 "image_url": "https://images.pexels.com/42.jpg", "photographer": "Ana",
-                                 "license": "Pexels License", "status": "stored", "blob_key": PHOTO_KEY,
-                                 "uri": photo_uri}])  # fmt: skip
-        insert(conn, "frames", frames)
-        insert(conn, "poses", poses[::-1])
+    video = {"partition_key": partition_key, "keyword": keyword, "media_id": VIDEO, "source": "youtube",
+             "url": VIDEO_URL, "channel": "Door Channel", "status": "complete", "blob_key": VIDEO_KEY,
+             "uri": video_uri}  # fmt: skip
+    photo = {"partition_key": partition_key, "keyword": keyword, "media_id": PHOTO, "source": "pexels",
+             "source_id": "42", "query": keyword, "page_url": PHOTO_URL,
+             "image_url": "https://images.pexels.com/42.jpg", "photographer": "Ana", "license": "Pexels License",
+             "status": "stored", "blob_key": PHOTO_KEY, "uri": photo_uri}  # fmt: skip
+    tables = {"keywords": [{"partition_key": partition_key, "keyword": keyword}], "videos": [video],
+              "photos": [photo], "frames": frames, "poses": poses[::-1]}  # fmt: skip
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            for table, rows in tables.items():
+                replace_partition_rows(conn, table, partition_key, pd.DataFrame(rows))
     return partition_key, poses
 
 
@@ -115,7 +111,7 @@ def h5_shapes(src: h5py.File) -> dict[str, list[int]]:
 def test_files_hold_exactly_the_pose_rows_with_provenance(resources, instance):
     partition_key, poses = seed(resources, "glass door")
     meta, checks = run(resources, instance, partition_key)
-    assert checks == {"files_verified": True}
+    assert checks == {"files_verified": True, "unique_key": True}
     assert (meta["files"], meta["frames"], meta["media_items"], meta["deleted_sources"]) == (3, 6, 2, 0)
     assert meta["problems"] == [] and meta["keyword_file"].endswith("pose_datasets/glass-door/keyword.h5")
     prefix = partition_prefix("pose_datasets", partition_key)
@@ -180,10 +176,10 @@ def test_rerun_replaces_rows_and_removes_orphaned_files(resources, instance):
     run(resources, instance, partition_key)
     resources["blob_store"].put_bytes(f"{prefix}/youtube-gone.h5", b"stale")
     resources["blob_store"].put_bytes(f"{prefix}/youtube-gone.json", b"{}")
-    with warehouse_connection(resources["warehouse"]) as conn:
-        conn.execute("DELETE FROM poses WHERE media_id = ?", [PHOTO])
+    query(resources, "DELETE FROM poses WHERE media_id = ?", PHOTO)
     meta, checks = run(resources, instance, partition_key)
-    assert checks == {"files_verified": True} and meta["orphans_removed"] == 4  # stale pair and the photo's pair
+    assert checks == {"files_verified": True, "unique_key": True}
+    assert meta["orphans_removed"] == 4  # the stale pair and the photo's pair
     names = ("keyword.h5", "keyword.json", f"{VIDEO}.h5", f"{VIDEO}.json")
     assert resources["blob_store"].list_keys(prefix) == [f"{prefix}/{name}" for name in names]
     assert query(resources, "SELECT media_id, frames FROM pose_datasets ORDER BY media_id") == [("*", 5), (VIDEO, 5)]
@@ -192,7 +188,7 @@ def test_rerun_replaces_rows_and_removes_orphaned_files(resources, instance):
 def test_delete_sources_deletes_originals_only_after_verification(resources, instance):
     partition_key, _ = seed(resources, "glass door")
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
-    assert checks == {"files_verified": True} and meta["deleted_sources"] == 2
+    assert checks == {"files_verified": True, "unique_key": True} and meta["deleted_sources"] == 2
     assert not resources["blob_store"].exists(VIDEO_KEY) and not resources["blob_store"].exists(PHOTO_KEY)
     deleted = "SELECT media_id, source_deleted FROM pose_datasets ORDER BY media_id"
     assert query(resources, deleted) == [("*", False), (PHOTO, True), (VIDEO, True)]
@@ -221,7 +217,7 @@ def test_no_source_is_deleted_when_verification_fails(resources, instance, monke
     else:
         monkeypatch.setattr(datasets_module, "verify", failing_verify)
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
-    assert checks == {"files_verified": False}
+    assert checks == {"files_verified": False, "unique_key": True}
     assert resources["blob_store"].exists(VIDEO_KEY), "the video must survive its file's failed verification"
     assert not resources["blob_store"].exists(PHOTO_KEY) and meta["deleted_sources"] == 1
     assert {k["media_id"]: k["reason"] for k in meta["kept_sources"]} == {VIDEO: "its HDF5 files were not all verified"}
@@ -238,16 +234,16 @@ def test_nothing_is_deleted_when_the_keyword_file_fails(resources, instance, mon
     monkeypatch.setattr(datasets_module, "verify", lambda path, expected: ["forced"] if
                         not isinstance(expected, MediaPoses) else real_verify(path, expected))  # fmt: skip
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
-    assert checks == {"files_verified": False} and meta["deleted_sources"] == 0
+    assert checks == {"files_verified": False, "unique_key": True} and meta["deleted_sources"] == 0
     assert resources["blob_store"].exists(VIDEO_KEY) and resources["blob_store"].exists(PHOTO_KEY)
 
 
 def test_a_blob_another_keyword_uses_is_kept(resources, instance):
     partition_key, _ = seed(resources, "glass door")
-    with warehouse_connection(resources["warehouse"]) as conn:  # another keyword found the same video
-        conn.execute("INSERT INTO videos (partition_key, keyword, media_id, source, url, status, blob_key) "
-                     "VALUES ('door-handle', 'door handle', ?, 'youtube', ?, 'complete', ?)",
-                     [VIDEO, VIDEO_URL, VIDEO_KEY])  # fmt: skip
+    # another keyword found the same video
+    query(resources, "INSERT INTO videos (partition_key, keyword, media_id, source, url, status, blob_key) "
+          "VALUES ('door-handle', 'door handle', ?, 'youtube', ?, 'complete', ?)",
+          VIDEO, VIDEO_URL, VIDEO_KEY)  # fmt: skip
     meta, _ = run(resources, instance, partition_key, delete_sources=True)
     assert resources["blob_store"].exists(VIDEO_KEY) and not resources["blob_store"].exists(PHOTO_KEY)
     (kept,) = meta["kept_sources"]
@@ -257,10 +253,9 @@ def test_a_blob_another_keyword_uses_is_kept(resources, instance):
 
 def test_unusable_pose_rows_are_recorded_and_the_rest_goes_on(resources, instance):
     partition_key, _ = seed(resources, "glass door")
-    with warehouse_connection(resources["warehouse"]) as conn:
-        conn.execute("UPDATE poses SET pose_landmarks = [0.5, 0.5] WHERE media_id = ?", [PHOTO])
+    query(resources, "UPDATE poses SET pose_landmarks = [0.5, 0.5] WHERE media_id = ?", PHOTO)
     meta, checks = run(resources, instance, partition_key)
-    assert checks == {"files_verified": False} and meta["files"] == 2
+    assert checks == {"files_verified": False, "unique_key": True} and meta["files"] == 2
     (problem,) = meta["problems"]
     assert problem["item"] == PHOTO and "pose_landmarks has 2 values, expected 132" in problem["reason"]
 
@@ -269,7 +264,7 @@ def test_unusable_pose_rows_are_recorded_and_the_rest_goes_on(resources, instanc
 def test_hostile_keywords_stay_inside_the_store(resources, instance, tmp_path, keyword):
     partition_key, _ = seed(resources, keyword)
     _, checks = run(resources, instance, partition_key)
-    assert checks == {"files_verified": True}
+    assert checks == {"files_verified": True, "unique_key": True}
     root = Path(resources["blob_store"].root).resolve()
     written = [p for p in tmp_path.rglob("*") if p.suffix in (".h5", ".json")]
     assert len(written) == 6 and all(p.resolve().is_relative_to(root / "pose_datasets" / partition_key)
@@ -293,10 +288,38 @@ def test_pose_datasets_on_s3(resources, instance, s3_endpoint):
     )
     partition_key, _ = seed(resources, "glass door")
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
-    assert checks == {"files_verified": True} and meta["deleted_sources"] == 2
+    assert checks == {"files_verified": True, "unique_key": True} and meta["deleted_sources"] == 2
     assert meta["keyword_file"] == "s3://poses-e2e/m/pose_datasets/glass-door/keyword.h5"
     keys = resources["blob_store"].list_keys("pose_datasets")
     assert len(keys) == 6 and not resources["blob_store"].exists(VIDEO_KEY)
+
+
+def test_metadata_counts_the_partition_and_the_whole_table(resources, instance):
+    first, _ = seed(resources, "glass door")
+    second, _ = seed(resources, "door handle", seed_value=1)
+    meta, _ = run(resources, instance, first)
+    assert (meta["dagster/partition_row_count"], meta["dagster/row_count"]) == (3, 3)
+    meta, checks = run(resources, instance, second)
+    assert checks == {"files_verified": True, "unique_key": True}
+    assert (meta["dagster/partition_row_count"], meta["dagster/row_count"]) == (3, 6)
+    assert meta["dagster/table_name"] == "lake.main.pose_datasets"
+    assert "source_deleted" in [column.name for column in meta["dagster/column_schema"].columns]
+
+
+def test_unique_key_fails_when_a_row_is_written_twice(resources, instance, monkeypatch):
+    partition_key, _ = seed(resources, "glass door")
+    real_replace = datasets_module.replace_partition_rows
+
+    def writes_one_twice(conn, table, key, rows, *args):  # a writer bug, planted before the check runs
+        written = real_replace(conn, table, key, rows, *args)
+        return written + insert_rows(conn, table, rows.head(1))
+
+    monkeypatch.setattr(datasets_module, "replace_partition_rows", writes_one_twice)
+    instance.add_dynamic_partitions("keyword", [partition_key])
+    result = dg.materialize([pose_datasets], partition_key=partition_key, resources=resources, instance=instance)
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_key"]
+    assert not check.passed and check.metadata["duplicated_keys"].value == {"pose_datasets": 1}
+    assert query_dicts(resources, "SELECT count(*) AS n FROM pose_datasets") == [{"n": 4}]
 
 
 def test_verify_finds_a_changed_value_attribute_or_shape(tmp_path):

@@ -3,12 +3,15 @@ recorded and the rest going on, a video tracked in time order, re-runs replacing
 
 import numpy as np
 import pytest
-from harness import materialize_partition, meta, query
+from harness import materialize_partition, meta, query, query_dicts
 from PIL import Image
 from pose_support import encode, on_canvas, seed_catalog
 
+from mining_assets.poses import poses as poses_module
+from mining_assets.poses import quality as quality_module
 from mining_assets.poses.poses import estimate_poses, landmark_problems, poses, video_timestamps_ms
 from mining_assets.poses.quality import quality_scores
+from mining_assets.warehouse import insert_rows
 from resources.models.pose import LEFT_SHOULDER, LEFT_WRIST, NOSE, RIGHT_SHOULDER, RIGHT_WRIST, PoseEstimator
 
 POSES = [quality_scores, poses]
@@ -41,7 +44,7 @@ def portrait_keyword(pose_resources, person_photo) -> str:
 
 def test_quality_then_poses_end_to_end(pose_resources, instance, portrait_keyword):
     result, checks = run(pose_resources, instance, portrait_keyword, quality_scores={"threshold": 40})
-    assert checks == {"every_frame_scored": True, "landmarks_well_formed": True}
+    assert checks == {"every_frame_scored": True, "landmarks_well_formed": True, "unique_key": True}
 
     errors = dict(query(pose_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'quality_scores'"))
     assert errors.keys() == {"zero", "html", "tiny"}
@@ -49,57 +52,71 @@ def test_quality_then_poses_end_to_end(pose_resources, instance, portrait_keywor
     assert errors["html"].startswith("not an image")
     assert errors["tiny"].startswith("too small: 8x8 px (minimum 64 px per side)")
 
-    scores = {row[0]: row[1:] for row in query(pose_resources, """
+    scores = {row["frame_id"]: row for row in query_dicts(pose_resources, """
         SELECT frame_id, score, rating, accepted, pose_points, hand_points, lighting_points, sharpness_points,
                resolution_points, pose_visibility, hands_found, megapixels, models
         FROM quality_scores ORDER BY frame_id""")}  # fmt: skip
     assert len(scores) == 10  # 5 photos that decode + 5 video frames; grey, RGBA and 16-bit converted to RGB
-    score, label, accepted, pose, hand, light, sharp, res, visibility, hands, megapixels, models = scores["hopper"]
-    assert score == pytest.approx(pose + hand + light + sharp + res) and 40 <= score < 50
-    assert (label, accepted, hand, hands) == ("poor", True, 0.0, 0)
-    assert 0.3 < visibility < 0.6 and pose == pytest.approx(50 * visibility)
-    assert (light, sharp) == (15.0, 10.0) and megapixels == pytest.approx(0.3072)
+    hopper = scores["hopper"]
+    points = ("pose_points", "hand_points", "lighting_points", "sharpness_points", "resolution_points")
+    assert hopper["score"] == pytest.approx(sum(hopper[name] for name in points)) and 40 <= hopper["score"] < 50
+    assert (hopper["rating"], hopper["accepted"], hopper["hand_points"], hopper["hands_found"]) == ("poor", True, 0, 0)
+    visibility = hopper["pose_visibility"]
+    assert 0.3 < visibility < 0.6 and hopper["pose_points"] == pytest.approx(50 * visibility)
+    assert (hopper["lighting_points"], hopper["sharpness_points"]) == (15.0, 10.0)
+    assert hopper["megapixels"] == pytest.approx(0.3072)
+    models = hopper["models"]
     assert models == "mediapipe:pose_landmarker_full.task@38d550e3056d+hand_landmarker.task@699166a05fdc"
     # converted to RGB and scored like the colour photo: same lighting, sharpness and resolution points
+    image_points = ("lighting_points", "sharpness_points", "resolution_points")
     for variant in ("hopper-grey", "hopper-rgba", "hopper-16bit"):
-        assert scores[variant][5:8] == pytest.approx((light, sharp, res), abs=0.1)
-    assert scores["hopper-rgba"][0] == pytest.approx(score, abs=2) and scores["hopper-rgba"][2]
+        assert [scores[variant][name] for name in image_points] == pytest.approx(
+            [hopper[name] for name in image_points], abs=0.1
+        )
+    assert scores["hopper-rgba"]["score"] == pytest.approx(hopper["score"], abs=2) and scores["hopper-rgba"]["accepted"]
     # the full model's person detector misses the grey portrait at the default 0.5 confidence (it finds it at 0.3)
-    assert scores["hopper-grey"] == scores["hopper-16bit"] and scores["hopper-grey"][3] == 0.0
+    assert scores["hopper-grey"] | {"frame_id": None} == scores["hopper-16bit"] | {"frame_id": None}
+    assert scores["hopper-grey"]["pose_points"] == 0.0
     blank = scores["blank"]
-    assert (blank[2], blank[3], blank[8]) == (False, 0.0, None) and blank[1] == "poor" and blank[0] < 1
+    assert (blank["accepted"], blank["pose_points"], blank["pose_visibility"]) == (False, 0.0, None)
+    assert blank["rating"] == "poor" and blank["score"] < 1
 
     quality = meta(result, "quality_scores")
     assert (quality["frames"], quality["scored"], quality["accepted"], quality["failed"]) == (13, 10, 7, 3)
-    labels = [row[1] for row in scores.values()]
+    labels = [row["rating"] for row in scores.values()]
     assert quality["ratings"] == {name: labels.count(name) for name in ("excellent", "good", "fair", "poor")}
-    assert quality["score_quantiles"]["max"] == pytest.approx(max(row[0] for row in scores.values()), abs=0.01)
+    assert quality["score_quantiles"]["max"] == pytest.approx(max(row["score"] for row in scores.values()), abs=0.01)
     assert quality["score_quantiles"]["max"] < 70  # head and shoulders, no hands: never "good"
 
-    rows = query(pose_resources, """
+    rows = query_dicts(pose_resources, """
         SELECT frame_id, media_id, media_type, sequence_index, timestamp_s, image_width, image_height, pose_found,
                pose_landmarks, pose_world_landmarks, left_hand, right_hand, models
         FROM poses ORDER BY media_id, sequence_index""")  # fmt: skip
-    assert len(rows) == 7 and all(row[7] for row in rows)  # every accepted frame, each with a pose
-    video = [row for row in rows if row[1] == "clip-1"]
-    assert [row[0] for row in video] == ["walk-e", "walk-d", "walk-c", "walk-b", "walk-a"]  # time order
-    assert [row[3] for row in video] == [0, 1, 2, 3, 4] and [row[4] for row in video] == list(VIDEO_TIMES)
-    noses = [row[8][NOSE * 4] for row in video]
+    assert len(rows) == 7 and all(row["pose_found"] for row in rows)  # every accepted frame, each with a pose
+    video = [row for row in rows if row["media_id"] == "clip-1"]
+    assert [row["frame_id"] for row in video] == ["walk-e", "walk-d", "walk-c", "walk-b", "walk-a"]  # time order
+    assert [row["sequence_index"] for row in video] == [0, 1, 2, 3, 4]
+    assert [row["timestamp_s"] for row in video] == list(VIDEO_TIMES)
+    noses = [row["pose_landmarks"][NOSE * 4] for row in video]
     assert np.all(np.diff(noses) > 0)  # the person walks right
 
     # the hand model takes her white tie for a right hand (handedness score ~0.6) in the first, JPEG-encoded video
     # frame; wherever a hand is written it is 21 x 3 finite values
-    hands = [(row[10], row[11]) for row in rows]
+    hands = [(row["left_hand"], row["right_hand"]) for row in rows]
     written = [np.array(hand) for pair in hands for hand in pair if hand is not None]
     assert all(hand.shape == (21 * 3,) and np.isfinite(hand).all() for hand in written)
 
-    photo = next(row for row in rows if row[0] == "hopper")
-    assert (photo[2], photo[3], photo[4], photo[5], photo[6]) == ("photo", 0, None, 512, 600)
-    landmarks = np.array(photo[8]).reshape(33, 4)
-    assert len(photo[9]) == 33 * 3 and photo[10] is None and photo[11] is None  # no hands in view: NULL
+    photo = next(row for row in rows if row["frame_id"] == "hopper")
+    assert {name: photo[name] for name in ("media_type", "sequence_index", "timestamp_s", "image_width",
+                                           "image_height")} == {
+        "media_type": "photo", "sequence_index": 0, "timestamp_s": None, "image_width": 512, "image_height": 600,
+    }  # fmt: skip
+    landmarks = np.array(photo["pose_landmarks"]).reshape(33, 4)
+    assert len(photo["pose_world_landmarks"]) == 33 * 3
+    assert photo["left_hand"] is None and photo["right_hand"] is None  # no hands in view: NULL
     y = landmarks[:, 1]
     assert y[NOSE] < min(y[LEFT_SHOULDER], y[RIGHT_SHOULDER], y[LEFT_WRIST], y[RIGHT_WRIST])
-    assert photo[12] == models
+    assert photo["models"] == models
 
     pose_meta = meta(result, "poses")
     assert (pose_meta["frames"], pose_meta["with_pose"]) == (7, 7)
@@ -144,6 +161,48 @@ def test_a_missing_blob_is_recorded_and_the_rest_goes_on(pose_resources, instanc
     reasons = dict(query(pose_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'quality_scores'"))
     assert list(reasons) == ["lost"] and reasons["lost"].startswith("could not read the frame: FileNotFoundError")
     assert query(pose_resources, "SELECT frame_id FROM poses") == [("kept",)]
+
+
+def checks_of(result) -> dict[tuple[str, str], bool]:
+    """(asset, check) -> passed: both assets have a `unique_key` check."""
+    return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+
+
+def test_metadata_counts_the_partition_and_the_whole_table(pose_resources, instance, person_photo):
+    photo = encode(person_photo)
+    first = seed_catalog(pose_resources, "grace hopper", {"portrait": photo, "again": photo}, {})
+    second = seed_catalog(pose_resources, "admiral", {"portrait": photo}, {})  # the same frame id, another key
+    result, _ = run(pose_resources, instance, first, quality_scores={"threshold": 40})
+    for asset in ("quality_scores", "poses"):
+        counts = meta(result, asset)
+        assert (counts["dagster/partition_row_count"], counts["dagster/row_count"]) == (2, 2), asset
+    result, _ = run(pose_resources, instance, second, quality_scores={"threshold": 40})
+    assert all(checks_of(result).values()) and ("poses", "unique_key") in checks_of(result)
+    for asset in ("quality_scores", "poses"):
+        counts = meta(result, asset)
+        assert (counts["dagster/partition_row_count"], counts["dagster/row_count"]) == (1, 3), asset
+        assert counts["dagster/table_name"] == f"lake.main.{asset}"
+
+
+@pytest.mark.parametrize("writer", ["quality_scores", "poses"])
+def test_unique_key_fails_when_a_row_is_written_twice(pose_resources, instance, person_photo, monkeypatch, writer):
+    module = {"quality_scores": quality_module, "poses": poses_module}[writer]
+    real_replace = module.replace_partition_rows
+
+    def writes_one_twice(conn, table, key, rows, *args):  # a writer bug, planted before the check runs
+        written = real_replace(conn, table, key, rows, *args)
+        return written + insert_rows(conn, table, rows.head(1))
+
+    monkeypatch.setattr(module, "replace_partition_rows", writes_one_twice)
+    partition_key = seed_catalog(pose_resources, "twice", {"portrait": encode(person_photo)}, {})
+    assets = [quality_scores] if writer == "quality_scores" else POSES
+    result, _ = materialize_partition(pose_resources, instance, partition_key, assets,
+                                      quality_scores={"threshold": 40})  # fmt: skip
+    (check,) = [e for e in result.get_asset_check_evaluations()
+                if e.check_name == "unique_key" and e.asset_key.to_user_string() == writer]  # fmt: skip
+    assert not check.passed and check.metadata["duplicated_keys"].value == {writer: 1}
+    assert query_dicts(pose_resources, f"SELECT count(*) AS n FROM {writer}") == [{"n": 2}]
+    assert checks_of(result).get(("quality_scores", "unique_key")) is (writer != "quality_scores")
 
 
 @pytest.mark.parametrize(

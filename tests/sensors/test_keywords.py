@@ -1,13 +1,18 @@
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import dagster as dg
-import duckdb
-from dagster_duckdb import DuckDBResource
+import pytest
+from harness import query, query_dicts
 
 from mining_assets.definitions import defs
+from mining_assets.keywords import KEYWORDS_LEASE, register_keywords
 from sensors.keywords import keyword_file_sensor
 
 
-def test_keyword_file_adds_partitions_and_requests_runs(tmp_path, instance):
-    warehouse = DuckDBResource(database=str(tmp_path / "wh.duckdb"))
+def test_keyword_file_adds_partitions_and_requests_runs(tmp_path, instance, resources):
+    warehouse = resources["warehouse"]
     keywords = tmp_path / "keywords.txt"
     keywords.write_text("# robot actions\nglass door\n\n  ../etc/passwd  \n<b>door</b>\nglass door\n")
 
@@ -16,9 +21,9 @@ def test_keyword_file_adds_partitions_and_requests_runs(tmp_path, instance):
     added = result.dynamic_partitions_requests[0].partition_keys
     assert added[0] == "glass-door" and len(added) == 3
     assert sorted(r.partition_key for r in result.run_requests) == sorted(added)
-    with duckdb.connect(str(tmp_path / "wh.duckdb")) as conn:
-        texts = {row[0] for row in conn.execute("SELECT keyword FROM keywords").fetchall()}
-    assert texts == {"glass door", "../etc/passwd", "<b>door</b>"}
+    rows = query_dicts(resources, "SELECT partition_key, keyword, added_at FROM keywords")
+    assert {row["keyword"] for row in rows} == {"glass door", "../etc/passwd", "<b>door</b>"}
+    assert all(row["added_at"] is not None for row in rows)  # set by the writer: DuckLake has no default for it
 
     # an unchanged file is skipped; a new line adds just that keyword
     instance.add_dynamic_partitions("keyword", added)
@@ -32,18 +37,18 @@ def test_keyword_file_adds_partitions_and_requests_runs(tmp_path, instance):
     )
     assert later.dynamic_partitions_requests[0].partition_keys == ["window"]
     assert [r.partition_key for r in later.run_requests] == ["window"]
+    # each keyword recorded once, however often the sensor read the file
+    assert query(resources, "SELECT count(*), count(DISTINCT partition_key) FROM keywords") == [(4, 4)]
 
 
-def test_missing_keyword_file_is_skipped(tmp_path, instance):
-    context = dg.build_sensor_context(
-        instance=instance, resources={"warehouse": DuckDBResource(database=str(tmp_path / "wh.duckdb"))}
-    )
+def test_missing_keyword_file_is_skipped(tmp_path, instance, resources):
+    context = dg.build_sensor_context(instance=instance, resources={"warehouse": resources["warehouse"]})
     assert "no keyword file" in keyword_file_sensor(context).skip_message
 
 
-def test_add_keywords_job_from_the_launchpad(tmp_path, instance):
+def test_add_keywords_job_from_the_launchpad(tmp_path, instance, resources):
     job = defs.resolve_job_def("add_keywords")
-    warehouse = DuckDBResource(database=str(tmp_path / "wh.duckdb"))
+    warehouse = resources["warehouse"]
     result = job.execute_in_process(
         run_config={"ops": {"register_keyword_partitions": {"config": {"keywords": ["glass door", "Glass Door", ""]}}}},
         instance=instance,
@@ -52,3 +57,27 @@ def test_add_keywords_job_from_the_launchpad(tmp_path, instance):
     assert result.success
     keys = instance.get_dynamic_partitions("keyword")
     assert keys[0] == "glass-door" and keys[1].startswith("glass-door_") and len(keys) == 2
+    texts = {row["partition_key"]: row["keyword"] for row in query_dicts(resources, "SELECT * FROM keywords")}
+    assert texts == {keys[0]: "glass door", keys[1]: "Glass Door"}
+
+
+@pytest.mark.parametrize("leased", [True, False], ids=["with_lease", "without_lease"])
+def test_concurrent_writers_record_a_keyword_once(lake, leased):
+    """Writers of keywords hold KEYWORDS_LEASE: DuckLake lets two concurrent inserts of one key both commit."""
+    lake.execute("SELECT 1")  # attach (and create the tables) before the writers start
+    start = threading.Barrier(4)
+
+    def add(text: str) -> None:
+        start.wait()
+        for attempt in lake.retrying(lease=KEYWORDS_LEASE if leased else None):
+            with attempt as conn:
+                register_keywords(conn, [text])
+                time.sleep(0.2)  # the window in which another writer sees no row yet
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(add, ["glass door"] * 4))
+    ((rows,),) = lake.execute("SELECT count(*) FROM keywords WHERE partition_key = 'glass-door'")
+    if leased:
+        assert rows == 1
+    else:
+        assert rows >= 1  # what the lease prevents: on a PostgreSQL catalog this is typically 4

@@ -8,9 +8,9 @@ import uuid
 
 import boto3
 import dagster as dg
-import duckdb
 import pytest
 from dagster_aws.s3 import S3Resource
+from harness import query_dicts
 from vision_support import encode, scene
 
 from mining_assets.images.uploads import media_uploads
@@ -120,16 +120,22 @@ def test_a_run_request_drives_media_uploads(instance, resources, bucket, clock, 
                                  resources=resources, instance=instance)  # fmt: skip
         assert outcome.success
 
-    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
-        rows = conn.execute("SELECT partition_key, location, media_type, status, media_id FROM uploads").fetchall()
-        keywords = dict(conn.execute("SELECT partition_key, keyword FROM keywords").fetchall())
-        videos = conn.execute("SELECT media_id, status, url FROM videos").fetchall()
-    by_location = {location: (key, kind, status, media_id) for key, location, kind, status, media_id in rows}
-    assert by_location[bucket.location("uploads/glass door/IMG_0001.jpg")][:3] == ("glass-door", "photo", "stored")
-    video_row = by_location[bucket.location("uploads/glass door/VID_0001.jpg")]
-    assert video_row[:3] == ("glass-door", "video", "stored")
-    assert videos == [(video_row[3], "downloaded", bucket.location("uploads/glass door/VID_0001.jpg"))]
-    assert by_location[bucket.location("uploads/../etc/passwd")][:3] == (keyword_slug(".."), "photo", "stored")
+    rows = query_dicts(resources, "SELECT partition_key, location, media_type, status, media_id FROM uploads")
+    keywords = {r["partition_key"]: r["keyword"] for r in query_dicts(resources, "SELECT * FROM keywords")}
+    videos = query_dicts(resources, "SELECT media_id, status, url FROM videos")
+    by_location = {row["location"]: row for row in rows}
+
+    def described(location: str) -> tuple:
+        row = by_location[bucket.location(location)]
+        return row["partition_key"], row["media_type"], row["status"]
+
+    assert described("uploads/glass door/IMG_0001.jpg") == ("glass-door", "photo", "stored")
+    assert described("uploads/glass door/VID_0001.jpg") == ("glass-door", "video", "stored")
+    video_id = by_location[bucket.location("uploads/glass door/VID_0001.jpg")]["media_id"]
+    assert videos == [
+        {"media_id": video_id, "status": "downloaded", "url": bucket.location("uploads/glass door/VID_0001.jpg")}
+    ]
+    assert described("uploads/../etc/passwd") == (keyword_slug(".."), "photo", "stored")
     assert keywords == {"glass-door": "glass door", keyword_slug(".."): ".."}
     store = resources["blob_store"]
     stored = store.list_keys("photos") + store.list_keys("videos")

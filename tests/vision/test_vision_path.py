@@ -3,8 +3,9 @@ detections -> COCO and drawings, bad frames included."""
 
 import json
 
+import dagster as dg
 import pytest
-from harness import materialize_partition, meta, query
+from harness import materialize_partition, meta, query, query_dicts
 from PIL import Image
 from vision_support import encode, scene, seed_frames
 
@@ -15,13 +16,31 @@ from mining_assets.vision.embeddings import frame_embeddings
 from mining_assets.vision.filtered import filtered_frames
 from mining_assets.vision.unique import unique_frames
 from mining_assets.vision.visualizations import detection_visualizations
+from mining_assets.warehouse import unique_key_check
 from resources.models.text_filter import TextImageFilter
 
 VISION = [filtered_frames, frame_embeddings, unique_frames, detections, coco_annotations, detection_visualizations]
+OWNED = {  # each vision asset that owns tables, with its tables (its metadata describes the first)
+    "filtered_frames": ["filtered_frames", "frame_scores", "prompt_sets"],
+    "frame_embeddings": ["frame_embeddings"],
+    "unique_frames": ["unique_frames"],
+    "detections": ["detections"],
+}
+EVERYTHING_PASSES = {"filtered_frames": {"threshold": 0.0}, "unique_frames": {"threshold": 0.9999},
+                     "detections": {"threshold": 0.0}}  # fmt: skip
 
 
 def run(resources, instance, partition_key, assets=VISION, **config):
     return materialize_partition(resources, instance, partition_key, assets, **config)
+
+
+def evaluations(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """A run's check evaluations by (asset, check): several assets have a check named `unique_key`."""
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def checks_by_asset(result) -> dict[tuple[str, str], bool]:
+    return {key: evaluation.passed for key, evaluation in evaluations(result).items()}
 
 
 @pytest.fixture
@@ -45,13 +64,14 @@ def test_vision_path_end_to_end(vision_resources, instance, door_frames):
         "unique_frames": {"threshold": 0.9999},
         "detections": {"threshold": 0.0},
     }
-    result, checks = run(vision_resources, instance, door_frames, **config)
-    assert checks == {
-        "every_frame_accounted": True,
-        "finite_unit_norm": True,
-        "no_frame_kept_twice": True,
-        "boxes_inside_image": True,
-        "image_ids_exist": True,
+    result, _ = run(vision_resources, instance, door_frames, **config)
+    assert checks_by_asset(result) == {
+        ("filtered_frames", "every_frame_accounted"): True,
+        ("frame_embeddings", "finite_unit_norm"): True,
+        ("unique_frames", "no_frame_kept_twice"): True,
+        ("detections", "boxes_inside_image"): True,
+        ("coco_annotations", "image_ids_exist"): True,
+        **{(asset, "unique_key"): True for asset in OWNED},
     }
     errors = dict(query(vision_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'filtered_frames'"))
     assert errors.keys() == {"zero", "html", "tiny"}
@@ -61,8 +81,11 @@ def test_vision_path_end_to_end(vision_resources, instance, door_frames):
 
     filtered = meta(result, "filtered_frames")
     assert (filtered["frames"], filtered["passed"], filtered["scored_now"]) == (13, 10, 10)
-    prompts = query(vision_resources, "SELECT kind, label, prompt FROM prompt_sets ORDER BY rowid")
-    assert prompts == [("class", "glass door", "a photo of glass door."), ("class", "handle", "a photo of handle.")]
+    prompts = query_dicts(vision_resources, "SELECT kind, label, prompt FROM prompt_sets ORDER BY rowid")
+    assert prompts == [
+        {"kind": "class", "label": "glass door", "prompt": "a photo of glass door."},
+        {"kind": "class", "label": "handle", "prompt": "a photo of handle."},
+    ]
     assert query(vision_resources, "SELECT count(*) FROM frame_scores")[0][0] == 20  # every frame x every prompt
 
     assert meta(result, "frame_embeddings")["embedded"] == 10
@@ -93,8 +116,8 @@ def test_vision_path_end_to_end(vision_resources, instance, door_frames):
 
     before = counts()
     shards = store.list_keys("embeddings/glass-door")
-    result, checks = run(vision_resources, instance, door_frames, **config)
-    assert all(checks.values())
+    result, _ = run(vision_resources, instance, door_frames, **config)
+    assert all(checks_by_asset(result).values())
     assert counts() == before
     assert store.list_keys("embeddings/glass-door") == shards
     assert meta(result, "filtered_frames")["scored_now"] == 0  # same frames, same prompts: scores reused
@@ -168,7 +191,8 @@ def test_video_frames_through_every_stage_on_s3(vision_resources, instance, s3_e
     result, checks = run(resources, instance, partition_key, everything,
                          video_frames={"strategy": "keyframes"}, filtered_frames={"threshold": 0.0},
                          unique_frames={"threshold": 0.9999}, detections={"threshold": 0.0})  # fmt: skip
-    assert all(checks.values()) and len(checks) == 10
+    checks = checks_by_asset(result)
+    assert all(checks.values()) and len(checks) == sum(len(list(asset.check_specs)) for asset in everything)
     coco = json.loads(store.get_bytes("coco/robot-arm/instances.json"))
     assert len(coco["images"]) == meta(result, "unique_frames")["kept"] > 0
     assert all(image["source_url"].startswith(media_server) for image in coco["images"])
@@ -194,3 +218,57 @@ def test_hostile_keywords_keep_every_output_inside_the_store(vision_resources, i
     coco_key = partition_prefix("coco", partition_key) + "/instances.json"
     coco = json.loads(vision_resources["blob_store"].get_bytes(coco_key))
     assert coco["info"]["description"] == f"detections for {keyword!r}"
+
+
+def test_owner_metadata_counts_the_partition_and_the_table(vision_resources, instance):
+    door = seed_frames(vision_resources, "glass door", {f"d{i}": encode(scene(i)) for i in range(3)})
+    arm = seed_frames(vision_resources, "robot arm", {f"a{i}": encode(scene(10 + i)) for i in range(2)})
+    run(vision_resources, instance, door, **EVERYTHING_PASSES)
+    result, _ = run(vision_resources, instance, arm, **EVERYTHING_PASSES)
+    checks = checks_by_asset(result)
+    for asset, (table, *_) in OWNED.items():
+        counts = query_dicts(vision_resources, f"SELECT count(*) AS total, count(*) FILTER (WHERE partition_key = ?) "
+                                               f"AS partition FROM {table}", arm)[0]  # fmt: skip
+        assert counts["total"] > counts["partition"] > 0, table
+        stored = meta(result, asset)
+        assert stored["dagster/table_name"] == f"lake.main.{table}"
+        assert stored["dagster/partition_row_count"] == counts["partition"]
+        assert stored["dagster/row_count"] == counts["total"]
+        assert checks[(asset, "unique_key")]
+    assert meta(result, "filtered_frames")["dagster/row_count"] == 5
+
+
+def test_unique_key_fails_on_a_duplicate_the_asset_does_not_rewrite(vision_resources, instance, door_frames):
+    """filtered_frames replaces only its own model's scores: a duplicate of another model's score survives it."""
+    for attempt in vision_resources["warehouse"].retrying():
+        with attempt as conn:
+            for _ in range(2):
+                conn.execute(
+                    "INSERT INTO frame_scores (partition_key, frame_id, frame_sha256, model, prompt, score, scored_at) "
+                    "VALUES (?, 'f1', 'x', 'another model', 'a photo of glass door.', 0.5, now()::TIMESTAMP)",
+                    [door_frames],
+                )
+    result, _ = run(vision_resources, instance, door_frames, [filtered_frames], filtered_frames={"threshold": 0.0})
+    check = evaluations(result)[("filtered_frames", "unique_key")]
+    assert not check.passed
+    assert check.metadata["duplicated_keys"].value == {"filtered_frames": 0, "frame_scores": 1, "prompt_sets": 0}
+
+
+def test_unique_key_check_counts_a_planted_duplicate_in_each_owned_table(vision_resources, instance, door_frames):
+    run(vision_resources, instance, door_frames, **EVERYTHING_PASSES)
+    tables = [table for owned in OWNED.values() for table in owned]
+    for attempt in vision_resources["warehouse"].retrying():
+        with attempt as conn:
+            before = {asset: unique_key_check(conn, door_frames, owned).passed for asset, owned in OWNED.items()}
+            for table in tables:
+                conn.execute(f"INSERT INTO {table} SELECT * FROM {table} WHERE partition_key = ? LIMIT 1",
+                             [door_frames])  # fmt: skip
+    assert all(before.values())
+    for attempt in vision_resources["warehouse"].retrying():
+        with attempt as conn:
+            after = {asset: unique_key_check(conn, door_frames, owned) for asset, owned in OWNED.items()}
+            elsewhere = unique_key_check(conn, "another-keyword", tables)
+    for asset, owned in OWNED.items():
+        assert not after[asset].passed, asset
+        assert after[asset].metadata["duplicated_keys"].value == dict.fromkeys(owned, 1)
+    assert elsewhere.passed  # counted per partition

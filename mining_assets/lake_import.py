@@ -1,0 +1,69 @@
+"""Bringing an older warehouse file over to the lake, from a Parquet export made by the DuckDB that wrote it.
+
+DuckDB 1.4 (the lake's version) cannot open a file written by a newer DuckDB, so the old file is exported with its
+own DuckDB (``EXPORT DATABASE 'DIR' (FORMAT parquet)``) and loaded here table by table, matching columns by name.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mining_assets.warehouse import tables
+
+if TYPE_CHECKING:
+    import duckdb
+
+_COPY = re.compile(r"COPY\s+(?:\"?\w+\"?\.)?\"?(\w+)\"?\s+FROM\s+'([^']+)'", re.IGNORECASE)
+
+
+def export_files(folder: Path) -> dict[str, Path]:
+    """Table name -> Parquet file of an export: from its load.sql when present, else by file name."""
+    found = {path.stem: path for path in sorted(folder.glob("*.parquet"))}
+    load = folder / "load.sql"
+    if load.is_file():
+        for table, location in _COPY.findall(load.read_text(encoding="utf-8")):
+            path = folder / Path(location).name
+            if path.is_file():
+                found[table] = path
+    return found
+
+
+def import_export(conn: duckdb.DuckDBPyConnection, folder: Path, replace: bool = False) -> dict[str, str]:
+    """Load every table of an export into the lake's table of the same name, in the caller's transaction.
+
+    Columns are matched by name; a column the lake has and the export lacks is NULL (timestamps: now()), a column
+    only the export has is left out and named. A lake table that already holds rows is left alone unless
+    ``replace``, which empties it first. Returns what happened to each table of the export.
+    """
+    schema = tables()
+    report: dict[str, str] = {}
+    for table, path in export_files(folder).items():
+        if table not in schema:
+            report[table] = "left out: not a table of this warehouse"
+            continue
+        source = f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')"
+        exported = [row[0] for row in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        columns = schema[table]["columns"]
+        required = [c for c, (_, constraint, _) in columns.items() if "NOT NULL" in constraint and c not in exported]
+        if required:
+            report[table] = f"refused: the export lacks required columns {', '.join(required)}"
+            continue
+        existing = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if existing and not replace:
+            report[table] = f"skipped: the lake's table already has {existing} rows (--replace empties it first)"
+            continue
+        if existing:
+            conn.execute(f"DELETE FROM {table}")
+        shared = [c for c in columns if c in exported]
+        stamps = [c for c, (kind, _, _) in columns.items() if kind == "TIMESTAMP" and c not in exported]
+        values = shared + ["now()::TIMESTAMP"] * len(stamps)
+        conn.execute(f"INSERT INTO {table} ({', '.join(shared + stamps)}) SELECT {', '.join(values)} FROM {source}")
+        count = conn.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+        left_out = [c for c in exported if c not in columns]
+        note = f"; columns left out: {', '.join(left_out)}" if left_out else ""
+        report[table] = f"{count} rows{' (replaced ' + str(existing) + ')' if existing else ''}{note}"
+    if not report:
+        report["(none)"] = f"no Parquet files in {folder}"
+    return report

@@ -1,0 +1,269 @@
+"""The DuckLake warehouse on both catalogs: the embedded lake (SQLite catalog, local files) and production
+(PostgreSQL catalog, data in S3 on a moto server): schema, retries, many writers, leases, bad settings."""
+
+import multiprocessing
+import threading
+import time
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mining_assets.warehouse import KEYS, replace_partition_rows, tables, unique_key_check
+from resources.warehouse import LeaseTimeout, Warehouse, WarehouseUnavailable, close_all, is_transient
+
+
+def error_rows(key: str, tag: str, n: int = 50) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"partition_key": key, "stage": "test", "item": [f"{tag}-{i}" for i in range(n)], "reason": tag}
+    )
+
+
+def replace(warehouse: Warehouse, key: str, tag: str, n: int = 50, lease: bool = True) -> None:
+    for attempt in warehouse.retrying(lease=key if lease else None):
+        with attempt as conn:
+            replace_partition_rows(conn, "ingest_errors", key, error_rows(key, tag, n))
+
+
+def test_schema_has_every_table_partitioned_by_partition_key(lake):
+    names = {
+        row[0] for row in lake.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake'")
+    }
+    assert set(tables()) | {"partition_leases"} <= names
+    partitioned = {
+        row[0]
+        for row in lake.execute(
+            "SELECT t.table_name FROM __ducklake_metadata_lake.ducklake_partition_column c "
+            "JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id) WHERE t.end_snapshot IS NULL"
+        )
+    }
+    assert partitioned == {name for name, spec in tables().items() if "partition_key" in spec["columns"]}
+    assert set(KEYS) <= set(tables())
+
+
+def test_a_block_is_one_transaction_and_an_sql_error_is_not_retried(lake):
+    runs = []
+    with pytest.raises(Exception, match="no_such_table"):
+        for attempt in lake.retrying():
+            with attempt as conn:
+                runs.append(1)
+                replace_partition_rows(conn, "ingest_errors", "k", error_rows("k", "first"))
+                conn.execute("SELECT * FROM no_such_table")
+    assert runs == [1]
+    assert lake.execute("SELECT count(*) FROM ingest_errors")[0][0] == 0  # rolled back together
+
+
+def test_a_conflicting_commit_is_retried_until_it_lands(lake):
+    """Two threads replace the same rows at once: one commit conflicts, its block runs again and lands."""
+    replace(lake, "k", "seed", lease=False)
+    inside = threading.Barrier(2)
+    runs = {"a": 0, "b": 0}
+
+    def write(tag: str) -> None:
+        for attempt in lake.retrying():
+            with attempt as conn:
+                runs[tag] += 1
+                replace_partition_rows(conn, "ingest_errors", "k", error_rows("k", tag))
+                if runs[tag] == 1:
+                    inside.wait(timeout=10)  # both deleted the same rows before either commits
+
+    threads = [threading.Thread(target=write, args=(tag,)) for tag in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(runs.values())[1] >= 2  # the loser ran again
+    assert lake.execute("SELECT count(*), count(DISTINCT reason) FROM ingest_errors")[0] == (50, 1)
+
+
+def settings_of(warehouse: Warehouse) -> dict:
+    """A warehouse's settings, to rebuild it in another process (resources don't pickle)."""
+    return {name: getattr(warehouse, name) for name in Warehouse.model_fields}
+
+
+def _writer(settings: dict, key: str, rounds: int, queue) -> None:
+    warehouse = Warehouse(**settings)
+    try:
+        for round_ in range(rounds):
+            replace(warehouse, key, f"{key}-{round_}")
+        queue.put(("ok", key))
+    except Exception as error:  # reported to the parent, which fails the test with it
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def test_four_processes_write_their_partitions_at_once(lake):
+    lake.execute("SELECT 1")  # schema made before the writers start
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_writer, args=(settings_of(lake), f"k{i}", 5, queue)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    outcomes = [queue.get(timeout=240) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    assert sorted(outcomes) == [("ok", f"k{i}") for i in range(4)]
+    rows = lake.execute("SELECT partition_key, count(*), min(reason) FROM ingest_errors GROUP BY ALL ORDER BY 1")
+    assert rows == [(f"k{i}", 50, f"k{i}-4") for i in range(4)]
+
+
+def test_without_a_lease_two_replaces_of_an_empty_partition_both_commit(lake):
+    """Why the lease exists: deleting nothing conflicts with nothing, so both inserts land."""
+    lake.execute("SELECT 1")
+    first, second = lake.cursor(), lake.cursor()
+    for cursor, tag in ((first, "a"), (second, "b")):
+        cursor.execute("BEGIN TRANSACTION")
+        replace_partition_rows(cursor, "ingest_errors", "empty", error_rows("empty", tag))
+    first.execute("COMMIT")
+    try:
+        second.execute("COMMIT")
+    except Exception as error:  # the SQLite catalog refuses the second overlapping commit outright
+        assert is_transient(error)
+        pytest.skip("this catalog serializes overlapping commits by itself")
+    assert lake.execute("SELECT count(*) FROM ingest_errors WHERE partition_key = 'empty'")[0][0] == 100
+
+
+def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
+    lake.execute("SELECT 1")
+    holding = threading.Event()
+    order = []
+
+    def slow() -> None:
+        for attempt in lake.retrying(lease="empty"):
+            with attempt as conn:
+                replace_partition_rows(conn, "ingest_errors", "empty", error_rows("empty", "slow"))
+                holding.set()
+                time.sleep(1.0)
+        order.append("slow")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    assert holding.wait(timeout=30)
+    replace(lake, "empty", "fast")  # waits for the lease, then replaces what the first wrote
+    order.append("fast")
+    thread.join(timeout=30)
+    assert order == ["slow", "fast"]
+    assert lake.execute("SELECT count(*), min(reason) FROM ingest_errors WHERE partition_key = 'empty'")[0] == (
+        50,
+        "fast",
+    )
+    assert lake.execute("SELECT count(*) FROM partition_leases")[0][0] == 0  # both released
+
+
+def test_a_dead_holders_lease_expires_by_itself(tmp_path):
+    from conftest import lake_in
+
+    short = lake_in(tmp_path).model_copy(update={"lease_seconds": 1.0})
+    short.execute(
+        "INSERT INTO partition_leases VALUES ('k', 'a run that was killed', now()::TIMESTAMP, "
+        "now()::TIMESTAMP + INTERVAL 1 SECOND)"
+    )
+    with pytest.raises(LeaseTimeout, match="'k'"), short.lease("k", wait_seconds=0.2):
+        pass
+    started = time.monotonic()
+    replace(short, "k", "after")
+    assert time.monotonic() - started < 10
+    assert short.execute("SELECT count(*) FROM ingest_errors")[0][0] == 50
+
+
+def test_unique_key_check_fails_on_a_planted_duplicate(lake):
+    for attempt in lake.retrying():
+        with attempt as conn:
+            row = pd.DataFrame({"partition_key": ["k"], "keyword": ["k"], "media_id": ["m"], "source": ["local"],
+                                "url": ["file:///m"], "status": ["pending"]})  # fmt: skip
+            replace_partition_rows(conn, "videos", "k", row)
+            assert unique_key_check(conn, "k", ["videos"]).passed
+            replace_partition_rows(conn, "videos", "other", row.assign(partition_key="other"))
+            conn.execute("INSERT INTO videos SELECT * FROM videos WHERE partition_key = 'k'")
+            result = unique_key_check(conn, "k", ["videos"])
+    assert not result.passed
+    assert result.metadata["duplicated_keys"].value == {"videos": 1}
+
+
+def test_a_column_added_to_the_schema_later_is_added_to_an_existing_lake(tmp_path):
+    from conftest import lake_in
+
+    old = lake_in(tmp_path)
+    old.execute("ALTER TABLE videos DROP COLUMN codec")
+    old.execute("INSERT INTO videos (partition_key, keyword, media_id, source, url, status) "
+                "VALUES ('k', 'k', 'm', 'local', 'file:///m', 'pending')")  # fmt: skip
+    close_all()  # a new process opens the lake with the current schema
+    rows = lake_in(tmp_path).query_dicts("SELECT media_id, codec FROM videos")
+    assert rows == [{"media_id": "m", "codec": None}]
+
+
+def test_an_unreachable_catalog_fails_at_start_naming_the_setting(tmp_path):
+    from conftest import free_port
+
+    warehouse = Warehouse(
+        catalog=f"postgres:dbname=lake host=127.0.0.1 port={free_port()} user=mining connect_timeout=2",
+        data_path=f"{tmp_path}/data/",
+        catalog_password="s3cr3t-pass",
+        max_attempts=2,
+    )
+    ran = []
+
+    @dg.asset
+    def needs_the_warehouse(warehouse: Warehouse) -> None:
+        ran.append(1)
+
+    result = dg.materialize([needs_the_warehouse], resources={"warehouse": warehouse}, raise_on_error=False)
+    assert not result.success and not ran
+    failure = next(e for e in result.all_events if e.is_failure)
+    text = str(failure.event_specific_data.error.to_string())
+    assert "MINING_LAKE_CATALOG" in text
+    assert "s3cr3t-pass" not in text
+
+
+def test_a_wrong_catalog_password_never_shows(postgres_server, tmp_path):
+    from conftest import psql
+
+    psql(postgres_server, "DO $$ BEGIN CREATE ROLE lake_user LOGIN PASSWORD 'right-one'; "
+                          "EXCEPTION WHEN duplicate_object THEN NULL; END $$")  # fmt: skip
+    database = f"lake_pw_{abs(hash(str(tmp_path))) % 10**8}"
+    psql(postgres_server, f"CREATE DATABASE {database} OWNER lake_user")
+    warehouse = Warehouse(
+        catalog=f"postgres:dbname={database} host=127.0.0.1 port={postgres_server['port']} user=lake_user",
+        data_path=f"{tmp_path}/data/",
+        catalog_password="wrong-password-123",
+        max_attempts=1,
+    )
+    with pytest.raises(WarehouseUnavailable, match="MINING_LAKE_CATALOG") as raised:
+        warehouse.execute("SELECT 1")
+    assert "password authentication failed" in str(raised.value)
+    assert "wrong-password-123" not in str(raised.value)
+    right = warehouse.model_copy(update={"catalog_password": "right-one"})
+    assert right.execute("SELECT 1") == [(1,)]  # the password reaches the catalog through a secret
+
+
+def test_bad_s3_credentials_for_the_data_path_fail_clearly(postgres_server, tmp_path):
+    """A moto server that checks credentials refuses unknown keys; the error says so and never shows the secret."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import free_port, psql
+
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        time.sleep(2)
+        name = f"lake_badcreds_{port}"
+        psql(postgres_server, f"CREATE DATABASE {name}")
+        warehouse = Warehouse(
+            catalog=f"postgres:dbname={name} host=127.0.0.1 port={postgres_server['port']} user=postgres",
+            data_path="s3://no-such-access/lake/",
+            s3_endpoint_url=f"http://127.0.0.1:{port}",
+            s3_access_key_id="AKIAUNKNOWN",
+            s3_secret_access_key="very-secret-key-xyz",
+            max_attempts=2,
+        )
+        with pytest.raises(Exception) as raised:
+            replace(warehouse, "k", "x", lease=False)
+        text = str(raised.value)
+        assert "very-secret-key-xyz" not in text
+        assert "403" in text or "Forbidden" in text or "AccessDenied" in text or "InvalidAccessKeyId" in text, text
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
