@@ -28,3 +28,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/poses.py
+	$(BIN)/python bench/warehouse.py

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import dagster as dg
 
-from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.keywords import KEYWORDS_LEASE, add_keyword_partitions, register_keywords
 from mining_assets.lake_import import import_export
 from mining_assets.partitions import keyword_partitions, keyword_slug
 from mining_assets.presets import PRESETS, register_preset
@@ -117,20 +117,25 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _warehouse(create: bool) -> Warehouse:
     """The environment's warehouse; reading commands refuse an embedded lake that does not exist yet."""
     warehouse = warehouse_from_env()
-    if not create and warehouse.kind == "sqlite" and not Path(warehouse.catalog.split(":", 1)[1]).is_file():
+    try:
+        kind = warehouse.kind
+    except WarehouseUnavailable as error:  # a catalog setting of no known kind: a message, not a traceback
+        raise click.ClickException(str(error)) from error
+    if not create and kind == "sqlite" and not Path(warehouse.catalog.split(":", 1)[1]).is_file():
         raise click.ClickException(
             f"no warehouse yet ({warehouse.describe()}): add a keyword and materialize video_registry"
         )
     return warehouse
 
 
-def _in_warehouse(work: Callable[[duckdb.DuckDBPyConnection], T], create: bool = False) -> T:
-    """Run ``work`` in one retried warehouse transaction; errors become messages, never tracebacks."""
+def _in_warehouse(work: Callable[[duckdb.DuckDBPyConnection], T], create: bool = False, lease: str | None = None) -> T:
+    """Run ``work`` in one retried warehouse transaction (holding ``lease``, if given); errors become messages,
+    never tracebacks."""
     import duckdb
 
     warehouse = _warehouse(create)
     try:
-        for attempt in warehouse.retrying():
+        for attempt in warehouse.retrying(lease=lease):
             with attempt as conn:
                 result = work(conn)
     except (WarehouseUnavailable, duckdb.Error) as error:
@@ -183,7 +188,7 @@ def keywords() -> None:
 @click.argument("texts", nargs=-1, required=True)
 def keywords_add(texts: tuple[str, ...]) -> None:
     """Add a keyword partition for each TEXT, keeping its exact text in the warehouse."""
-    pairs, rejected = _in_warehouse(lambda conn: register_keywords(conn, texts), create=True)
+    pairs, rejected = _in_warehouse(lambda conn: register_keywords(conn, texts), create=True, lease=KEYWORDS_LEASE)
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = set(add_keyword_partitions(instance, [key for key, _ in pairs]))
@@ -199,7 +204,7 @@ def keywords_add(texts: tuple[str, ...]) -> None:
 @click.argument("name", type=click.Choice(sorted(PRESETS)))
 def keywords_preset(name: str) -> None:
     """Add every keyword of a preset (actions: 8 robot actions x 5 search queries), tagged with its category."""
-    added, rejected = _in_warehouse(lambda conn: register_preset(conn, name), create=True)
+    added, rejected = _in_warehouse(lambda conn: register_preset(conn, name), create=True, lease=KEYWORDS_LEASE)
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = set(add_keyword_partitions(instance, [key for key, _, _ in added]))
@@ -372,6 +377,6 @@ def warehouse_group() -> None:
 @click.option("--replace", is_flag=True, help="Empty the tables the export holds before loading them.")
 def warehouse_import(folder: Path, replace: bool) -> None:
     """Load an `EXPORT DATABASE ... (FORMAT parquet)` of an older warehouse file into the lake, by column name."""
-    report = _in_warehouse(lambda conn: import_export(conn, folder, replace), create=True)
+    report = _in_warehouse(lambda conn: import_export(conn, folder, replace), create=True, lease=KEYWORDS_LEASE)
     for table, outcome in report.items():
         click.echo(f"{table}: {outcome}")

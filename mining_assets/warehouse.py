@@ -286,6 +286,11 @@ def tables() -> dict[str, dict[str, Any]]:
     return found
 
 
+def table_ddl(table: str) -> str:
+    """The CREATE TABLE statement of one table of SCHEMA (plain SQL: no partitioning)."""
+    return f"CREATE TABLE {table} ({dict(_STATEMENT.findall(SCHEMA))[table]}\n)"
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the tables that do not exist (partitioned by partition_key) and add the columns a table lacks.
 
@@ -302,10 +307,9 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
             [LAKE],
         ).fetchall():
             existing.setdefault(table, set()).add(column)
-        statements = dict(_STATEMENT.findall(SCHEMA))
         for table, spec in tables().items():
             if table not in existing:
-                conn.execute(f"CREATE TABLE {table} ({statements[table]}\n)")
+                conn.execute(table_ddl(table))
                 if "partition_key" in spec["columns"]:
                     conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_key)")
                 continue
