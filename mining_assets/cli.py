@@ -242,9 +242,11 @@ def registry_status(keyword: str | None) -> None:
 
     def read(conn: duckdb.DuckDBPyConnection) -> tuple[list, dict]:
         where, params = _where({"partition_key": _partition_key(conn, keyword)})
+        # each result is fetched before the next execute: both run on the block's one cursor
         counts = conn.execute(f"SELECT partition_key, status, count(*) FROM videos {where} GROUP BY ALL", params)
+        rows = counts.fetchall()
         frames = conn.execute(f"SELECT partition_key, count(*) FROM frames {where} GROUP BY ALL", params)
-        return counts.fetchall(), dict(frames.fetchall())
+        return rows, dict(frames.fetchall())
 
     counts, frames = _in_warehouse(read)
     statuses = [*VIDEO_STATUSES, *sorted({status for _, status, _ in counts} - set(VIDEO_STATUSES))]

@@ -236,7 +236,13 @@ class Warehouse(dg.ConfigurableResource):
 
     def unavailable(self, error: BaseException) -> BaseException:
         """The error to raise in the caller's place: SQL errors stay as they are, secrets scrubbed either way."""
-        if PERMANENT.search(str(error)) or (isinstance(error, OSError) and not is_transient(error)):
+        import duckdb
+
+        sql_mistake = (duckdb.CatalogException, duckdb.BinderException, duckdb.ParserException,
+                       duckdb.ConstraintException, duckdb.ConversionException)  # fmt: skip
+        if not isinstance(error, sql_mistake) and (
+            PERMANENT.search(str(error)) or (isinstance(error, OSError) and not is_transient(error))
+        ):
             return WarehouseUnavailable(f"warehouse refused ({self.describe()}): {self.scrub(str(error))}")
         if not is_transient(error):
             message = self.scrub(str(error))

@@ -1,4 +1,4 @@
-"""The `mining` command line, offline, against a warehouse and Dagster home in each test's tmp_path."""
+"""The `mining` command line, offline, against the lake and Dagster home in each test's tmp_path."""
 
 import json
 import os
@@ -12,21 +12,26 @@ import yaml
 from click.testing import CliRunner
 
 from mining_assets import cli
+from mining_assets.keywords import KEYWORDS_LEASE
 from mining_assets.partitions import is_slug, keyword_partitions, keyword_slug
-from mining_assets.warehouse import connect
-from resources import settings
+from resources.warehouse import Warehouse, warehouse_from_env
 
 HOSTILE_KEY = keyword_slug("<b>door</b>")
 DOTDOT_KEY = keyword_slug("../x")
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(cli.main, list(args))
+def invoke(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli.main, list(args), input=input)
 
 
 def instance_partitions() -> set[str]:
     with dg.DagsterInstance.get() as instance:
         return set(instance.get_dynamic_partitions(keyword_partitions.name))
+
+
+def lake_dir() -> Path:
+    """Where the environment's embedded lake lives (its catalog file and data folder)."""
+    return Path(warehouse_from_env().catalog.split(":", 1)[1]).parent
 
 
 def insert_video(conn, key: str, media_id: str, status: str, **fields) -> None:
@@ -40,44 +45,57 @@ def insert_video(conn, key: str, media_id: str, status: str, **fields) -> None:
         "status": status,
         **fields,
     }
-    columns = ", ".join(row)
-    conn.execute(f"INSERT INTO videos ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    conn.execute(
+        f"INSERT INTO videos ({', '.join(row)}, discovered_at, updated_at)"
+        f" VALUES ({', '.join('?' * len(row))}, now()::TIMESTAMP, now()::TIMESTAMP)",
+        list(row.values()),
+    )
 
 
 def insert_frame(conn, key: str, media_id: str, index: int) -> None:
     conn.execute(
         "INSERT INTO frames (partition_key, keyword, frame_id, media_id, source, media_type, frame_index, timestamp_s,"
-        " width, height, blob_key, uri, sha256) VALUES (?, ?, ?, ?, 'youtube', 'video', ?, ?, 64, 48, 'b', 'u', 's')",
+        " width, height, blob_key, uri, sha256, created_at)"
+        " VALUES (?, ?, ?, ?, 'youtube', 'video', ?, ?, 64, 48, 'b', 'u', 's', now()::TIMESTAMP)",
         [key, key, f"{media_id}-{index}", media_id, index, index / 10],
     )
 
 
+def insert_keyword(conn, key: str, text: str) -> None:
+    conn.execute("INSERT INTO keywords (partition_key, keyword, added_at) VALUES (?, ?, now()::TIMESTAMP)", [key, text])
+
+
 @pytest.fixture
-def warehouse() -> str:
-    """A warehouse with 5 videos and 3 frames under glass-door, and 2 videos under the hostile keyword."""
-    path = Path(settings.warehouse_path())
-    path.parent.mkdir(parents=True)
-    with connect(str(path)) as conn:
-        conn.execute("INSERT INTO keywords (partition_key, keyword) VALUES ('glass-door', 'glass door')")
-        conn.execute("INSERT INTO keywords (partition_key, keyword) VALUES (?, '<b>door</b>')", [HOSTILE_KEY])
-        insert_video(conn, "glass-door", "v3", "pending")
-        insert_video(conn, "glass-door", "v1", "complete")
-        insert_video(conn, "glass-door", "v2", "complete")
-        insert_video(conn, "glass-door", "v4", "framed")
-        insert_video(
-            conn,
-            "glass-door",
-            "v5",
-            "failed",
-            title="evil\x1b[31mred\ntitle",
-            url="https://example.test/" + "a" * 200,
-            error="download failed: " + "x" * 200,
-        )
-        insert_video(conn, HOSTILE_KEY, "h1", "downloaded")
-        insert_video(conn, HOSTILE_KEY, "h2", "pending", title='it\'s "quoted", with, commas')
-        for index in range(3):
-            insert_frame(conn, "glass-door", "v1", index)
-    return str(path)
+def warehouse() -> Warehouse:
+    """The environment's lake with 5 videos and 3 frames under glass-door, and 2 videos under the hostile keyword."""
+    lake = warehouse_from_env()
+    for attempt in lake.retrying():
+        with attempt as conn:
+            insert_keyword(conn, "glass-door", "glass door")
+            insert_keyword(conn, HOSTILE_KEY, "<b>door</b>")
+            insert_video(conn, "glass-door", "v3", "pending")
+            insert_video(conn, "glass-door", "v1", "complete")
+            insert_video(conn, "glass-door", "v2", "complete")
+            insert_video(conn, "glass-door", "v4", "framed")
+            insert_video(
+                conn,
+                "glass-door",
+                "v5",
+                "failed",
+                title="evil\x1b[31mred\ntitle",
+                url="https://example.test/" + "a" * 200,
+                error="download failed: " + "x" * 200,
+            )
+            insert_video(conn, HOSTILE_KEY, "h1", "downloaded")
+            insert_video(conn, HOSTILE_KEY, "h2", "pending", title='it\'s "quoted", with, commas')
+            for index in range(3):
+                insert_frame(conn, "glass-door", "v1", index)
+    return lake
+
+
+def keyword_texts() -> dict[str, str]:
+    rows = warehouse_from_env().query_dicts("SELECT partition_key, keyword FROM keywords")
+    return {row["partition_key"]: row["keyword"] for row in rows}
 
 
 def test_keywords_add_hostile_and_duplicate_texts(tmp_path):
@@ -92,17 +110,30 @@ def test_keywords_add_hostile_and_duplicate_texts(tmp_path):
     assert os.environ["DAGSTER_HOME"] == str(tmp_path / "dagster_home")
     assert instance_partitions() == {"glass-door", DOTDOT_KEY, HOSTILE_KEY}
     assert all(is_slug(key) and "/" not in key and "<" not in key for key in instance_partitions())
-    with connect(settings.warehouse_path(), read_only=True) as conn:
-        assert dict(conn.execute("SELECT partition_key, keyword FROM keywords").fetchall()) == {
-            "glass-door": "glass door",
-            DOTDOT_KEY: "../x",
-            HOSTILE_KEY: "<b>door</b>",
-        }
+    assert lake_dir() == tmp_path / "data" / "lake"
+    assert keyword_texts() == {"glass-door": "glass door", DOTDOT_KEY: "../x", HOSTILE_KEY: "<b>door</b>"}
 
     again = invoke("keywords", "add", "glass door", "  glass   door ", "window")
     assert again.exit_code == 0, again.output
     assert again.stdout.splitlines() == ["known glass-door  glass door", "added window  window"]
     assert instance_partitions() == {"glass-door", DOTDOT_KEY, HOSTILE_KEY, "window"}
+    assert warehouse_from_env().query_dicts("SELECT count(*) AS n FROM keywords") == [{"n": 4}], "no key twice"
+
+
+@pytest.mark.parametrize("args", [["keywords", "add", "glass door"], ["keywords", "preset", "actions"]])
+def test_keyword_writers_hold_the_keywords_lease(args, monkeypatch):
+    """DuckLake lets two concurrent inserts of one key both commit: the CLI writes keywords under their lease."""
+    leases = []
+    retrying = Warehouse.retrying
+
+    def spy(self, lease=None):
+        leases.append(lease)
+        return retrying(self, lease=lease)
+
+    monkeypatch.setattr(Warehouse, "retrying", spy)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert KEYWORDS_LEASE in leases
 
 
 def test_keywords_add_exits_1_when_every_keyword_is_refused():
@@ -118,10 +149,9 @@ def test_keywords_add_exits_1_when_every_keyword_is_refused():
 
 
 def test_keywords_add_refuses_a_key_taken_by_other_text_but_keeps_the_rest():
-    path = Path(settings.warehouse_path())
-    path.parent.mkdir(parents=True)
-    with connect(str(path)) as conn:
-        conn.execute("INSERT INTO keywords (partition_key, keyword) VALUES ('glass-door', 'something else')")
+    for attempt in warehouse_from_env().retrying():
+        with attempt as conn:
+            insert_keyword(conn, "glass-door", "something else")
     only_taken = invoke("keywords", "add", "glass door")
     assert only_taken.exit_code == 1
     assert "refused 'glass door': partition key 'glass-door' already belongs to keyword 'something else'" in (
@@ -131,6 +161,7 @@ def test_keywords_add_refuses_a_key_taken_by_other_text_but_keeps_the_rest():
     assert mixed.exit_code == 0
     assert mixed.stdout.splitlines() == ["added window  window"]
     assert instance_partitions() == {"window"}
+    assert keyword_texts() == {"glass-door": "something else", "window": "window"}
 
 
 def test_keywords_list_shows_text_and_falls_back_to_the_key():
@@ -163,11 +194,49 @@ def test_reading_commands_without_a_warehouse(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke(*args)
     assert result.exit_code == 1
-    path = settings.warehouse_path()
-    assert f"no warehouse yet at {path}: add a keyword and materialize video_registry" in result.stderr
-    assert not Path(path).exists()
-    assert not Path(path).parent.exists()
+    catalog = tmp_path / "data" / "lake" / "catalog.sqlite"
+    assert f"no warehouse yet (catalog sqlite:{catalog} (MINING_LAKE_CATALOG), data " in result.stderr
+    assert "add a keyword and materialize video_registry" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "data" / "lake").exists(), "reading creates no lake"
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_catalog_that_is_not_a_database_explains_instead_of_crashing():
+    """The lake's catalog file holds garbage: every command says so and leaves the file as it was."""
+    catalog = lake_dir() / "catalog.sqlite"
+    catalog.parent.mkdir(parents=True)
+    garbage = b"not a database\n" * 100
+    catalog.write_bytes(garbage)
+    for args in (["registry", "status"], ["keywords", "add", "glass door"], ["sql", "SELECT 1"]):
+        result = invoke(*args)
+        assert result.exit_code == 1, args
+        assert "file is not a database" in result.stderr, args
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), args
+    assert catalog.read_bytes() == garbage
+
+
+def test_a_catalog_path_that_is_a_folder_explains_instead_of_crashing():
+    catalog = lake_dir() / "catalog.sqlite"
+    catalog.mkdir(parents=True)
+    reading = invoke("registry", "status")
+    assert reading.exit_code == 1
+    assert f"catalog sqlite:{catalog}" in reading.stderr
+    writing = invoke("keywords", "add", "glass door")
+    assert writing.exit_code == 1
+    assert f'Unable to open database "{catalog}"' in writing.stderr
+    for result in (reading, writing):
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert catalog.is_dir() and not any(catalog.iterdir())
+
+
+@pytest.mark.parametrize("args", [["registry", "status"], ["keywords", "add", "glass door"], ["sql", "SELECT 1"]])
+def test_a_catalog_setting_of_unknown_kind_explains_instead_of_crashing(args, monkeypatch):
+    monkeypatch.setenv("MINING_LAKE_CATALOG", "mysql:lake")
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert "MINING_LAKE_CATALOG must start with sqlite: or postgres: (got 'mysql')" in result.stderr
+    assert isinstance(result.exception, SystemExit), "a message, not a traceback"
 
 
 def status_rows(output: str) -> dict[str, list[str]]:
@@ -261,9 +330,9 @@ def test_registry_export_keeps_all_columns(warehouse, tmp_path):
     output = tmp_path / "videos.json"
     assert invoke("registry", "export", "--output", str(output)).exit_code == 0
     first = json.loads(output.read_text().splitlines()[0])
-    with connect(warehouse, read_only=True) as conn:
-        columns = [row[0] for row in conn.execute("DESCRIBE videos").fetchall()]
+    columns = [row["column_name"] for row in warehouse.query_dicts("DESCRIBE videos")]
     assert list(first) == columns
+    assert first["discovered_at"] is not None
 
 
 def test_registry_export_needs_a_format(warehouse, tmp_path):
@@ -271,6 +340,167 @@ def test_registry_export_needs_a_format(warehouse, tmp_path):
     assert result.exit_code == 2
     assert "pass --format" in result.stderr
     assert not (tmp_path / "videos.txt").exists()
+
+
+def test_sql_prints_a_statements_rows(warehouse):
+    result = invoke("sql", "SELECT count(*) AS n FROM videos")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["n", "7"]
+
+    by_partition = invoke("sql", "SELECT partition_key, count(*) AS videos FROM videos GROUP BY ALL ORDER BY 1")
+    assert by_partition.exit_code == 0, by_partition.output
+    assert [line.split() for line in by_partition.stdout.splitlines()] == [
+        ["partition_key", "videos"],
+        [HOSTILE_KEY, "2"],
+        ["glass-door", "5"],
+    ]
+    limited = invoke("sql", "--limit", "2", "SELECT media_id FROM lake.main.videos ORDER BY media_id")
+    assert limited.exit_code == 0, limited.output
+    assert limited.stdout.splitlines() == ["media_id", "h1", "h2"]
+    nothing = invoke("sql", "SELECT media_id, title FROM videos WHERE false")
+    assert nothing.stdout.strip() == "(no rows; columns media_id, title)"
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [("SELEC 1", 'syntax error at or near "SELEC"'), ("SELECT * FROM nope", "Table with name nope does not exist")],
+)
+def test_sql_error_is_a_message(warehouse, statement, message):
+    result = invoke("sql", statement)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert isinstance(result.exception, SystemExit), "a message, not a traceback"
+
+
+def test_sql_writes_commit():
+    result = invoke("sql", "INSERT INTO keywords (partition_key, keyword) VALUES ('door', 'door')")
+    assert result.exit_code == 0, result.output
+    assert keyword_texts() == {"door": "door"}
+
+
+def test_sql_reads_statements_from_stdin():
+    result = invoke("sql", input="SELECT 1 AS one;\n.quit\nSELECT 2 AS two;\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["one", "  1"], "nothing after .quit runs"
+    assert result.stderr == "", "no banner or prompt when stdin is not a terminal"
+
+
+def test_sql_from_stdin_goes_on_after_an_error_and_runs_a_last_statement_without_semicolon():
+    lines = ["SELEC 1;", "SELECT 2", "  AS two;", "SELECT 3 AS three"]
+    result = invoke("sql", input="\n".join(lines))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["two", "  2", "three", "    3"]
+    assert result.stderr.startswith('error: Parser Error: syntax error at or near "SELEC"')
+
+
+OLD_SCHEMA = """
+CREATE TABLE keywords (
+    partition_key VARCHAR PRIMARY KEY,
+    keyword VARCHAR NOT NULL,
+    added_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE videos (  -- columns in another order, one the lake has not, none of the lake's updated_at
+    media_id VARCHAR NOT NULL,
+    partition_key VARCHAR NOT NULL,
+    keyword VARCHAR NOT NULL,
+    status VARCHAR NOT NULL DEFAULT 'pending',
+    source VARCHAR NOT NULL,
+    url VARCHAR NOT NULL,
+    title VARCHAR,
+    legacy_rank INTEGER,
+    discovered_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (partition_key, media_id)
+);
+CREATE TABLE scratch (note VARCHAR);
+INSERT INTO keywords (partition_key, keyword) VALUES ('glass-door', 'glass door'), ('window', 'Window');
+INSERT INTO videos (partition_key, keyword, media_id, source, url, title, legacy_rank) VALUES
+    ('glass-door', 'glass door', 'v1', 'youtube', 'https://example.test/v1', 'it''s a door', 1),
+    ('glass-door', 'glass door', 'v2', 'youtube', 'https://example.test/v2', NULL, 2),
+    ('window', 'Window', 'w1', 'pexels', 'https://example.test/w1', 'a window', 3);
+UPDATE videos SET status = 'complete' WHERE media_id = 'v2';
+INSERT INTO scratch VALUES ('left behind');
+"""
+
+
+@pytest.fixture
+def old_export(tmp_path) -> Path:
+    """An older warehouse file (keys, non-literal defaults, a column since dropped), exported by DuckDB to Parquet."""
+    folder = tmp_path / "old export"
+    with duckdb.connect(str(tmp_path / "old.duckdb")) as conn:
+        conn.execute(OLD_SCHEMA)
+        conn.execute(f"EXPORT DATABASE '{folder}' (FORMAT parquet)")
+    return folder
+
+
+def test_warehouse_import_loads_an_old_export_by_column_name(old_export):
+    result = invoke("warehouse", "import", str(old_export))
+    assert result.exit_code == 0, result.output
+    report = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert report == {
+        "keywords": "2 rows",
+        "videos": "3 rows; columns left out: legacy_rank",
+        "scratch": "left out: not a table of this warehouse",
+    }
+    lake = warehouse_from_env()
+    assert keyword_texts() == {"glass-door": "glass door", "window": "Window"}
+    assert all(row["added_at"] is not None for row in lake.query_dicts("SELECT added_at FROM keywords"))
+    videos = lake.query_dicts(
+        "SELECT partition_key, keyword, media_id, source, url, title, status, channel, discovered_at, updated_at"
+        " FROM videos ORDER BY media_id"
+    )
+    assert [{k: v for k, v in row.items() if not k.endswith("_at")} for row in videos] == [
+        {"partition_key": "glass-door", "keyword": "glass door", "media_id": "v1", "source": "youtube",
+         "url": "https://example.test/v1", "title": "it's a door", "status": "pending", "channel": None},
+        {"partition_key": "glass-door", "keyword": "glass door", "media_id": "v2", "source": "youtube",
+         "url": "https://example.test/v2", "title": None, "status": "complete", "channel": None},
+        {"partition_key": "window", "keyword": "Window", "media_id": "w1", "source": "pexels",
+         "url": "https://example.test/w1", "title": "a window", "status": "pending", "channel": None},
+    ]  # fmt: skip
+    assert all(row["discovered_at"] is not None and row["updated_at"] is not None for row in videos), (
+        "the export's timestamps come over, the ones it lacks are set to now"
+    )
+    assert lake.query_dicts("SELECT count(*) AS n FROM frames") == [{"n": 0}], "tables the export lacks stay"
+
+    status = invoke("registry", "status")
+    assert status.exit_code == 0, status.output
+    assert status_rows(status.stdout) == {
+        "glass-door": ["1", "0", "0", "1", "0", "2", "0"],
+        "window": ["1", "0", "0", "0", "0", "1", "0"],
+    }
+
+
+def test_warehouse_import_skips_filled_tables_and_replace_replaces_them(old_export):
+    assert invoke("warehouse", "import", str(old_export)).exit_code == 0
+    lake = warehouse_from_env()
+    lake.execute("UPDATE videos SET title = 'changed in the lake' WHERE media_id = 'v1'")
+
+    again = invoke("warehouse", "import", str(old_export))
+    assert again.exit_code == 0, again.output
+    assert "keywords: skipped: the lake's table already has 2 rows (--replace empties it first)" in again.stdout
+    assert "videos: skipped: the lake's table already has 3 rows (--replace empties it first)" in again.stdout
+    assert lake.query_dicts("SELECT title FROM videos WHERE media_id = 'v1'") == [{"title": "changed in the lake"}]
+
+    replaced = invoke("warehouse", "import", "--replace", str(old_export))
+    assert replaced.exit_code == 0, replaced.output
+    assert "keywords: 2 rows (replaced 2)" in replaced.stdout
+    assert "videos: 3 rows (replaced 3); columns left out: legacy_rank" in replaced.stdout
+    counts = lake.query_dicts(
+        "SELECT (SELECT count(*) FROM keywords) AS keywords, (SELECT count(DISTINCT partition_key) FROM keywords)"
+        " AS keys, (SELECT count(*) FROM videos) AS videos, (SELECT count(DISTINCT (partition_key, media_id))"
+        " FROM videos) AS video_keys"
+    )
+    assert counts == [{"keywords": 2, "keys": 2, "videos": 3, "video_keys": 3}], "no duplicates"
+    assert lake.query_dicts("SELECT title FROM videos WHERE media_id = 'v1'") == [{"title": "it's a door"}]
+
+
+def test_warehouse_import_of_a_folder_without_parquet_files(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("warehouse", "import", str(empty))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"(none): no Parquet files in {empty}"
+    assert invoke("warehouse", "import", str(tmp_path / "missing")).exit_code == 2
 
 
 def test_dev_command_prepares_home_and_builds_argv(tmp_path):
@@ -283,8 +513,15 @@ def test_dev_command_prepares_home_and_builds_argv(tmp_path):
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     assert config == {
         "telemetry": {"enabled": False},
-        "concurrency": {"pools": {"default_limit": 1}, "runs": {"max_concurrent_runs": 4}},
-    }
+        "concurrency": {
+            "runs": {
+                "max_concurrent_runs": 4,
+                "tag_concurrency_limits": [
+                    {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+                ],
+            }
+        },
+    }, "one run per keyword partition at a time, and no warehouse pool"
     with dg.DagsterInstance.get() as instance:
         assert instance.root_directory == str(home)
 
@@ -323,16 +560,6 @@ def test_dev_execs_dagster_dev(tmp_path, monkeypatch):
     assert argv[1:] == ["dev", "-m", "mining_assets.definitions", "-h", "127.0.0.1", "-p", "4000"]
     assert f"DAGSTER_HOME={tmp_path / 'dagster_home'}" in result.stderr
     assert invoke("dev", "--port", "0").exit_code == 2
-
-
-def test_reading_an_empty_warehouse_file_explains_instead_of_crashing():
-    path = Path(settings.warehouse_path())
-    path.parent.mkdir(parents=True)
-    duckdb.connect(str(path)).close()
-    result = invoke("registry", "status")
-    assert result.exit_code == 1
-    assert f"warehouse at {path} is incomplete" in result.stderr
-    assert "Traceback" not in result.output
 
 
 def test_default_instance_yaml_matches_the_committed_one():

@@ -137,7 +137,7 @@ def raw_videos(
             for attempt in warehouse.retrying():
                 with attempt as conn:
                     set_video_status(conn, partition_key, media_id, status, error_text, **fields)
-    for attempt in warehouse.retrying():
+    for attempt in warehouse.retrying(lease=partition_key):
         with attempt as conn:
             record_errors(conn, partition_key, "raw_videos", failures)
             summary = conn.execute(

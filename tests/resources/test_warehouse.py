@@ -267,3 +267,62 @@ def test_bad_s3_credentials_for_the_data_path_fail_clearly(postgres_server, tmp_
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _materialize_frames(settings: dict, partition_key: str, barrier) -> None:
+    """A run of `frames` outside the run queue, its commits slowed so that a second run's write overlaps it."""
+    from mining_assets.frames import frames
+    from resources.warehouse import Attempt
+
+    original = Attempt.__exit__
+
+    def slow_commit(self, kind, error, traceback):
+        if kind is None:
+            time.sleep(0.5)  # the transaction stays open: the other run's write would commit beside it
+        return original(self, kind, error, traceback)
+
+    Attempt.__exit__ = slow_commit
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("keyword", [partition_key])
+        barrier.wait(timeout=120)
+        dg.materialize([frames], partition_key=partition_key, instance=instance,
+                       resources={"warehouse": Warehouse(**settings)})  # fmt: skip
+
+
+def test_two_runs_of_one_empty_partition_around_the_queue_leave_the_rows_of_one(lake):
+    frames_sql = "SELECT count(*), count(DISTINCT frame_id) FROM frames WHERE partition_key = 'door'"
+    for attempt in lake.retrying():
+        with attempt as conn:
+            video = pd.DataFrame({"partition_key": ["door"], "keyword": ["door"], "media_id": ["v1"],
+                                  "source": ["local"], "url": ["file:///v1.mp4"], "status": ["framed"]})  # fmt: skip
+            replace_partition_rows(conn, "videos", "door", video)
+            frame_rows = pd.DataFrame({"partition_key": "door", "keyword": "door", "frame_id": [f"v1-{i}" for i in range(20)],
+                                       "media_id": "v1", "source": "local", "frame_index": range(20),
+                                       "timestamp_s": 0.0, "width": 64, "height": 48, "blob_key": "b", "uri": "u",
+                                       "sha256": "s"})  # fmt: skip
+            replace_partition_rows(conn, "video_frames", "door", frame_rows)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    runs = [context.Process(target=_materialize_frames, args=(settings_of(lake), "door", barrier)) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=240)
+    assert [run.exitcode for run in runs] == [0, 0]
+    assert lake.execute(frames_sql)[0] == (20, 20)
+
+
+def test_both_instances_start_one_run_per_partition_at_a_time():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    limit = {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    embedded = dg.DagsterInstance.from_config(str(root / "dagster_home"))
+    try:
+        assert limit in embedded.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    finally:
+        embedded.dispose()
+    production = yaml.safe_load((root / "deploy" / "dagster.production.yaml").read_text())
+    assert limit in production["concurrency"]["runs"]["tag_concurrency_limits"]
