@@ -18,10 +18,10 @@ from mining_assets.jobs import (
     video_pipeline,
     vision_pipeline,
 )
+from mining_assets.lake_maintenance import lake_maintenance, lake_maintenance_job, lake_maintenance_schedule
 from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.poses import poses
 from mining_assets.poses.quality import quality_scores
-from mining_assets.lake_maintenance import lake_maintenance, lake_maintenance_job, lake_maintenance_schedule
 from mining_assets.presets import add_preset_keywords
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames

@@ -296,7 +296,8 @@ def test_two_runs_of_one_empty_partition_around_the_queue_leave_the_rows_of_one(
             video = pd.DataFrame({"partition_key": ["door"], "keyword": ["door"], "media_id": ["v1"],
                                   "source": ["local"], "url": ["file:///v1.mp4"], "status": ["framed"]})  # fmt: skip
             replace_partition_rows(conn, "videos", "door", video)
-            frame_rows = pd.DataFrame({"partition_key": "door", "keyword": "door", "frame_id": [f"v1-{i}" for i in range(20)],
+            ids = [f"v1-{i}" for i in range(20)]
+            frame_rows = pd.DataFrame({"partition_key": "door", "keyword": "door", "frame_id": ids,
                                        "media_id": "v1", "source": "local", "frame_index": range(20),
                                        "timestamp_s": 0.0, "width": 64, "height": 48, "blob_key": "b", "uri": "u",
                                        "sha256": "s"})  # fmt: skip
