@@ -169,6 +169,12 @@ def make_bucket(endpoint: str, name: str) -> None:
 
 
 @pytest.fixture
+def run_psql(postgres_server):
+    """``run_psql(sql, database="postgres")`` on the test PostgreSQL server as its superuser."""
+    return functools.partial(psql, postgres_server)
+
+
+@pytest.fixture
 def production_lake(postgres_server, s3_endpoint) -> Warehouse:
     """A lake as production runs it: a new catalog database in PostgreSQL, the data files in a new S3 bucket."""
     name = "lake_" + uuid.uuid4().hex[:10]

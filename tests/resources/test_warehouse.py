@@ -2,6 +2,7 @@
 (PostgreSQL catalog, data in S3 on a moto server): schema, retries, many writers, leases, bad settings."""
 
 import multiprocessing
+import socket
 import threading
 import time
 
@@ -11,6 +12,16 @@ import pytest
 
 from mining_assets.warehouse import KEYS, replace_partition_rows, tables, unique_key_check
 from resources.warehouse import LeaseTimeout, Warehouse, WarehouseUnavailable, close_all, is_transient
+
+
+def embedded_lake(folder) -> Warehouse:
+    return Warehouse(catalog=f"sqlite:{folder}/lake/catalog.sqlite", data_path=f"{folder}/lake/data/")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def error_rows(key: str, tag: str, n: int = 50) -> pd.DataFrame:
@@ -150,9 +161,7 @@ def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
 
 
 def test_a_dead_holders_lease_expires_by_itself(tmp_path):
-    from conftest import lake_in
-
-    short = lake_in(tmp_path).model_copy(update={"lease_seconds": 1.0})
+    short = embedded_lake(tmp_path).model_copy(update={"lease_seconds": 1.0})
     short.execute(
         "INSERT INTO partition_leases VALUES ('k', 'a run that was killed', now()::TIMESTAMP, "
         "now()::TIMESTAMP + INTERVAL 1 SECOND)"
@@ -180,20 +189,16 @@ def test_unique_key_check_fails_on_a_planted_duplicate(lake):
 
 
 def test_a_column_added_to_the_schema_later_is_added_to_an_existing_lake(tmp_path):
-    from conftest import lake_in
-
-    old = lake_in(tmp_path)
+    old = embedded_lake(tmp_path)
     old.execute("ALTER TABLE videos DROP COLUMN codec")
     old.execute("INSERT INTO videos (partition_key, keyword, media_id, source, url, status) "
                 "VALUES ('k', 'k', 'm', 'local', 'file:///m', 'pending')")  # fmt: skip
     close_all()  # a new process opens the lake with the current schema
-    rows = lake_in(tmp_path).query_dicts("SELECT media_id, codec FROM videos")
+    rows = embedded_lake(tmp_path).query_dicts("SELECT media_id, codec FROM videos")
     assert rows == [{"media_id": "m", "codec": None}]
 
 
 def test_an_unreachable_catalog_fails_at_start_naming_the_setting(tmp_path):
-    from conftest import free_port
-
     warehouse = Warehouse(
         catalog=f"postgres:dbname=lake host=127.0.0.1 port={free_port()} user=mining connect_timeout=2",
         data_path=f"{tmp_path}/data/",
@@ -214,13 +219,11 @@ def test_an_unreachable_catalog_fails_at_start_naming_the_setting(tmp_path):
     assert "s3cr3t-pass" not in text
 
 
-def test_a_wrong_catalog_password_never_shows(postgres_server, tmp_path):
-    from conftest import psql
-
-    psql(postgres_server, "DO $$ BEGIN CREATE ROLE lake_user LOGIN PASSWORD 'right-one'; "
+def test_a_wrong_catalog_password_never_shows(postgres_server, run_psql, tmp_path):
+    run_psql("DO $$ BEGIN CREATE ROLE lake_user LOGIN PASSWORD 'right-one'; "
                           "EXCEPTION WHEN duplicate_object THEN NULL; END $$")  # fmt: skip
     database = f"lake_pw_{abs(hash(str(tmp_path))) % 10**8}"
-    psql(postgres_server, f"CREATE DATABASE {database} OWNER lake_user")
+    run_psql(f"CREATE DATABASE {database} OWNER lake_user")
     warehouse = Warehouse(
         catalog=f"postgres:dbname={database} host=127.0.0.1 port={postgres_server['port']} user=lake_user",
         data_path=f"{tmp_path}/data/",
@@ -235,13 +238,11 @@ def test_a_wrong_catalog_password_never_shows(postgres_server, tmp_path):
     assert right.execute("SELECT 1") == [(1,)]  # the password reaches the catalog through a secret
 
 
-def test_bad_s3_credentials_for_the_data_path_fail_clearly(postgres_server, tmp_path):
+def test_bad_s3_credentials_for_the_data_path_fail_clearly(postgres_server, run_psql, tmp_path):
     """A moto server that checks credentials refuses unknown keys; the error says so and never shows the secret."""
     import os
     import subprocess
     import sys
-
-    from conftest import free_port, psql
 
     port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
@@ -250,7 +251,7 @@ def test_bad_s3_credentials_for_the_data_path_fail_clearly(postgres_server, tmp_
     try:
         time.sleep(2)
         name = f"lake_badcreds_{port}"
-        psql(postgres_server, f"CREATE DATABASE {name}")
+        run_psql(f"CREATE DATABASE {name}")
         warehouse = Warehouse(
             catalog=f"postgres:dbname={name} host=127.0.0.1 port={postgres_server['port']} user=postgres",
             data_path="s3://no-such-access/lake/",
@@ -327,3 +328,21 @@ def test_both_instances_start_one_run_per_partition_at_a_time():
         embedded.dispose()
     production = yaml.safe_load((root / "deploy" / "dagster.production.yaml").read_text())
     assert limit in production["concurrency"]["runs"]["tag_concurrency_limits"]
+
+
+def test_lake_maintenance_merges_small_files_and_keeps_every_row(lake):
+    from mining_assets.lake_maintenance import lake_maintenance
+
+    for round_ in range(6):
+        replace(lake, "k", f"round-{round_}", lease=False)
+        replace(lake, "other", f"round-{round_}", n=5, lease=False)
+    before = lake.execute("SELECT partition_key, count(*), min(reason) FROM ingest_errors GROUP BY ALL ORDER BY 1")
+    config = {"snapshot_retention_days": 0.0, "file_grace_hours": 0.0}
+    result = dg.materialize([lake_maintenance], resources={"warehouse": lake},
+                            run_config={"ops": {"lake_maintenance": {"config": config}}})  # fmt: skip
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("lake_maintenance")[0].metadata.items()}
+    assert metadata["snapshots_after"] < metadata["snapshots_before"]
+    assert metadata["data_files_after"] <= metadata["data_files_before"]
+    assert metadata["cleaned"] > 0  # files of expired snapshots are gone
+    after = lake.execute("SELECT partition_key, count(*), min(reason) FROM ingest_errors GROUP BY ALL ORDER BY 1")
+    assert after == before == [("k", 50, "round-5"), ("other", 5, "round-5")]
