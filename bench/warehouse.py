@@ -64,18 +64,15 @@ def writer(settings: dict | str, key: str, stages: int, rows: int, pause: float,
         if isinstance(settings, str):  # a plain DuckDB file: open, write, close (one writer process at a time)
             import duckdb
 
-            from mining_assets.warehouse import table_ddl
-
             for stage in range(stages):
                 table = STAGE_TABLES[stage % len(STAGE_TABLES)]
+                frame = rows_for(table, key, rows, stage)
                 started = time.perf_counter()
                 while True:
                     try:
                         with duckdb.connect(settings) as conn:
-                            for name in STAGE_TABLES:
-                                conn.execute(table_ddl(name).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
                             conn.execute("BEGIN TRANSACTION")
-                            replace_partition_rows(conn, table, key, rows_for(table, key, rows, stage))
+                            replace_partition_rows(conn, table, key, frame)
                             conn.execute("COMMIT")
                         break
                     except duckdb.IOException:  # the file is locked by another process: wait, as the pool did
@@ -127,7 +124,20 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def create_plain_tables(path: str) -> None:
+    """The stage tables in a plain DuckDB file, made before any writer is timed."""
+    import duckdb
+
+    from mining_assets.warehouse import table_ddl
+
+    with duckdb.connect(path) as conn:
+        for name in STAGE_TABLES:
+            conn.execute(table_ddl(name))
+
+
 def run_writers(settings, processes: int, stages: int, rows: int, pause: float, with_status: bool):
+    if isinstance(settings, str):
+        create_plain_tables(settings)
     context = multiprocessing.get_context("spawn")
     queue, status_queue, stop = context.Queue(), context.Queue(), context.Event()
     reader = None

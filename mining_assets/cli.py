@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import dagster as dg
 
-from mining_assets.keywords import KEYWORDS_LEASE, add_keyword_partitions, register_keywords
+from mining_assets.keywords import add_keyword_partitions, register_keywords
 from mining_assets.lake_import import import_export
 from mining_assets.partitions import keyword_partitions, keyword_slug
 from mining_assets.presets import PRESETS, register_preset
@@ -128,19 +128,27 @@ def _warehouse(create: bool) -> Warehouse:
     return warehouse
 
 
-def _in_warehouse(work: Callable[[duckdb.DuckDBPyConnection], T], create: bool = False, lease: str | None = None) -> T:
-    """Run ``work`` in one retried warehouse transaction (holding ``lease``, if given); errors become messages,
-    never tracebacks."""
+def _with_warehouse(work: Callable[[Warehouse], T], create: bool = False) -> T:
+    """Run ``work`` on the environment's warehouse; its errors become messages, never tracebacks."""
     import duckdb
 
     warehouse = _warehouse(create)
     try:
-        for attempt in warehouse.retrying(lease=lease):
-            with attempt as conn:
-                result = work(conn)
+        return work(warehouse)
     except (WarehouseUnavailable, duckdb.Error) as error:
         raise click.ClickException(warehouse.scrub(str(error))) from error
-    return result
+
+
+def _in_warehouse(work: Callable[[duckdb.DuckDBPyConnection], T], create: bool = False) -> T:
+    """Run ``work`` in one retried warehouse transaction; errors become messages, never tracebacks."""
+
+    def transaction(warehouse: Warehouse) -> T:
+        for attempt in warehouse.retrying():
+            with attempt as conn:
+                result = work(conn)
+        return result
+
+    return _with_warehouse(transaction, create)
 
 
 def _partition_key(conn: duckdb.DuckDBPyConnection, value: str | None) -> str | None:
@@ -188,7 +196,7 @@ def keywords() -> None:
 @click.argument("texts", nargs=-1, required=True)
 def keywords_add(texts: tuple[str, ...]) -> None:
     """Add a keyword partition for each TEXT, keeping its exact text in the warehouse."""
-    pairs, rejected = _in_warehouse(lambda conn: register_keywords(conn, texts), create=True, lease=KEYWORDS_LEASE)
+    pairs, rejected = _with_warehouse(lambda warehouse: register_keywords(warehouse, texts), create=True)
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = set(add_keyword_partitions(instance, [key for key, _ in pairs]))
@@ -204,7 +212,7 @@ def keywords_add(texts: tuple[str, ...]) -> None:
 @click.argument("name", type=click.Choice(sorted(PRESETS)))
 def keywords_preset(name: str) -> None:
     """Add every keyword of a preset (actions: 8 robot actions x 5 search queries), tagged with its category."""
-    added, rejected = _in_warehouse(lambda conn: register_preset(conn, name), create=True, lease=KEYWORDS_LEASE)
+    added, rejected = _with_warehouse(lambda warehouse: register_preset(warehouse, name), create=True)
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = set(add_keyword_partitions(instance, [key for key, _, _ in added]))
@@ -328,21 +336,21 @@ def sql(statement: str | None, limit: int) -> None:
     reading statements that end with `;` (`.quit` or Ctrl-D leaves)."""
     import duckdb
 
-    warehouse = _warehouse(create=True)
     if statement is not None:
-
-        def run(conn: duckdb.DuckDBPyConnection) -> None:
-            _print_result(conn.execute(statement), limit)
-
-        _in_warehouse(run, create=True)
+        _in_warehouse(lambda conn: _print_result(conn.execute(statement), limit), create=True)
         return
-    try:
-        cursor = warehouse.cursor()
-    except (WarehouseUnavailable, duckdb.Error) as error:
-        raise click.ClickException(warehouse.scrub(str(error))) from error
+    warehouse = _warehouse(create=True)
+    cursor = _with_warehouse(lambda lake: lake.cursor(), create=True)
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo(f"{warehouse.describe()}\nstatements end with ';', .quit leaves", err=True)
+
+    def run(text: str) -> None:  # the shell goes on after an error
+        try:
+            _print_result(cursor.execute(text), limit)
+        except duckdb.Error as error:
+            click.echo(f"error: {warehouse.scrub(str(error))}", err=True)
+
     pending: list[str] = []
     while True:
         try:
@@ -354,18 +362,11 @@ def sql(statement: str | None, limit: int) -> None:
         if not pending and line.strip() in (".quit", ".exit", "\\q"):
             break
         pending.append(line.rstrip("\n"))
-        if not line.rstrip().endswith(";"):
-            continue
-        text, pending = "\n".join(pending), []
-        try:
-            _print_result(cursor.execute(text), limit)
-        except duckdb.Error as error:
-            click.echo(f"error: {warehouse.scrub(str(error))}", err=True)
-    if pending and "".join(pending).strip():
-        try:
-            _print_result(cursor.execute("\n".join(pending)), limit)
-        except duckdb.Error as error:
-            click.echo(f"error: {warehouse.scrub(str(error))}", err=True)
+        if line.rstrip().endswith(";"):
+            run("\n".join(pending))
+            pending = []
+    if "".join(pending).strip():
+        run("\n".join(pending))
     cursor.close()
 
 
@@ -379,6 +380,6 @@ def warehouse_group() -> None:
 @click.option("--replace", is_flag=True, help="Empty the tables the export holds before loading them.")
 def warehouse_import(folder: Path, replace: bool) -> None:
     """Load an `EXPORT DATABASE ... (FORMAT parquet)` of an older warehouse file into the lake, by column name."""
-    report = _in_warehouse(lambda conn: import_export(conn, folder, replace), create=True, lease=KEYWORDS_LEASE)
+    report = _with_warehouse(lambda warehouse: import_export(warehouse, folder, replace), create=True)
     for table, outcome in report.items():
         click.echo(f"{table}: {outcome}")

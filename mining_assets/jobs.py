@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mining_assets.frames import frames
-from mining_assets.keywords import KEYWORDS_LEASE, add_keyword_partitions, register_keywords
+from mining_assets.keywords import add_keyword_partitions, register_keywords
 from mining_assets.video.downloads import raw_videos
 from mining_assets.video.frames import video_frames
 from mining_assets.video.registry import video_registry
@@ -52,9 +52,7 @@ def register_keyword_partitions(
     context: dg.OpExecutionContext, config: AddKeywordsConfig, warehouse: Warehouse
 ) -> None:
     """Add a keyword partition for each keyword and keep its exact text."""
-    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
-        with attempt as conn:
-            pairs, rejected = register_keywords(conn, config.keywords)
+    pairs, rejected = register_keywords(warehouse, config.keywords)
     new = add_keyword_partitions(context.instance, [key for key, _ in pairs])
     for key, keyword in pairs:
         context.log.info(f"{'added' if key in new else 'known'}: {keyword!r} -> partition {key}")

@@ -11,20 +11,34 @@ if TYPE_CHECKING:
     import dagster as dg
     import duckdb
 
+    from resources.warehouse import Warehouse
+
 # The write lease of the keywords table (not a partition's: no slug has a colon). DuckLake takes two inserts of one
-# key by concurrent writers (on a PostgreSQL catalog both commit), so writers of keywords hold it:
-# ``warehouse.retrying(lease=KEYWORDS_LEASE)``.
+# key by concurrent writers (on a PostgreSQL catalog both commit), so whatever writes keywords holds it.
 KEYWORDS_LEASE = "table:keywords"
 
 
 def register_keywords(
+    warehouse: Warehouse, texts: Iterable[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Record each keyword's text under its partition key, in one transaction holding the keywords lease.
+
+    Returns what ``record_keywords`` returns.
+    """
+    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
+        with attempt as conn:
+            result = record_keywords(conn, texts)
+    return result
+
+
+def record_keywords(
     conn: duckdb.DuckDBPyConnection, texts: Iterable[str]
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Record each keyword's text under its partition key.
+    """Record each keyword's text under its partition key, in the caller's transaction.
 
-    ``conn`` is a cursor inside the caller's retried block, ``warehouse.retrying(lease=KEYWORDS_LEASE)`` (the lease
-    keeps a concurrent writer from recording the same key beside this one): a keyword already recorded is left as
-    it is, so the block may run again.
+    ``conn`` is a cursor inside a retried block holding ``KEYWORDS_LEASE`` (the lease keeps a concurrent writer
+    from recording the same key beside this one): a keyword already recorded is left as it is, so the block may
+    run again. ``register_keywords`` is that block.
 
     Returns:
         (partition_key, keyword) pairs, deduplicated, and (text, reason) for each keyword refused: empty, too

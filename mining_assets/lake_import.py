@@ -10,10 +10,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mining_assets.keywords import KEYWORDS_LEASE
 from mining_assets.warehouse import tables
 
 if TYPE_CHECKING:
     import duckdb
+
+    from resources.warehouse import Warehouse
 
 _COPY = re.compile(r"COPY\s+(?:\"?\w+\"?\.)?\"?(\w+)\"?\s+FROM\s+'([^']+)'", re.IGNORECASE)
 
@@ -30,13 +33,22 @@ def export_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def import_export(conn: duckdb.DuckDBPyConnection, folder: Path, replace: bool = False) -> dict[str, str]:
-    """Load every table of an export into the lake's table of the same name, in the caller's transaction.
+def import_export(warehouse: Warehouse, folder: Path, replace: bool = False) -> dict[str, str]:
+    """Load every table of an export into the lake's table of the same name, all in one transaction (holding the
+    keywords lease: the export has a keywords table).
 
     Columns are matched by name; a column the lake has and the export lacks is NULL (timestamps: now()), a column
     only the export has is left out and named. A lake table that already holds rows is left alone unless
     ``replace``, which empties it first. Returns what happened to each table of the export.
     """
+    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
+        with attempt as conn:
+            report = load_tables(conn, folder, replace)
+    return report
+
+
+def load_tables(conn: duckdb.DuckDBPyConnection, folder: Path, replace: bool) -> dict[str, str]:
+    """``import_export``'s work, in the caller's transaction."""
     schema = tables()
     report: dict[str, str] = {}
     for table, path in export_files(folder).items():

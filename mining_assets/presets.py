@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mining_assets.keywords import KEYWORDS_LEASE, add_keyword_partitions, register_keywords
+from mining_assets.keywords import KEYWORDS_LEASE, add_keyword_partitions, record_keywords
+from mining_assets.warehouse import execute_with_rows
 from resources.warehouse import Warehouse
 
 if TYPE_CHECKING:
-    import duckdb
+    pass
 
 PRESETS: dict[str, dict[str, list[str]]] = {
     "actions": {
@@ -36,7 +37,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
 
 
 UPSERT_TAGS = """
-MERGE INTO keyword_tags USING (SELECT * FROM _incoming_tags) AS incoming
+MERGE INTO keyword_tags USING (SELECT * FROM _incoming) AS incoming
 ON keyword_tags.partition_key = incoming.partition_key AND keyword_tags.preset = incoming.preset
 WHEN MATCHED THEN UPDATE SET category = incoming.category
 WHEN NOT MATCHED THEN INSERT (partition_key, preset, category)
@@ -55,30 +56,25 @@ def preset_keywords(preset: str) -> list[tuple[str, str]]:
     return [(category, query) for category, queries in PRESETS[preset].items() for query in queries]
 
 
-def register_preset(
-    conn: "duckdb.DuckDBPyConnection", preset: str
-) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
-    """Record a preset's keywords and their categories; returns (partition_key, keyword, category) for each and
-    (text, reason) for each refused (a key already owned by another text).
-
-    ``conn`` is a cursor inside the caller's retried block, ``warehouse.retrying(lease=KEYWORDS_LEASE)`` (it also
+def register_preset(warehouse: Warehouse, preset: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Record a preset's keywords and their categories, in one transaction holding the keywords lease (which also
     keeps two writers of keyword_tags apart); recording a preset again changes nothing.
+
+    Returns:
+        (partition_key, keyword, category) for each keyword and (text, reason) for each refused (a key already
+        owned by another text).
     """
     import pandas as pd
 
     entries = preset_keywords(preset)
-    pairs, rejected = register_keywords(conn, [keyword for _, keyword in entries])
     category_of = {keyword: category for category, keyword in entries}
-    added = [(key, keyword, category_of[keyword]) for key, keyword in pairs]
-    if added:
-        tags = pd.DataFrame(
-            [(key, preset, category) for key, _, category in added], columns=["partition_key", "preset", "category"]
-        )
-        conn.register("_incoming_tags", tags)
-        try:
-            conn.execute(UPSERT_TAGS)
-        finally:
-            conn.unregister("_incoming_tags")
+    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
+        with attempt as conn:
+            pairs, rejected = record_keywords(conn, [keyword for _, keyword in entries])
+            added = [(key, keyword, category_of[keyword]) for key, keyword in pairs]
+            if added:
+                tags = pd.DataFrame(added, columns=["partition_key", "keyword", "category"])
+                execute_with_rows(conn, UPSERT_TAGS, tags.drop(columns="keyword").assign(preset=preset))
     return added, rejected
 
 
@@ -89,9 +85,7 @@ class PresetConfig(dg.Config):
 @dg.op
 def register_preset_partitions(context: dg.OpExecutionContext, config: PresetConfig, warehouse: Warehouse) -> None:
     """Add a keyword partition for every query of a preset, tagged with its category."""
-    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
-        with attempt as conn:
-            added, rejected = register_preset(conn, config.preset)
+    added, rejected = register_preset(warehouse, config.preset)
     new = add_keyword_partitions(context.instance, [key for key, _, _ in added])
     context.log.info(f"preset {config.preset!r}: {len(added)} keywords, {len(new)} new partitions")
     for text, reason in rejected:

@@ -16,9 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+# the cursor-level helper lives beside the resource; stages import it from here
+from resources.warehouse import query_dicts as query_dicts
+
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
+
+    from resources.warehouse import Warehouse
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keywords (
@@ -234,6 +239,12 @@ CREATE TABLE IF NOT EXISTS pose_datasets (  -- HDF5 files written by pose_datase
     sha256 VARCHAR NOT NULL,
     source_deleted BOOLEAN NOT NULL   -- set by its writer (DuckLake takes only literal defaults, and false is not one)
 );
+CREATE TABLE IF NOT EXISTS partition_leases (  -- who may write a partition now (resources.warehouse); expires by itself
+    name VARCHAR NOT NULL,            -- a partition key, or table:<name> for a table without partitions
+    holder VARCHAR NOT NULL,
+    taken_at TIMESTAMP NOT NULL,
+    expires_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ingest_errors (
     partition_key VARCHAR NOT NULL,
     stage VARCHAR NOT NULL,
@@ -271,24 +282,23 @@ _COLUMN = re.compile(r"^\s*(\w+)\s+([A-Z]+(?:\[\])?)([^-]*?),?\s*(?:--\s*(.*))?$
 
 @cache
 def tables() -> dict[str, dict[str, Any]]:
-    """Each table of SCHEMA: its description and columns (name -> type, constraint text, comment), in order."""
+    """Each table of SCHEMA: its column definitions as written (``body``) and its columns (name -> type, constraint
+    text, comment), in order."""
     found: dict[str, dict[str, Any]] = {}
     for name, body in _STATEMENT.findall(SCHEMA):
-        lines = body.split("\n")
-        description = lines[0].split("--", 1)[1].strip() if "--" in lines[0] else ""
         columns: dict[str, tuple[str, str, str]] = {}
-        for line in lines[1:]:
+        for line in body.split("\n")[1:]:
             match = _COLUMN.match(line)
             if match:
                 column, kind, constraint, comment = match.groups()
                 columns[column] = (kind, constraint.strip(), (comment or "").strip())
-        found[name] = {"description": description, "columns": columns}
+        found[name] = {"body": body, "columns": columns}
     return found
 
 
 def table_ddl(table: str) -> str:
     """The CREATE TABLE statement of one table of SCHEMA (plain SQL: no partitioning)."""
-    return f"CREATE TABLE {table} ({dict(_STATEMENT.findall(SCHEMA))[table]}\n)"
+    return f"CREATE TABLE {table} ({tables()[table]['body']}\n)"
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
@@ -296,7 +306,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
     A lake made by an earlier schema keeps its rows; a new column is added as NULL (or its literal default).
     """
-    from resources.warehouse import LAKE, LEASES_DDL
+    from resources.warehouse import LAKE
 
     conn.execute("BEGIN TRANSACTION")
     try:
@@ -318,12 +328,19 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                     default = re.search(r"DEFAULT\s+(\S+)", constraint)
                     extra = f" DEFAULT {default.group(1)}" if default else ""
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}{extra}")
-        if "partition_leases" not in existing:
-            conn.execute(LEASES_DDL)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def execute_with_rows(conn: duckdb.DuckDBPyConnection, sql: str, rows: pd.DataFrame) -> None:
+    """Run ``sql`` (an INSERT or MERGE) with ``rows`` visible to it as the table ``_incoming``."""
+    conn.register("_incoming", rows)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.unregister("_incoming")
 
 
 def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> int:
@@ -332,14 +349,8 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame)
         return 0
     names = list(rows.columns)
     stamps = [c for c, (kind, _, _) in tables()[table]["columns"].items() if kind == "TIMESTAMP" and c not in names]
-    conn.register("_incoming", rows)
-    try:
-        conn.execute(
-            f"INSERT INTO {table} ({', '.join(names + stamps)}) "
-            f"SELECT {', '.join(names + ['now()::TIMESTAMP'] * len(stamps))} FROM _incoming"
-        )
-    finally:
-        conn.unregister("_incoming")
+    values = ", ".join(names + ["now()::TIMESTAMP"] * len(stamps))
+    execute_with_rows(conn, f"INSERT INTO {table} ({', '.join(names + stamps)}) SELECT {values} FROM _incoming", rows)
     return len(rows)
 
 
@@ -370,11 +381,22 @@ def record_errors(
     replace_partition_rows(conn, "ingest_errors", partition_key, frame, "AND stage = ?", [stage])
 
 
-def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Rows of a query as dicts by column name (lists stay Python lists, NULL stays None)."""
-    cursor = conn.execute(sql, list(params))
-    columns = [column[0] for column in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+def replace_stage_rows(
+    warehouse: Warehouse,
+    partition_key: str,
+    table: str,
+    rows: pd.DataFrame,
+    stage: str,
+    errors: Sequence[tuple[str, str]],
+    where: str = "",
+    params: Sequence[Any] = (),
+) -> None:
+    """A stage's write: its rows of ``table`` and its recorded errors replaced for a partition, in one transaction
+    under the partition's lease."""
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            replace_partition_rows(conn, table, partition_key, rows, where, params)
+            record_errors(conn, partition_key, stage, errors)
 
 
 def keyword_text(conn: duckdb.DuckDBPyConnection, partition_key: str) -> str:
@@ -435,6 +457,18 @@ def table_metadata(conn: duckdb.DuckDBPyConnection, table: str, partition_key: s
         "dagster/partition_row_count": dg.MetadataValue.int(int(in_partition)),
         "dagster/row_count": dg.MetadataValue.int(int(total)),
     }
+
+
+def table_report(
+    warehouse: Warehouse, partition_key: str, table: str, owned: Sequence[str] | None = None
+) -> tuple[dict[str, Any], dg.AssetCheckResult]:
+    """What the owner of ``table`` reports after its write: the table's metadata and the `unique_key` check over
+    the tables it owns (``owned``, default just ``table``), read in one snapshot."""
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            metadata = table_metadata(conn, table, partition_key)
+            check = unique_key_check(conn, partition_key, owned or [table])
+    return metadata, check
 
 
 def unique_key_spec(asset: str, tables_owned: Sequence[str]) -> dg.AssetCheckSpec:

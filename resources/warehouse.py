@@ -23,12 +23,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pydantic import PrivateAttr
 
 if TYPE_CHECKING:
     import duckdb
@@ -55,13 +54,6 @@ PERMANENT = re.compile(
 REATTACH = re.compile(
     r"connection|server closed|terminating|ALLOW_CONNECTIONS|does not allow connections|Unable to", re.I
 )
-LEASES_DDL = f"""
-CREATE TABLE IF NOT EXISTS {LAKE}.main.partition_leases (  -- who may write a partition now; expires by itself
-    name VARCHAR NOT NULL,
-    holder VARCHAR NOT NULL,
-    taken_at TIMESTAMP NOT NULL,
-    expires_at TIMESTAMP NOT NULL
-)"""
 
 
 class WarehouseUnavailable(Exception):
@@ -197,14 +189,10 @@ class Warehouse(dg.ConfigurableResource):
     max_attempts: int = 10
     retry_backoff_seconds: float = 0.05
 
-    _holder: str = PrivateAttr(default_factory=lambda: uuid.uuid4().hex)
-
     # ------------------------------------------------------------------ opening
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Attach now, so an unreachable catalog fails the step before any work, naming the setting."""
-        for attempt in self.retrying():
-            with attempt:
-                pass
+        self.execute("SELECT 1")
 
     @property
     def fingerprint(self) -> str:
@@ -340,7 +328,7 @@ class Warehouse(dg.ConfigurableResource):
             lease: Take this partition's write lease for the whole block (see ``lease``), so that two writers of
                 one partition never both commit into it.
         """
-        with self.lease(lease) if lease else _nothing():
+        with self.lease(lease) if lease else nullcontext():
             delay = self.retry_backoff_seconds
             attempts = max(1, self.max_attempts)
             for number in range(1, attempts + 1):
@@ -362,8 +350,6 @@ class Warehouse(dg.ConfigurableResource):
 
     def query_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows of one query as dicts by column name, retried."""
-        from mining_assets.warehouse import query_dicts
-
         for attempt in self.retrying():
             with attempt as conn:
                 rows = query_dicts(conn, sql, params)
@@ -386,7 +372,7 @@ class Warehouse(dg.ConfigurableResource):
         committed (lowest snapshot). Two takers that both added rows agree on the winner; the loser removes its row
         and waits. A holder that dies leaves a row that expires after ``lease_seconds``.
         """
-        holder = f"{self._holder}-{uuid.uuid4().hex[:8]}"
+        holder = uuid.uuid4().hex
         deadline = time.monotonic() + (self.lease_seconds + 30 if wait_seconds is None else wait_seconds)
         delay = 0.02
         while True:
@@ -431,9 +417,11 @@ class Warehouse(dg.ConfigurableResource):
                 conn.execute("DELETE FROM partition_leases WHERE name = ? AND holder = ?", [name, holder])
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Rows of a query as dicts by column name (lists stay Python lists, NULL stays None)."""
+    cursor = conn.execute(sql, list(params))
+    columns = [column[0] for column in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def prepare_sqlite_catalog(path: str) -> None:
@@ -456,8 +444,6 @@ def warehouse_from_env() -> Warehouse:
     ``s3://$MINING_S3_BUCKET/$MINING_S3_PREFIX/lake/`` when the blob store is on S3; S3 endpoint, region and
     credentials as for the blob store (``MINING_S3_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` ...).
     """
-    import os
-
     from resources.settings import data_dir
 
     lake_dir = data_dir() / "lake"

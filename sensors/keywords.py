@@ -5,7 +5,7 @@ import hashlib
 import dagster as dg
 
 from mining_assets.jobs import video_pipeline
-from mining_assets.keywords import KEYWORDS_LEASE, parse_keyword_list, register_keywords
+from mining_assets.keywords import parse_keyword_list, register_keywords
 from mining_assets.partitions import keyword_partitions
 from resources.settings import keywords_file
 from resources.warehouse import Warehouse
@@ -22,9 +22,7 @@ def keyword_file_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     if context.cursor == digest:
         return dg.SkipReason("keyword file unchanged")
     texts = parse_keyword_list(content.decode("utf-8", errors="replace"))
-    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
-        with attempt as conn:
-            pairs, rejected = register_keywords(conn, texts)
+    pairs, rejected = register_keywords(warehouse, texts)
     for text, reason in rejected:
         context.log.warning(f"keyword file line refused {text!r}: {reason}")
     existing = set(context.instance.get_dynamic_partitions(keyword_partitions.name))

@@ -61,9 +61,7 @@ def test_launchpad_job_adds_the_preset(tmp_path):
 def test_registering_a_preset_again_changes_nothing(tmp_path):
     warehouse = warehouse_from_env()
     for _ in range(2):
-        for attempt in warehouse.retrying():
-            with attempt as conn:
-                added, rejected = register_preset(conn, "actions")
+        added, rejected = register_preset(warehouse, "actions")
         assert len(added) == 40 and not rejected
     assert len(tags()) == 40
     counts = warehouse.query_dicts(

@@ -23,9 +23,7 @@ VIDEO_ASSETS = [video_registry, raw_videos, video_frames, frames]
 
 
 def add_keyword(instance, resources, text: str) -> str:
-    for attempt in resources["warehouse"].retrying():
-        with attempt as conn:
-            pairs, rejected = register_keywords(conn, [text])
+    pairs, rejected = register_keywords(resources["warehouse"], [text])
     assert not rejected
     add_keyword_partitions(instance, [pairs[0][0]])
     return pairs[0][0]

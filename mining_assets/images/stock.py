@@ -14,11 +14,9 @@ from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image, photo_suffix
 from mining_assets.warehouse import (
     keyword_text,
-    record_errors,
-    replace_partition_rows,
+    replace_stage_rows,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -167,15 +165,11 @@ def stock_images(
                 errors.append((row["media_id"], f"stored, but the download was not reported: {error}"))
     table = pd.DataFrame(rows, columns=PHOTO_COLUMNS).assign(partition_key=partition_key, keyword=keyword)
     failures = errors + [(r["media_id"], r["error"]) for r in rows if r["status"] == "failed"]
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            # uploads (s3, local) share the photos table: only the stock sources' rows are this asset's to replace
-            replace_partition_rows(conn, "photos", partition_key, table, f"AND source IN {SOURCES!r}")
-            record_errors(conn, partition_key, "stock_images", failures)
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            table_meta = table_metadata(conn, "photos", partition_key)
-            unique = unique_key_check(conn, partition_key, ["photos"])
+    # uploads (s3, local) share the photos table: only the stock sources' rows are this asset's to replace
+    replace_stage_rows(
+        warehouse, partition_key, "photos", table, "stock_images", failures, f"AND source IN {SOURCES!r}"
+    )
+    table_meta, unique = table_report(warehouse, partition_key, "photos")
     for item, reason in failures[:20]:
         context.log.warning(f"{item}: {reason}")
     stored_rows = table[table["status"] == "stored"]

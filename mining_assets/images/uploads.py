@@ -14,19 +14,19 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mining_assets.keywords import KEYWORDS_LEASE, register_keywords
+from mining_assets.keywords import register_keywords
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions, keyword_slug, normalize_keyword
 from mining_assets.video.downloads import PROBED_FIELDS, video_blob_key
 from mining_assets.video.probe import MediaError, VideoProbe, file_sha256, probe_video
 from mining_assets.vision.images import MIN_SIDE, ImageError, decode_image, photo_suffix
 from mining_assets.warehouse import (
+    execute_with_rows,
     insert_rows,
     keyword_text,
     record_errors,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -221,10 +221,8 @@ def ingest(item: Item, min_side: int, known: dict[str, dict], blob_store: BlobSt
     return row
 
 
-def remember_keyword(conn, partition_key: str, text: str | None) -> str | None:
-    """Record the keyword text of a partition new to the keywords table; returns why it was not, if it was not.
-
-    ``conn`` is a cursor inside a block that holds ``KEYWORDS_LEASE`` when ``text`` is given."""
+def remember_keyword(warehouse: Warehouse, partition_key: str, text: str | None) -> str | None:
+    """Record the keyword text of a partition new to the keywords table; returns why it was not, if it was not."""
     if not text:
         return None
     try:
@@ -233,7 +231,7 @@ def remember_keyword(conn, partition_key: str, text: str | None) -> str | None:
         return f"keyword {text!r} refused: {error}"
     if keyword_slug(keyword) != partition_key:
         return f"keyword {keyword!r} is partition {keyword_slug(keyword)!r}, not {partition_key!r}: not recorded"
-    _, rejected = register_keywords(conn, [keyword])
+    _, rejected = register_keywords(warehouse, [keyword])
     return rejected[0][1] if rejected else None
 
 
@@ -273,11 +271,7 @@ def write_rows(conn, partition_key: str, keyword: str, rows: list[dict], license
             continue
         frame = frame.assign(partition_key=partition_key, keyword=keyword)[["partition_key", "keyword", *columns]]
         if table == "videos":
-            conn.register("_incoming", frame)
-            try:
-                conn.execute(UPSERT_VIDEOS)
-            finally:
-                conn.unregister("_incoming")
+            execute_with_rows(conn, UPSERT_VIDEOS, frame)
         else:
             _replace_rows(conn, table, key, partition_key, frame)
 
@@ -301,9 +295,9 @@ def media_uploads(
 ) -> dg.MaterializeResult:
     """Photos and videos uploaded for the keyword (S3 folder or local folder), told apart by content, stored once."""
     partition_key = context.partition_key
-    for attempt in warehouse.retrying(lease=KEYWORDS_LEASE if config.keyword else None):
+    note = remember_keyword(warehouse, partition_key, config.keyword)
+    for attempt in warehouse.retrying():
         with attempt as conn:
-            note = remember_keyword(conn, partition_key, config.keyword)
             keyword = keyword_text(conn, partition_key)
             earlier_rows = conn.execute(
                 "SELECT sha256, media_id, location, media_type FROM uploads WHERE partition_key = ? "
@@ -336,10 +330,7 @@ def media_uploads(
             # record_errors replaces the stage's errors: keep those of items this run did not look at again
             kept = [(i, r) for i, r in earlier if i not in scope]
             record_errors(conn, partition_key, STAGE, sorted(kept + failures))
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            table = table_metadata(conn, "uploads", partition_key)
-            unique = unique_key_check(conn, partition_key, ["uploads"])
+    table, unique = table_report(warehouse, partition_key, "uploads")
     for item, reason in failures[:20]:
         context.log.warning(f"{item!r}: {reason}")
 

@@ -39,8 +39,7 @@ from mining_assets.warehouse import (
     record_errors,
     replace_partition_rows,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -280,10 +279,7 @@ def pose_datasets(
                     "WHERE partition_key = ? AND list_contains(?, media_id)",
                     [partition_key, deleted],
                 )
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            table_meta = table_metadata(conn, "pose_datasets", partition_key)
-            unique_key = unique_key_check(conn, partition_key, ["pose_datasets"])
+    table_meta, unique_key = table_report(warehouse, partition_key, "pose_datasets")
     keep = [key for f in stored.values() for key in (f.blob_key, f.sidecar_key)]
     orphans, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored
     for item, reason in [*problems, *kept][:20]:

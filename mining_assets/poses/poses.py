@@ -15,11 +15,9 @@ from mining_assets.poses.quality import MIN_POSE_SIDE, quality_scores
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import (
-    record_errors,
-    replace_partition_rows,
+    replace_stage_rows,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -197,14 +195,8 @@ def poses(
             estimated, errors = estimate_poses(rest, pose_estimator, load, counts)
             rows += estimated
     table = pd.DataFrame(rows).assign(partition_key=partition_key, models=models) if rows else pd.DataFrame()
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            replace_partition_rows(conn, "poses", partition_key, table)
-            record_errors(conn, partition_key, STAGE, errors)
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            table_meta = table_metadata(conn, "poses", partition_key)
-            unique_key = unique_key_check(conn, partition_key, ["poses"])
+    replace_stage_rows(warehouse, partition_key, "poses", table, STAGE, errors)
+    table_meta, unique_key = table_report(warehouse, partition_key, "poses")
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")

@@ -13,11 +13,9 @@ from mining_assets.poses.scoring import DEFAULT_THRESHOLD, RATING_NAMES, ImageMe
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import (
-    record_errors,
-    replace_partition_rows,
+    replace_stage_rows,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -144,14 +142,8 @@ def quality_scores(
         load = frame_loader(blob_store, config.min_side)
         rows, errors = score_frames(catalog.to_dict("records"), pose_estimator, load, config.threshold)
     table = pd.DataFrame(rows, columns=QUALITY_COLUMNS).assign(partition_key=partition_key, models=models)
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            replace_partition_rows(conn, "quality_scores", partition_key, table)
-            record_errors(conn, partition_key, STAGE, errors)
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            table_meta = table_metadata(conn, "quality_scores", partition_key)
-            unique_key = unique_key_check(conn, partition_key, ["quality_scores"])
+    replace_stage_rows(warehouse, partition_key, "quality_scores", table, STAGE, errors)
+    table_meta, unique_key = table_report(warehouse, partition_key, "quality_scores")
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")

@@ -18,8 +18,7 @@ from mining_assets.warehouse import (
     replace_partition_rows,
     set_video_status,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -151,10 +150,7 @@ def video_frames(
             for media_id, status, error in outcomes:
                 set_video_status(conn, partition_key, media_id, status, error)
             record_errors(conn, partition_key, "video_frames", [(m, e) for m, s, e in outcomes if e])
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            table = table_metadata(conn, "video_frames", partition_key)
-            unique = unique_key_check(conn, partition_key, ["video_frames"])
+    table, unique = table_report(warehouse, partition_key, "video_frames")
     # only now that the new frames and rows are stored, remove frames of earlier runs that this run did not make
     prefix = f"frames/{storage_key(partition_key)}"
     stored = set(blob_store.list_keys(prefix))

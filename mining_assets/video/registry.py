@@ -9,6 +9,7 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.video.probe import file_sha256
 from mining_assets.warehouse import (
+    execute_with_rows,
     keyword_text,
     record_errors,
     table_definition_metadata,
@@ -124,11 +125,7 @@ def video_registry(
                 ).fetchall()
             }
             if len(rows):
-                conn.register("_incoming", rows)
-                try:
-                    conn.execute(UPSERT)
-                finally:
-                    conn.unregister("_incoming")
+                execute_with_rows(conn, UPSERT, rows)
             record_errors(conn, partition_key, "video_registry", errors)
     for attempt in warehouse.retrying():
         with attempt as conn:

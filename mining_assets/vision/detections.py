@@ -13,11 +13,9 @@ from mining_assets.vision.images import MIN_SIDE
 from mining_assets.vision.unique import unique_frames
 from mining_assets.warehouse import (
     keyword_text,
-    record_errors,
-    replace_partition_rows,
+    replace_stage_rows,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -139,14 +137,8 @@ def detections(
     table = pd.DataFrame(rows, columns=DETECTION_COLUMNS).assign(
         partition_key=partition_key, detector=detector.describe()
     )
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            replace_partition_rows(conn, "detections", partition_key, table)
-            record_errors(conn, partition_key, "detections", errors)
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            stored_metadata = table_metadata(conn, "detections", partition_key)
-            unique_key = unique_key_check(conn, partition_key, ["detections"])
+    replace_stage_rows(warehouse, partition_key, "detections", table, "detections", errors)
+    stored_metadata, unique_key = table_report(warehouse, partition_key, "detections")
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
     outside = boxes_outside(table)

@@ -14,11 +14,9 @@ from mining_assets.vision.common import content_key, frame_loader, partition_pre
 from mining_assets.vision.filtered import filtered_frames
 from mining_assets.vision.images import MIN_SIDE
 from mining_assets.warehouse import (
-    record_errors,
-    replace_partition_rows,
+    replace_stage_rows,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -126,14 +124,8 @@ def frame_embeddings(
     table = pd.DataFrame(rows, columns=["frame_id", "blob_key", "uri", "shard_row"]).assign(
         partition_key=partition_key, model=model, dim=vectors.shape[1] if len(ids) else 0
     )
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            replace_partition_rows(conn, "frame_embeddings", partition_key, table)
-            record_errors(conn, partition_key, "frame_embeddings", errors)
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            stored_metadata = table_metadata(conn, "frame_embeddings", partition_key)
-            unique_key = unique_key_check(conn, partition_key, ["frame_embeddings"])
+    replace_stage_rows(warehouse, partition_key, "frame_embeddings", table, "frame_embeddings", errors)
+    stored_metadata, unique_key = table_report(warehouse, partition_key, "frame_embeddings")
     removed, missing = remove_orphans(blob_store, prefix, table["blob_key"])
 
     # the check reads back what was stored, not what was computed

@@ -18,8 +18,7 @@ from mining_assets.warehouse import (
     record_errors,
     replace_partition_rows,
     table_definition_metadata,
-    table_metadata,
-    unique_key_check,
+    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -165,10 +164,7 @@ def filtered_frames(
             replace_partition_rows(conn, "filtered_frames", partition_key, result)
             replace_partition_rows(conn, "prompt_sets", partition_key, prompt_rows)
             record_errors(conn, partition_key, "filtered_frames", errors)
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            stored_metadata = table_metadata(conn, "filtered_frames", partition_key)
-            unique_key = unique_key_check(conn, partition_key, OWNED_TABLES)
+    stored_metadata, unique_key = table_report(warehouse, partition_key, "filtered_frames", OWNED_TABLES)
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")

@@ -348,3 +348,12 @@ def test_lake_maintenance_merges_small_files_and_keeps_every_row(lake):
     assert metadata["cleaned"] > 0  # files of expired snapshots are gone
     after = lake.execute("SELECT partition_key, count(*), min(reason) FROM ingest_errors GROUP BY ALL ORDER BY 1")
     assert after == before == [("k", 50, "round-5"), ("other", 5, "round-5")]
+
+
+def test_a_lost_catalog_connection_is_attached_again(production_lake, run_psql):
+    """The catalog server drops every connection (a restart, a failover): the next call re-attaches and works."""
+    replace(production_lake, "k", "before", lease=False)
+    database = production_lake.catalog.split("dbname=", 1)[1].split()[0]
+    run_psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+    replace(production_lake, "k", "after", lease=False)
+    assert production_lake.execute("SELECT count(*), min(reason) FROM ingest_errors")[0] == (50, "after")

@@ -6,7 +6,7 @@ import dagster as dg
 from harness import query, query_dicts
 
 from mining_assets.definitions import defs
-from mining_assets.keywords import KEYWORDS_LEASE, register_keywords
+from mining_assets.keywords import KEYWORDS_LEASE, record_keywords
 from sensors.keywords import keyword_file_sensor
 
 
@@ -69,7 +69,7 @@ def register_concurrently(lake, lease: str | None, writers: int = 4) -> int:
         start.wait()
         for attempt in lake.retrying(lease=lease):
             with attempt as conn:
-                register_keywords(conn, [text])
+                record_keywords(conn, [text])
                 time.sleep(0.2)  # the window in which another writer sees no row yet
 
     with ThreadPoolExecutor(writers) as pool:
