@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STAGE_TABLES = ["frames", "filtered_frames", "unique_frames", "quality_scores"]
 STATUS_SQL = [
-    "SELECT partition_key, status, count(*) FROM videos GROUP BY ALL",
+    "SELECT partition_key, status, count(*) FROM media_status GROUP BY ALL",
     "SELECT partition_key, count(*) FROM frames GROUP BY ALL",
 ]
 
@@ -42,6 +42,7 @@ def rows_for(table: str, key: str, n: int, tag: int):
         return pd.DataFrame({**base, "keyword": key, "media_id": "m", "source": "local", "media_type": "photo",
                              "width": 64, "height": 48, "blob_key": "b", "uri": "u", "sha256": "s",
                              "source_url": "file:///m"})  # fmt: skip
+    base["frame_sha256"] = "s"  # the outputs are keyed by the frame's content too
     if table == "filtered_frames":
         return pd.DataFrame({**base, "best_prompt": "p", "best_score": 0.5, "passed": True, "threshold": 0.2,
                              "model": "m"})  # fmt: skip

@@ -18,7 +18,7 @@ from mining_assets.keywords import add_keyword_partitions, register_keywords
 from mining_assets.lake_import import import_export
 from mining_assets.partitions import keyword_partitions, keyword_slug
 from mining_assets.presets import PRESETS, register_preset
-from mining_assets.warehouse import VIDEO_STATUSES
+from mining_assets.warehouse import MEDIA_STATUSES
 from resources import settings
 from resources.warehouse import Warehouse, WarehouseUnavailable, warehouse_from_env
 
@@ -44,8 +44,8 @@ concurrency:
 EXPORT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet"}
 COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "json": "FORMAT json", "parquet": "FORMAT parquet"}
 CELL_WIDTH = 40
-LIST_COLUMNS = ("media_id", "status", "source", "title", "url", "error")
-KNOWN_KEY_SQL = "SELECT 1 FROM keywords WHERE partition_key = ? UNION ALL SELECT 1 FROM videos WHERE partition_key = ?"
+LIST_COLUMNS = ("media_id", "media_type", "status", "source", "title", "url", "error")
+KNOWN_KEY_SQL = "SELECT 1 FROM keywords WHERE partition_key = ? UNION ALL SELECT 1 FROM registry WHERE partition_key = ?"
 
 
 def ensure_dagster_home() -> Path:
@@ -240,29 +240,29 @@ def keywords_list() -> None:
 
 @main.group()
 def registry() -> None:
-    """The video registry in the warehouse."""
+    """What each keyword's sources found, with each item's status (the media_status view)."""
 
 
 @registry.command("status")
 @keyword_option
 def registry_status(keyword: str | None) -> None:
-    """Videos per partition and status, and frames per partition."""
+    """Media items per partition and status, and frames per partition."""
 
     def read(conn: duckdb.DuckDBPyConnection) -> tuple[list, dict]:
         where, params = _where({"partition_key": _partition_key(conn, keyword)})
         # each result is fetched before the next execute: both run on the block's one cursor
-        counts = conn.execute(f"SELECT partition_key, status, count(*) FROM videos {where} GROUP BY ALL", params)
+        counts = conn.execute(f"SELECT partition_key, status, count(*) FROM media_status {where} GROUP BY ALL", params)
         rows = counts.fetchall()
         frames = conn.execute(f"SELECT partition_key, count(*) FROM frames {where} GROUP BY ALL", params)
         return rows, dict(frames.fetchall())
 
     counts, frames = _in_warehouse(read)
-    statuses = [*VIDEO_STATUSES, *sorted({status for _, status, _ in counts} - set(VIDEO_STATUSES))]
+    statuses = [*MEDIA_STATUSES, *sorted({status for _, status, _ in counts} - set(MEDIA_STATUSES))]
     table = {key: dict.fromkeys(statuses, 0) for key in sorted({key for key, _, _ in counts} | set(frames))}
     for key, status, count in counts:
         table[key][status] = count
     if not table:
-        click.echo("no videos yet")
+        click.echo("no media yet")
         return
     rows = [[key, *by_status.values(), sum(by_status.values()), frames.get(key, 0)] for key, by_status in table.items()]
     click.echo(_table(["partition", *statuses, "total", "frames"], rows))
@@ -270,25 +270,25 @@ def registry_status(keyword: str | None) -> None:
 
 @registry.command("list")
 @keyword_option
-@click.option("--status", type=click.Choice(VIDEO_STATUSES), help="Only videos in this status.")
+@click.option("--status", type=click.Choice(MEDIA_STATUSES), help="Only items in this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most rows to show.")
 def registry_list(keyword: str | None, status: str | None, limit: int) -> None:
-    """Videos ordered by partition and media id, long cells cut short."""
+    """Media items ordered by partition and item, long cells cut short."""
 
     def read(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], int, list]:
         key = _partition_key(conn, keyword)
         where, params = _where({"partition_key": key, "status": status})
         columns = list(LIST_COLUMNS) if key else ["partition_key", *LIST_COLUMNS]
-        total = conn.execute(f"SELECT count(*) FROM videos {where}", params).fetchone()[0]
+        total = conn.execute(f"SELECT count(*) FROM media_status {where}", params).fetchone()[0]
         rows = conn.execute(
-            f"SELECT {', '.join(columns)} FROM videos {where} ORDER BY partition_key, media_id LIMIT ?",
+            f"SELECT {', '.join(columns)} FROM media_status {where} ORDER BY partition_key, item LIMIT ?",
             [*params, limit],
         ).fetchall()
         return columns, total, rows
 
     columns, total, rows = _in_warehouse(read)
     if not rows:
-        click.echo("no matching videos")
+        click.echo("no matching media")
         return
     click.echo(_table(columns, rows))
     if total > len(rows):
@@ -300,7 +300,7 @@ def registry_list(keyword: str | None, status: str | None, limit: int) -> None:
 @click.option("--format", "fmt", type=click.Choice(sorted(COPY_OPTIONS)), help="Default: from the output suffix.")
 @keyword_option
 def registry_export(output: Path, fmt: str | None, keyword: str | None) -> None:
-    """Write the video rows (all columns) to a CSV, JSON (one object per line) or Parquet file."""
+    """Write the media items with their status (all columns) to a CSV, JSON (one object per line) or Parquet file."""
     fmt = fmt or EXPORT_FORMATS.get(output.suffix.lower())
     if fmt is None:
         raise click.UsageError(f"cannot tell the format of {output.name!r}: pass --format csv, json or parquet")
@@ -311,7 +311,7 @@ def registry_export(output: Path, fmt: str | None, keyword: str | None) -> None:
         where, params = _where({"partition_key": _partition_key(conn, keyword)})
         # COPY ... TO ? is unreliable, so the path is a quoted literal.
         target = str(output).replace("'", "''")
-        select = f"SELECT * FROM videos {where} ORDER BY partition_key, media_id"
+        select = f"SELECT * FROM media_status {where} ORDER BY partition_key, item"
         return conn.execute(f"COPY ({select}) TO '{target}' ({COPY_OPTIONS[fmt]})", params).fetchone()
 
     row = _in_warehouse(export)

@@ -8,10 +8,9 @@ import dagster as dg
 
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
-from mining_assets.images.stock import stock_images
-from mining_assets.images.uploads import media_uploads
 from mining_assets.jobs import (
     add_keywords,
+    mongo_export_job,
     photo_pipeline,
     pose_pipeline,
     upload_pipeline,
@@ -23,9 +22,9 @@ from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.poses import poses
 from mining_assets.poses.quality import quality_scores
 from mining_assets.presets import add_preset_keywords
-from mining_assets.video.downloads import raw_videos
+from mining_assets.sources.media import media
+from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import video_frames
-from mining_assets.video.registry import video_registry
 from mining_assets.vision.annotations import coco_annotations
 from mining_assets.vision.detections import detections
 from mining_assets.vision.embeddings import frame_embeddings
@@ -130,11 +129,9 @@ def resources() -> dict:
 
 defs = dg.Definitions(
     assets=[
-        video_registry,
-        raw_videos,
+        media_registry,
+        media,
         video_frames,
-        stock_images,
-        media_uploads,
         frames,
         filtered_frames,
         frame_embeddings,
@@ -154,6 +151,7 @@ defs = dg.Definitions(
         upload_pipeline,
         vision_pipeline,
         pose_pipeline,
+        mongo_export_job,
         add_keywords,
         add_preset_keywords,
         lake_maintenance_job,

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from mining_assets.images.stock import stock_images
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.sources.media import media
 from mining_assets.video.frames import video_frames
 from mining_assets.warehouse import table_definition_metadata, table_metadata, unique_key_check, unique_key_spec
 from resources.warehouse import Warehouse
@@ -12,23 +12,34 @@ from resources.warehouse import Warehouse
 CATALOG_VIDEO_FRAMES = """
 INSERT INTO frames (partition_key, keyword, frame_id, media_id, source, media_type, frame_index, timestamp_s,
                     width, height, blob_key, uri, sha256, source_url, created_at)
-SELECT f.partition_key, f.keyword, f.frame_id, f.media_id, f.source, 'video', f.frame_index, f.timestamp_s,
-       f.width, f.height, f.blob_key, f.uri, f.sha256, v.url, now()::TIMESTAMP
-FROM video_frames f JOIN videos v USING (partition_key, media_id)
-WHERE f.partition_key = ?
+SELECT s.partition_key, r.keyword, f.frame_id, f.media_id, m.source, 'video', f.frame_index, f.timestamp_s,
+       f.width, f.height, f.blob_key, f.uri, f.sha256, r.page_url, now()::TIMESTAMP
+FROM keyword_samples s
+JOIN video_frames f ON f.media_id = s.media_id AND f.sampling = s.sampling
+JOIN media m ON m.media_id = s.media_id
+JOIN (SELECT k.partition_key, k.media_id, any_value(r.keyword ORDER BY r.item) AS keyword,
+             any_value(r.page_url ORDER BY r.item) AS page_url
+      FROM keyword_media k JOIN registry r USING (partition_key, item)
+      WHERE k.partition_key = $1 AND k.duplicate_of IS NULL GROUP BY ALL) r
+  ON r.partition_key = s.partition_key AND r.media_id = s.media_id
+WHERE s.partition_key = $1
 """
 CATALOG_PHOTOS = """
 INSERT INTO frames (partition_key, keyword, frame_id, media_id, source, media_type, frame_index, timestamp_s,
                     width, height, blob_key, uri, sha256, source_url, created_at)
-SELECT partition_key, keyword, media_id, media_id, source, 'photo', NULL, NULL,
-       width, height, blob_key, uri, sha256, page_url, now()::TIMESTAMP
-FROM photos WHERE partition_key = ? AND status = 'stored'
+SELECT k.partition_key, any_value(r.keyword), m.media_id, m.media_id, m.source, 'photo', NULL, NULL,
+       m.width, m.height, m.blob_key, m.uri, m.sha256, any_value(r.page_url ORDER BY r.item), now()::TIMESTAMP
+FROM keyword_media k
+JOIN registry r USING (partition_key, item)
+JOIN media m ON m.media_id = k.media_id
+WHERE k.partition_key = $1 AND k.duplicate_of IS NULL AND m.media_type = 'photo'
+GROUP BY k.partition_key, m.media_id, m.source, m.width, m.height, m.blob_key, m.uri, m.sha256
 """
 
 
 @dg.asset(
     partitions_def=keyword_partitions,
-    deps=[video_frames, stock_images, "media_uploads"],
+    deps=[media, video_frames],
     group_name="frames",
     kinds={"duckdb"},
     metadata=table_definition_metadata("frames"),
@@ -46,11 +57,6 @@ def frames(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Materi
             conn.execute("DELETE FROM frames WHERE partition_key = ?", [partition_key])
             conn.execute(CATALOG_VIDEO_FRAMES, [partition_key])
             conn.execute(CATALOG_PHOTOS, [partition_key])
-            conn.execute(
-                "UPDATE videos SET status = 'complete', updated_at = now()::TIMESTAMP "
-                "WHERE partition_key = ? AND status = 'framed'",
-                [partition_key],
-            )
     for attempt in warehouse.retrying():
         with attempt as conn:
             by_type = dict(

@@ -1,34 +1,46 @@
-"""Jobs: the whole video path for a keyword, and adding keywords from the UI's Launchpad."""
+"""Jobs: each source path of a keyword up to the frames catalog, the vision and pose paths, the export, and adding
+keywords from the UI's Launchpad.
+
+The three source jobs run the same assets (media_registry -> media -> video_frames -> frames), where every source
+meets; they differ in which sources the registry asks, so no job depends on an asset it never materializes.
+"""
 
 import dagster as dg
 
-from mining_assets.frames import frames
 from mining_assets.keywords import add_keyword_partitions, register_keywords
-from mining_assets.video.downloads import raw_videos
-from mining_assets.video.frames import video_frames
-from mining_assets.video.registry import video_registry
 from resources.warehouse import Warehouse
 
+SOURCE_ASSETS = ["media_registry", "media", "video_frames", "frames"]
 VISION_ASSETS = ["filtered_frames", "frame_embeddings", "unique_frames", "detections", "coco_annotations",
                  "detection_visualizations"]  # fmt: skip
+POSE_ASSETS = ["quality_scores", "poses", "pose_datasets"]
+VIDEO_SOURCES = {"youtube_search": True, "uploads": False, "stock_sources": []}
+PHOTO_SOURCES = {"youtube_search": False, "uploads": False}
+UPLOAD_SOURCES = {"youtube_search": False, "stock_sources": []}
 
-video_pipeline = dg.define_asset_job(
-    "video_pipeline",
-    selection=dg.AssetSelection.assets(video_registry, raw_videos, video_frames, frames),
-    description="Search, download and sample the videos of one keyword, up to the frames catalog.",
-)
 
-photo_pipeline = dg.define_asset_job(
-    "photo_pipeline",
-    selection=dg.AssetSelection.assets("stock_images", "frames"),
-    description="Search and store the stock photos of one keyword, up to the frames catalog.",
-)
+def source_job(name: str, sources: dict, description: str):
+    """A job of the source assets whose registry asks only some sources (editable in the Launchpad)."""
+    return dg.define_asset_job(
+        name,
+        selection=dg.AssetSelection.assets(*SOURCE_ASSETS),
+        config={"ops": {"media_registry": {"config": sources}}},
+        description=description,
+    )
 
-upload_pipeline = dg.define_asset_job(
-    "upload_pipeline",
-    selection=dg.AssetSelection.assets("media_uploads", "video_frames", "frames"),
-    description="Store the photos and videos uploaded for one keyword (S3 or a local folder), up to the frames.",
-)
+
+video_pipeline = source_job(
+    "video_pipeline", VIDEO_SOURCES, "Search YouTube (and any URLs given) for one keyword, download and sample the "
+    "videos, up to the frames catalog."
+)  # fmt: skip
+photo_pipeline = source_job(
+    "photo_pipeline", PHOTO_SOURCES, "Search the stock-photo APIs (Pexels, Unsplash, Pixabay) for one keyword and store "
+    "the photos, up to the frames catalog."
+)  # fmt: skip
+upload_pipeline = source_job(
+    "upload_pipeline", UPLOAD_SOURCES, "Store the photos and videos uploaded for one keyword (its folders of the "
+    "upload bucket, or a local folder) and sample the videos, up to the frames catalog."
+)  # fmt: skip
 
 vision_pipeline = dg.define_asset_job(
     "vision_pipeline",
@@ -38,8 +50,17 @@ vision_pipeline = dg.define_asset_job(
 
 pose_pipeline = dg.define_asset_job(
     "pose_pipeline",
-    selection=dg.AssetSelection.assets("quality_scores", "poses", "pose_datasets", "mongo_export"),
-    description="Score frames for pose training, extract body and hand keypoints, write HDF5 and export to MongoDB.",
+    selection=dg.AssetSelection.assets(*POSE_ASSETS),
+    description="Score frames for pose training, extract body and hand keypoints, and write the HDF5 datasets. "
+    "The MongoDB export is the job mongo_export_job: it needs a MongoDB (MONGODB_URI), which the embedded defaults "
+    "do not have.",
+)
+
+mongo_export_job = dg.define_asset_job(
+    "mongo_export_job",
+    selection=dg.AssetSelection.assets("mongo_export"),
+    description="Export a keyword's pose datasets to MongoDB. Not part of pose_pipeline: it needs MONGODB_URI set to "
+    "a MongoDB, and the embedded defaults have none.",
 )
 
 

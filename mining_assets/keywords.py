@@ -16,6 +16,13 @@ if TYPE_CHECKING:
 # The write lease of the keywords table (not a partition's: no slug has a colon). DuckLake takes two inserts of one
 # key by concurrent writers (on a PostgreSQL catalog both commit), so whatever writes keywords holds it.
 KEYWORDS_LEASE = "table:keywords"
+# the one statement that writes the keywords table: the CLI, the jobs, the sensors and uploads all come here
+RECORD_KEYWORD = """
+MERGE INTO keywords USING (SELECT ?::VARCHAR AS partition_key, ?::VARCHAR AS keyword) AS incoming
+ON keywords.partition_key = incoming.partition_key
+WHEN NOT MATCHED THEN INSERT (partition_key, keyword, added_at)
+    VALUES (incoming.partition_key, incoming.keyword, now()::TIMESTAMP)
+"""
 
 
 def register_keywords(
@@ -59,10 +66,7 @@ def record_keywords(
             rejected.append((keyword, f"partition key {key!r} already belongs to keyword {row[0]!r}"))
             continue
         if not row:
-            conn.execute(
-                "INSERT INTO keywords (partition_key, keyword, added_at) VALUES (?, ?, now()::TIMESTAMP)",
-                [key, keyword],
-            )
+            conn.execute(RECORD_KEYWORD, [key, keyword])
         pairs.setdefault(key, keyword)
     return list(pairs.items()), rejected
 

@@ -73,9 +73,22 @@ def is_slug(key: str) -> bool:
     return bool(_SLUG_RE.match(key)) and len(key) <= _READABLE_MAX + 1 + _HASH_CHARS
 
 
-def storage_key(partition_key: str) -> str:
-    """The path component for a partition: the key itself when it is a slug, else the slug of the key's text.
+STORAGE_HASH_CHARS = 16
 
-    Keys added by hand in the UI may be free text; they never reach a storage path unslugged.
+
+def storage_key(partition_key: str) -> str:
+    """The path component for a partition's own files: distinct for distinct keys, safe in any store.
+
+    A key that is already a slug is its own storage key; any other key (one added by hand in the UI, say
+    ``glass door``) is ``<readable slug>__<first 16 hex of sha256(key)>``. Slugs never contain ``__``, so the two
+    forms never meet, and two keys that differ only in case, spaces, punctuation or underscores never share files.
+
+    >>> storage_key("glass-door")
+    'glass-door'
+    >>> storage_key("glass door")
+    'glass-door__da33056f90504db8'
     """
-    return partition_key if is_slug(partition_key) else keyword_slug(partition_key)
+    if is_slug(partition_key):
+        return partition_key
+    digest = hashlib.sha256(partition_key.encode("utf-8", "surrogatepass")).hexdigest()[:STORAGE_HASH_CHARS]
+    return f"{_readable(partition_key)}__{digest}"

@@ -1,17 +1,23 @@
 """The warehouse's tables and the few write patterns every stage uses, on the DuckLake lake of
 ``resources.warehouse``.
 
-One row per keyword, video and frame. DuckLake has no PRIMARY KEY or UNIQUE: each table's key (``KEYS``) is kept
-by its writers (delete-then-insert per partition, or ``MERGE``) and checked by the asset that owns it. Every table
-with a ``partition_key`` is partitioned by it, so writes to different keywords never share a data file. Timestamps
-are set by the writer (``insert_rows`` fills the ``*_at`` columns a frame lacks).
+Each table has one writer, the asset that owns it, and its DDL stands beside that asset in a ``.sql`` file; state
+that several stages contribute to (a media item's status, every stage's errors) is a view. Media and their frames
+are shared by the keywords that find them (unpartitioned tables keyed by media id); a keyword's partition holds
+membership rows that refer to them. DuckLake has no PRIMARY KEY or UNIQUE: each table's key (``KEYS``) is kept by
+its writer (delete-then-insert per partition, or ``MERGE``) and checked by the asset that owns it. Every table
+with a ``partition_key`` is partitioned by it, so writes to different keywords never share a data file.
+Timestamps are set by the writer (``insert_rows`` fills the ``*_at`` columns a frame lacks).
 """
 
 from __future__ import annotations
 
+import contextvars
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -25,286 +31,147 @@ if TYPE_CHECKING:
 
     from resources.warehouse import Warehouse
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS keywords (
-    partition_key VARCHAR NOT NULL,
-    keyword VARCHAR NOT NULL,
-    added_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS keyword_tags (  -- keywords added from a preset, with their category
-    partition_key VARCHAR NOT NULL,
-    preset VARCHAR NOT NULL,          -- e.g. actions
-    category VARCHAR NOT NULL         -- e.g. grasping
-);
-CREATE TABLE IF NOT EXISTS videos (
-    partition_key VARCHAR NOT NULL,
-    keyword VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,
-    url VARCHAR NOT NULL,
-    title VARCHAR,
-    channel VARCHAR,
-    duration_s DOUBLE,
-    status VARCHAR NOT NULL DEFAULT 'pending',
-    error VARCHAR,
-    blob_key VARCHAR,
-    uri VARCHAR,
-    size_bytes BIGINT,
-    width INTEGER,
-    height INTEGER,
-    fps DOUBLE,
-    frame_count BIGINT,
-    codec VARCHAR,
-    sha256 VARCHAR,
-    discovered_at TIMESTAMP,
-    updated_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS video_frames (
-    partition_key VARCHAR NOT NULL,
-    keyword VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,
-    frame_index BIGINT NOT NULL,
-    timestamp_s DOUBLE NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    blob_key VARCHAR NOT NULL,
-    uri VARCHAR NOT NULL,
-    sha256 VARCHAR NOT NULL,
-    created_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS frames (
-    partition_key VARCHAR NOT NULL,
-    keyword VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,
-    media_type VARCHAR NOT NULL,      -- 'video' (a sampled frame) or 'photo' (the photo itself)
-    frame_index BIGINT,               -- NULL for photos
-    timestamp_s DOUBLE,               -- NULL for photos
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    blob_key VARCHAR NOT NULL,
-    uri VARCHAR NOT NULL,
-    sha256 VARCHAR NOT NULL,
-    source_url VARCHAR,
-    created_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS photos (      -- one row per stock photo a keyword found, stored or not
-    partition_key VARCHAR NOT NULL,
-    keyword VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,        -- '<source>-<source id>'
-    source VARCHAR NOT NULL,          -- pexels, unsplash, pixabay
-    source_id VARCHAR NOT NULL,
-    query VARCHAR NOT NULL,
-    page_url VARCHAR NOT NULL,
-    image_url VARCHAR NOT NULL,
-    photographer VARCHAR,
-    photographer_url VARCHAR,
-    license VARCHAR NOT NULL,
-    description VARCHAR,
-    status VARCHAR NOT NULL,          -- stored, duplicate (same bytes as another photo), failed
-    error VARCHAR,
-    width INTEGER,                    -- as displayed (EXIF orientation applied)
-    height INTEGER,
-    blob_key VARCHAR,
-    uri VARCHAR,
-    sha256 VARCHAR,
-    stored_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS prompt_sets (   -- the prompts filtered_frames last scored a keyword against
-    partition_key VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,            -- 'class' (also a detector label) or 'caption'
-    label VARCHAR NOT NULL,           -- the class or caption as given
-    prompt VARCHAR NOT NULL           -- the text the model saw
-);
-CREATE TABLE IF NOT EXISTS frame_scores (  -- every score ever computed, so a new threshold needs no model
-    partition_key VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    frame_sha256 VARCHAR NOT NULL,    -- a score is reused only for the same image content
-    model VARCHAR NOT NULL,
-    prompt VARCHAR NOT NULL,
-    score FLOAT NOT NULL,
-    scored_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS filtered_frames (
-    partition_key VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    best_prompt VARCHAR NOT NULL,
-    best_score FLOAT NOT NULL,
-    passed BOOLEAN NOT NULL,
-    threshold DOUBLE NOT NULL,
-    model VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS frame_embeddings (
-    partition_key VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    model VARCHAR NOT NULL,
-    dim INTEGER NOT NULL,
-    blob_key VARCHAR NOT NULL,        -- a float32 .npy shard, content-addressed
-    uri VARCHAR NOT NULL,
-    shard_row INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS unique_frames (
-    partition_key VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    kept BOOLEAN NOT NULL,
-    representative_id VARCHAR NOT NULL,  -- the kept frame this one duplicates (itself when kept)
-    similarity FLOAT NOT NULL,
-    threshold DOUBLE NOT NULL
-);
-CREATE TABLE IF NOT EXISTS detections (
-    partition_key VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    detection_index INTEGER NOT NULL,
-    label VARCHAR NOT NULL,
-    score FLOAT NOT NULL,
-    x0 FLOAT NOT NULL,                -- pixels of the stored frame, (x0, y0) top left, (x1, y1) bottom right
-    y0 FLOAT NOT NULL,
-    x1 FLOAT NOT NULL,
-    y1 FLOAT NOT NULL,
-    image_width INTEGER NOT NULL,
-    image_height INTEGER NOT NULL,
-    detector VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS uploads (     -- media of a keyword from an S3 bucket or a local collection
-    partition_key VARCHAR NOT NULL,
-    keyword VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,        -- 's3-<sha256[:16]>' / 'local-<sha256[:16]>' of the content
-    source VARCHAR NOT NULL,          -- s3, local
-    location VARCHAR NOT NULL,        -- s3://bucket/key or file:///path, as found (never used as a storage path)
-    media_type VARCHAR,               -- photo or video, decided by content; NULL when neither
-    status VARCHAR NOT NULL,          -- stored, duplicate, failed
-    error VARCHAR,
-    size_bytes BIGINT,
-    sha256 VARCHAR,
-    registered_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS quality_scores (  -- 0-100 per frame; the formula is in the README
-    partition_key VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,
-    score DOUBLE NOT NULL,
-    rating VARCHAR NOT NULL,          -- excellent, good, fair, poor
-    accepted BOOLEAN NOT NULL,
-    threshold DOUBLE NOT NULL,
-    pose_points DOUBLE NOT NULL,      -- 0-50
-    hand_points DOUBLE NOT NULL,      -- 0-20
-    lighting_points DOUBLE NOT NULL,  -- 0-15
-    sharpness_points DOUBLE NOT NULL, -- 0-10
-    resolution_points DOUBLE NOT NULL,-- 0-5
-    pose_visibility DOUBLE,           -- mean landmark visibility of the best pose (NULL: no pose)
-    hands_found INTEGER NOT NULL,
-    brightness DOUBLE NOT NULL,       -- mean luma 0-255
-    contrast DOUBLE NOT NULL,         -- luma standard deviation
-    sharpness DOUBLE NOT NULL,        -- variance of the Laplacian
-    megapixels DOUBLE NOT NULL,
-    image_width INTEGER NOT NULL,     -- the IMAGE-mode landmarks found while scoring, as in `poses`: for a photo
-    image_height INTEGER NOT NULL,    -- they are exactly what `poses` would compute, so it copies them
-    pose_found BOOLEAN NOT NULL,
-    pose_landmarks FLOAT[],
-    pose_world_landmarks FLOAT[],
-    left_hand FLOAT[],
-    left_hand_score FLOAT,
-    right_hand FLOAT[],
-    right_hand_score FLOAT,
-    models VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS poses (       -- one row per accepted frame; landmarks as flat float lists
-    partition_key VARCHAR NOT NULL,
-    frame_id VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,
-    media_type VARCHAR NOT NULL,      -- video or photo
-    sequence_index INTEGER NOT NULL,  -- order of the frame in its media item (time order for video)
-    timestamp_s DOUBLE,               -- NULL for photos
-    image_width INTEGER NOT NULL,
-    image_height INTEGER NOT NULL,
-    pose_found BOOLEAN NOT NULL,
-    pose_landmarks FLOAT[],           -- 33 x (x, y, z, visibility), x and y normalised to the image
-    pose_world_landmarks FLOAT[],     -- 33 x (x, y, z) metres, hip-centred
-    left_hand FLOAT[],                -- 21 x (x, y, z) normalised; NULL when not found
-    left_hand_score FLOAT,
-    right_hand FLOAT[],
-    right_hand_score FLOAT,
-    models VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pose_datasets (  -- HDF5 files written by pose_datasets
-    partition_key VARCHAR NOT NULL,
-    media_id VARCHAR NOT NULL,        -- '*' for the keyword's file
-    frames INTEGER NOT NULL,
-    blob_key VARCHAR NOT NULL,
-    uri VARCHAR NOT NULL,
-    sidecar_key VARCHAR NOT NULL,
-    sha256 VARCHAR NOT NULL,
-    source_deleted BOOLEAN NOT NULL   -- set by its writer (DuckLake takes only literal defaults, and false is not one)
-);
-CREATE TABLE IF NOT EXISTS partition_leases (  -- who may write a partition now (resources.warehouse); expires by itself
-    name VARCHAR NOT NULL,            -- a partition key, or table:<name> for a table without partitions
+# The resource's own table; every other table's DDL stands beside the asset that owns it, in a ``.sql`` file named
+# after the asset's module (``video/frames.sql`` beside ``video/frames.py``). The first line of each CREATE TABLE
+# names its key (``-- key: a, b``), unique per row, kept by the one writer and checked by the owner's `unique_key`.
+CORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS partition_leases (  -- key: name, holder; who may write a partition now (resources.warehouse)
+    name VARCHAR NOT NULL,            -- a partition key, or table:<name> for a shared table
     holder VARCHAR NOT NULL,
     taken_at TIMESTAMP NOT NULL,
     expires_at TIMESTAMP NOT NULL
 );
-CREATE TABLE IF NOT EXISTS ingest_errors (
-    partition_key VARCHAR NOT NULL,
-    stage VARCHAR NOT NULL,
-    item VARCHAR NOT NULL,
-    reason VARCHAR NOT NULL,
-    recorded_at TIMESTAMP
-);
 """
 
-# The key of each table: unique per row, kept by the writers, checked by the owning asset's `unique_key` check.
-KEYS: dict[str, tuple[str, ...]] = {
-    "keywords": ("partition_key",),
-    "keyword_tags": ("partition_key", "preset"),
-    "videos": ("partition_key", "media_id"),
-    "video_frames": ("partition_key", "frame_id"),
-    "frames": ("partition_key", "frame_id"),
-    "photos": ("partition_key", "media_id"),
-    "prompt_sets": ("partition_key", "kind", "label"),
-    "frame_scores": ("partition_key", "frame_id", "model", "prompt"),
-    "filtered_frames": ("partition_key", "frame_id"),
-    "frame_embeddings": ("partition_key", "frame_id"),
-    "unique_frames": ("partition_key", "frame_id"),
-    "detections": ("partition_key", "frame_id", "detection_index"),
-    "uploads": ("partition_key", "location"),
-    "quality_scores": ("partition_key", "frame_id"),
-    "poses": ("partition_key", "frame_id"),
-    "pose_datasets": ("partition_key", "media_id"),
-}
+MEDIA_STATUSES = ("pending", "downloaded", "framed", "complete", "failed", "source_deleted")
 
-VIDEO_STATUSES = ("pending", "downloaded", "framed", "complete", "failed")
-
+_PACKAGE = Path(__file__).parent
 _STATEMENT = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.S)
+_VIEW = re.compile(r"CREATE OR REPLACE VIEW (\w+) AS\n(.*?);\n", re.S)
+_KEY = re.compile(r"--\s*key:\s*([\w, ]+?)\s*(?:;|$)")
 _COLUMN = re.compile(r"^\s*(\w+)\s+([A-Z]+(?:\[\])?)([^-]*?),?\s*(?:--\s*(.*))?$")
+ERRORS_SUFFIX = "_errors"
+
+
+@cache
+def schema_files() -> dict[str, str]:
+    """The DDL files beside their owners, by path relative to the package (``video/frames.sql``), in path order."""
+    return {
+        path.relative_to(_PACKAGE).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted(_PACKAGE.rglob("*.sql"))
+    }
 
 
 @cache
 def tables() -> dict[str, dict[str, Any]]:
-    """Each table of SCHEMA: its column definitions as written (``body``) and its columns (name -> type, constraint
-    text, comment), in order."""
+    """Each table: its column definitions as written (``body``), its columns (name -> type, constraint text,
+    comment) in order, its key, and the DDL file that holds it (``owner``)."""
     found: dict[str, dict[str, Any]] = {}
-    for name, body in _STATEMENT.findall(SCHEMA):
-        columns: dict[str, tuple[str, str, str]] = {}
-        for line in body.split("\n")[1:]:
-            match = _COLUMN.match(line)
-            if match:
-                column, kind, constraint, comment = match.groups()
-                columns[column] = (kind, constraint.strip(), (comment or "").strip())
-        found[name] = {"body": body, "columns": columns}
+    for owner, text in {"warehouse.py": CORE_SCHEMA, **schema_files()}.items():
+        for name, body in _STATEMENT.findall(text):
+            if name in found:
+                raise ValueError(f"table {name} is defined in {found[name]['owner']} and in {owner}")
+            first, *lines = body.split("\n")
+            key = _KEY.search(first)
+            if not key:
+                raise ValueError(f"table {name} ({owner}) does not name its key (-- key: ...)")
+            columns: dict[str, tuple[str, str, str]] = {}
+            for line in lines:
+                match = _COLUMN.match(line)
+                if match:
+                    column, kind, constraint, comment = match.groups()
+                    columns[column] = (kind, constraint.strip(), (comment or "").strip())
+            keys = tuple(part.strip() for part in key.group(1).split(","))
+            unknown = [column for column in keys if column not in columns]
+            if unknown:
+                raise ValueError(f"table {name} ({owner}): key columns {unknown} are not columns")
+            found[name] = {"body": body, "columns": columns, "key": keys, "owner": owner}
     return found
 
 
+@cache
+def views() -> dict[str, str]:
+    """Each view: its SELECT. ``ingest_errors`` is every stage's error table side by side."""
+    stages = sorted(name for name in tables() if name.endswith(ERRORS_SUFFIX))
+    found = {
+        "ingest_errors": "\nUNION ALL\n".join(
+            f"SELECT partition_key, '{name.removesuffix(ERRORS_SUFFIX)}' AS stage, item, reason, recorded_at "
+            f"FROM {name}"
+            for name in stages
+        )
+    }
+    found.update({name: select for text in schema_files().values() for name, select in _VIEW.findall(text)})
+    return found
+
+
+class _Keys(dict):
+    """The key of each table (``KEYS["media"] == ("media_id",)``), read from the DDL files."""
+
+    def __missing__(self, table: str) -> tuple[str, ...]:
+        return tables()[table]["key"]
+
+    def __contains__(self, table: object) -> bool:
+        return table in tables()
+
+    def __iter__(self):
+        return iter(tables())
+
+    def __len__(self) -> int:
+        return len(tables())
+
+    def items(self):
+        return [(name, spec["key"]) for name, spec in tables().items()]
+
+
+KEYS: dict[str, tuple[str, ...]] = _Keys()
+
+
 def table_ddl(table: str) -> str:
-    """The CREATE TABLE statement of one table of SCHEMA (plain SQL: no partitioning)."""
+    """The CREATE TABLE statement of one table (plain SQL: no partitioning)."""
     return f"CREATE TABLE {table} ({tables()[table]['body']}\n)"
 
 
+def error_table(stage: str) -> str:
+    """The table that holds a stage's recorded (item, reason) errors."""
+    name = f"{stage}{ERRORS_SUFFIX}"
+    if name not in tables():
+        raise KeyError(f"stage {stage!r} has no error table {name} in its DDL file")
+    return name
+
+
+class LegacyLake(Exception):
+    """A lake written by the earlier data model (one ``videos``/``photos``/``uploads`` table per keyword row)."""
+
+
+# tables only the earlier data model has, and a column only its `video_frames` had
+LEGACY_TABLES = ("videos", "photos", "uploads")
+_MIGRATING = contextvars.ContextVar("migrating", default=False)
+
+
+@contextmanager
+def migrating() -> Iterator[None]:
+    """Within the block, attaching a lake of the earlier data model leaves it as it is (for the migration)."""
+    token = _MIGRATING.set(True)
+    try:
+        yield
+    finally:
+        _MIGRATING.reset(token)
+
+
+def legacy_tables(existing: dict[str, set[str]]) -> list[str]:
+    """The tables of the earlier data model among a lake's base tables (name -> columns)."""
+    found = [name for name in (*LEGACY_TABLES, "ingest_errors") if name in existing]
+    if "partition_key" in existing.get("video_frames", set()):
+        found.append("video_frames")
+    return found
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables that do not exist (partitioned by partition_key) and add the columns a table lacks.
+    """Create the tables that do not exist (partitioned by partition_key), add the columns a table lacks, and
+    (re)create the views.
 
     A lake made by an earlier schema keeps its rows; a new column is added as NULL (or its literal default).
+    Tables of an earlier data model that a view's name now stands for are left to ``mining warehouse migrate``.
     """
     from resources.warehouse import LAKE
 
@@ -312,11 +179,21 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     try:
         existing: dict[str, set[str]] = {}
         for table, column in conn.execute(
-            "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_catalog = ? AND table_schema = 'main'",
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t USING (table_catalog, table_schema, table_name) "
+            "WHERE c.table_catalog = ? AND c.table_schema = 'main' AND t.table_type = 'BASE TABLE'",
             [LAKE],
         ).fetchall():
             existing.setdefault(table, set()).add(column)
+        legacy = legacy_tables(existing)
+        if legacy and _MIGRATING.get():
+            conn.execute("COMMIT")
+            return
+        if legacy:
+            raise LegacyLake(
+                f"this lake holds tables of the earlier data model ({', '.join(legacy)}): "
+                "convert it with `mining warehouse migrate`"
+            )
         for table, spec in tables().items():
             if table not in existing:
                 conn.execute(table_ddl(table))
@@ -328,6 +205,9 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                     default = re.search(r"DEFAULT\s+(\S+)", constraint)
                     extra = f" DEFAULT {default.group(1)}" if default else ""
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}{extra}")
+        for view, select in views().items():
+            if view not in existing:
+                conn.execute(f"CREATE OR REPLACE VIEW {view} AS\n{select}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -374,11 +254,11 @@ def replace_partition_rows(
 def record_errors(
     conn: duckdb.DuckDBPyConnection, partition_key: str, stage: str, errors: Sequence[tuple[str, str]]
 ) -> None:
-    """Replace the (item, reason) errors a stage recorded for a partition."""
+    """Replace the (item, reason) errors a stage recorded for a partition, in the stage's own error table."""
     import pandas as pd
 
-    frame = pd.DataFrame(errors, columns=["item", "reason"]).assign(partition_key=partition_key, stage=stage)
-    replace_partition_rows(conn, "ingest_errors", partition_key, frame, "AND stage = ?", [stage])
+    frame = pd.DataFrame(errors, columns=["item", "reason"]).assign(partition_key=partition_key)
+    replace_partition_rows(conn, error_table(stage), partition_key, frame)
 
 
 def replace_stage_rows(
@@ -403,26 +283,6 @@ def keyword_text(conn: duckdb.DuckDBPyConnection, partition_key: str) -> str:
     """The keyword text behind a partition key; a key added by hand in the UI is its own text."""
     row = conn.execute("SELECT keyword FROM keywords WHERE partition_key = ?", [partition_key]).fetchone()
     return row[0] if row else partition_key
-
-
-def set_video_status(
-    conn: duckdb.DuckDBPyConnection,
-    partition_key: str,
-    media_id: str,
-    status: str,
-    error: str | None = None,
-    **fields: Any,
-) -> None:
-    """Move one video to a new status, recording the error (or clearing it) and any probed fields."""
-    if status not in VIDEO_STATUSES:
-        raise ValueError(f"unknown video status {status!r}")
-    assignments = ", ".join(f"{name} = ?" for name in fields)
-    extra = f", {assignments}" if assignments else ""
-    conn.execute(
-        f"UPDATE videos SET status = ?, error = ?, updated_at = now()::TIMESTAMP{extra} "
-        "WHERE partition_key = ? AND media_id = ?",
-        [status, error, *fields.values(), partition_key, media_id],
-    )
 
 
 # ---------------------------------------------------------------------- what Dagster shows of a table

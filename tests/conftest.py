@@ -24,6 +24,8 @@ from resources.models.embedder import ImageEmbedder
 from resources.models.random_weights import build_random_model
 from resources.models.text_filter import TextImageFilter
 from resources.warehouse import Warehouse, close_all
+from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
+from resources.uploads import UploadBucket
 from resources.youtube import YouTubeResource
 
 SEARCH_PAGE = """<html><head><title>Results</title></head><body>
@@ -206,6 +208,11 @@ def resources(tmp_path, media_server) -> dict:
         "blob_store": LocalBlobStore(root=str(tmp_path / "data" / "blobs")),
         "warehouse": lake_in(tmp_path / "data"),
         "youtube": YouTubeResource(search_url_template=media_server + "/search.html?q={query}", retries=0),
+        # the sources a test does not point anywhere: no upload bucket, stock APIs without keys
+        "uploads": UploadBucket.unconfigured(),
+        "pexels": PexelsSource(),
+        "unsplash": UnsplashSource(),
+        "pixabay": PixabayPhotoSource(),
     }
 
 

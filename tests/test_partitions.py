@@ -1,3 +1,6 @@
+import hashlib
+import re
+
 import pytest
 
 from mining_assets.partitions import is_slug, keyword_slug, normalize_keyword, storage_key
@@ -54,4 +57,26 @@ def test_unusable_keywords_are_refused(text):
 
 @pytest.mark.parametrize("key", ["glass door", "../x", "<b>", "Glass-Door"])
 def test_free_text_partition_keys_are_slugged_for_storage(key):
-    assert is_slug(storage_key(key)) and storage_key(key) != key
+    assert re.fullmatch(r"[a-z0-9-]+__[0-9a-f]{16}", storage_key(key)) and storage_key(key) != key
+
+
+COLLIDING = ["glass door", "glass-door", "Glass Door", "GLASS-DOOR", "glass  door", "glass_door", "glass__door",
+             "glass-door!", "glass.door", "glass-door_", "_glass-door", "glass-door__", "glass door "]  # fmt: skip
+
+
+def test_storage_keys_of_keys_that_differ_only_in_case_spaces_punctuation_and_underscores_never_meet():
+    keys = {key: storage_key(key) for key in COLLIDING}
+    assert len(set(keys.values())) == len(COLLIDING)
+    assert keys["glass-door"] == "glass-door"  # a slug is its own storage key
+    for key, stored in keys.items():
+        assert re.fullmatch(r"[a-z0-9_-]+", stored), stored
+        if key != "glass-door":
+            readable, digest = stored.split("__")
+            assert readable == "glass-door" and len(digest) == 16
+            assert digest == hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def test_a_slug_key_with_its_hash_is_its_own_storage_key_and_never_a_hashed_one():
+    slug = keyword_slug("Glass Door")  # glass-door_<12 hex>: a slug, with one underscore
+    assert is_slug(slug) and storage_key(slug) == slug
+    assert "__" not in slug and all("__" in storage_key(k) for k in COLLIDING if not is_slug(k))

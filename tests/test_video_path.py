@@ -11,15 +11,16 @@ from PIL import Image
 
 from mining_assets.frames import frames
 from mining_assets.keywords import add_keyword_partitions, register_keywords
-from mining_assets.video.downloads import raw_videos
+from mining_assets.sources.media import media
+from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import video_frames
-from mining_assets.video.registry import video_registry
 from mining_assets.video.synthetic import read_frame_index
 from mining_assets.warehouse import unique_key_check
 from resources.warehouse import Warehouse
 from resources.youtube import YouTubeResource
 
-VIDEO_ASSETS = [video_registry, raw_videos, video_frames, frames]
+VIDEO_ASSETS = [media_registry, media, video_frames, frames]
+VIDEO_ONLY = {"media_registry": {"config": {"uploads": False, "stock_sources": []}}}
 
 
 def add_keyword(instance, resources, text: str) -> str:
@@ -30,8 +31,9 @@ def add_keyword(instance, resources, text: str) -> str:
 
 
 def materialize(instance, resources, key, ops=None, selection=VIDEO_ASSETS):
+    ops = {**(VIDEO_ONLY if media_registry in selection else {}), **(ops or {})}
     result = dg.materialize(
-        selection, partition_key=key, resources=resources, instance=instance, run_config=dg.RunConfig(ops=ops or {})
+        selection, partition_key=key, resources=resources, instance=instance, run_config=dg.RunConfig(ops=ops)
     )
     assert result.success
     return result
@@ -48,7 +50,7 @@ def test_search_download_sample_and_catalog(instance, resources, media_server):
         instance, resources, key, {"video_frames": {"config": {"strategy": "interval", "every_n_frames": 30}}}
     )
 
-    videos = query_dicts(resources, "SELECT source, status, codec, width, fps FROM videos ORDER BY codec")
+    videos = query_dicts(resources, "SELECT source, status, codec, width, fps FROM media_status ORDER BY codec")
     assert [(v["source"], v["status"], v["codec"]) for v in videos] == [
         ("web", "complete", "h264"),
         ("web", "complete", "mpeg4"),
@@ -71,9 +73,11 @@ def test_search_download_sample_and_catalog(instance, resources, media_server):
         assert row["source_url"].startswith(media_server) and row["media_type"] == "video"
 
     assert checks_by_asset(result) == {
-        ("video_registry", "sources_answered"): True,
-        ("video_registry", "unique_key"): True,
-        ("raw_videos", "downloads_succeeded"): True,
+        ("media_registry", "sources_answered"): True,
+        ("media_registry", "unique_key"): True,
+        ("media", "stored_files_exist"): True,
+        ("media", "items_fetched"): True,
+        ("media", "unique_key"): True,
         ("video_frames", "frames_stored"): True,
         ("video_frames", "unique_key"): True,
         ("frames", "unique_frame_ids"): True,
@@ -84,44 +88,63 @@ def test_search_download_sample_and_catalog(instance, resources, media_server):
     assert frames_meta["frames"].value == 5
 
 
-def test_rerun_replaces_rows_and_files(instance, resources, tmp_path):
+def test_rerun_adds_nothing_and_new_settings_make_a_new_sample(instance, resources, tmp_path):
     key = add_keyword(instance, resources, "glass door")
-    materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "interval", "every_n_frames": 10}}})
+    ten = {"video_frames": {"config": {"strategy": "interval", "every_n_frames": 10}}}
+    materialize(instance, resources, key, ten)
     first = query(resources, "SELECT count(*) FROM frames")[0][0]
     assert first == 9 + 6
-    materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "interval", "every_n_frames": 10}}})
+    result = materialize(instance, resources, key, ten)
+    assert meta(result, "video_frames")["frames_decoded_now"] == 0  # the sample is there: nothing decoded again
     assert query(resources, "SELECT count(*) FROM frames")[0][0] == first
     assert query(resources, "SELECT count(*) FROM video_frames")[0][0] == first
-    assert query(resources, "SELECT count(*) FROM videos")[0][0] == 2
+    assert query(resources, "SELECT count(*) FROM media")[0][0] == 2
+    assert query(resources, "SELECT count(*) FROM registry")[0][0] == 2
 
-    # a coarser sampling leaves no frame of the earlier run behind, in the warehouse or the store
+    # a coarser sampling is a new sample; the keyword's catalog holds only it, the earlier one stays for GC
     materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
-    keys = set(resources["blob_store"].list_keys(f"frames/{key}"))
     rows = {r[0] for r in query(resources, "SELECT blob_key FROM frames")}
-    assert keys == rows and len(rows) == 3 + 4  # h264 gop 30 over 90 frames; mp4v gop 15 over 60 frames
+    assert len(rows) == 3 + 4  # h264 gop 30 over 90 frames; mp4v gop 15 over 60 frames
+    assert all(resources["blob_store"].exists(k) for k in rows)
+    assert query(resources, "SELECT count(DISTINCT sampling) FROM video_samples")[0][0] == 2
+    assert query(resources, "SELECT count(DISTINCT sampling) FROM keyword_samples")[0][0] == 1
 
 
-def test_a_video_found_by_two_keywords_is_downloaded_once(instance, resources):
+def test_a_video_found_by_two_keywords_is_stored_and_sampled_once(instance, resources):
     first = add_keyword(instance, resources, "glass door")
     second = add_keyword(instance, resources, "sliding door")
-    materialize(instance, resources, first, selection=[video_registry, raw_videos])
-    result = materialize(instance, resources, second, selection=[video_registry, raw_videos])
-    metadata = result.asset_materializations_for_node("raw_videos")[0].metadata
-    assert metadata["reused_from_other_keywords"].value == 2 and metadata["downloaded_now"].value == 0
+    keyframes = {"video_frames": {"config": {"strategy": "keyframes"}}}
+    materialize(instance, resources, first, keyframes)
+    result = materialize(instance, resources, second, keyframes)
+    assert meta(result, "media")["reused_from_other_keywords"] == 2 and meta(result, "media")["fetched_now"] == 0
+    assert meta(result, "video_frames")["videos_reused"] == 2
+    assert meta(result, "video_frames")["frames_decoded_now"] == 0
     assert len(resources["blob_store"].list_keys("videos")) == 2
-    rows = query_dicts(
-        resources, "SELECT partition_key, status, blob_key, codec FROM videos ORDER BY blob_key, partition_key"
-    )
-    assert [r["status"] for r in rows] == ["downloaded"] * 4
-    assert (rows[0]["blob_key"], rows[0]["codec"]) == (rows[1]["blob_key"], rows[1]["codec"])
-    assert rows[0]["partition_key"] != rows[1]["partition_key"]
+    assert query(resources, "SELECT count(*) FROM media")[0][0] == 2
+    members = query_dicts(resources, "SELECT partition_key, media_id FROM keyword_media ORDER BY media_id, 1")
+    assert [m["partition_key"] for m in members] == [first, second, first, second]
+    frames_by_key = {
+        k: {(r["blob_key"], r["sha256"]) for r in query_dicts(resources, "SELECT * FROM frames WHERE partition_key = ?", k)}
+        for k in (first, second)
+    }
+    assert frames_by_key[first] == frames_by_key[second] and len(frames_by_key[first]) == 7  # the same files
+    statuses = query(resources, "SELECT DISTINCT status FROM media_status")
+    assert statuses == [("complete",)]
 
 
-def test_known_videos_keep_their_status(instance, resources):
+def test_status_follows_the_owners_rows(instance, resources):
     key = add_keyword(instance, resources, "glass door")
-    materialize(instance, resources, key)
-    materialize(instance, resources, key, selection=[video_registry])
-    assert {r[0] for r in query(resources, "SELECT status FROM videos")} == {"complete"}
+    materialize(instance, resources, key, selection=[media_registry])
+    assert {r[0] for r in query(resources, "SELECT status FROM media_status")} == {"pending"}
+    materialize(instance, resources, key, selection=[media])
+    assert {r[0] for r in query(resources, "SELECT status FROM media_status")} == {"downloaded"}
+    materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}}, [video_frames])
+    assert {r[0] for r in query(resources, "SELECT status FROM media_status")} == {"framed"}
+    materialize(instance, resources, key, selection=[frames])
+    assert {r[0] for r in query(resources, "SELECT status FROM media_status")} == {"complete"}
+    # the registry again: known items keep what they are
+    materialize(instance, resources, key, selection=[media_registry])
+    assert {r[0] for r in query(resources, "SELECT status FROM media_status")} == {"complete"}
 
 
 def test_bad_inputs_are_recorded_and_the_rest_goes_on(instance, resources, media_server, media_dir, tmp_path):
@@ -131,9 +154,11 @@ def test_bad_inputs_are_recorded_and_the_rest_goes_on(instance, resources, media
         (local / name).write_bytes((media_dir / name).read_bytes())
     key = add_keyword(instance, resources, "glass door")
     ops = {
-        "video_registry": {
+        "media_registry": {
             "config": {
-                "search": True,
+                "youtube_search": True,
+                "uploads": False,
+                "stock_sources": [],
                 "urls": [f"{media_server}/missing.mp4", f"{media_server}/one.html"],
                 "local_dir": str(local),
             }
@@ -141,24 +166,26 @@ def test_bad_inputs_are_recorded_and_the_rest_goes_on(instance, resources, media
     }
     resources["youtube"] = YouTubeResource(search_url_template=media_server + "/no-such-search?q={query}", retries=0)
     result = materialize(instance, resources, key, ops)
-    videos = dict(query(resources, "SELECT coalesce(title, url), status || ': ' || coalesce(error, '') FROM videos"))
-    assert videos["A door (1)"].startswith("complete")
-    assert videos["clip_mp4v.mp4"].startswith("complete")
-    assert videos["zero.mp4"] == "failed: empty file (0 bytes)"
-    assert videos["text.mp4"] == "failed: not a video: the file holds text"
-    assert videos["audio_only.mp4"] == "failed: audio only: the file has no video stream"
-    assert videos["truncated.mp4"].startswith("failed: unreadable or truncated video container")
-    assert videos[f"{media_server}/missing.mp4"].startswith("failed: not found (HTTP 404)")
+    items = {
+        r["title"] or r["url"]: f"{r['status']}: {r['error'] or ''}"
+        for r in query_dicts(resources, "SELECT title, url, status, error FROM media_status")
+    }
+    assert items["A door (1)"].startswith("complete")
+    assert items["clip_mp4v.mp4"].startswith("complete")
+    assert items["zero.mp4"] == "failed: neither an image nor a video: empty file (0 bytes)"
+    assert items["text.mp4"] == "failed: neither an image nor a video: not a video: the file holds text"
+    assert items["audio_only.mp4"] == "failed: neither an image nor a video: audio only: the file has no video stream"
+    assert items["truncated.mp4"].startswith("failed: neither an image nor a video: unreadable or truncated")
+    assert items[f"{media_server}/missing.mp4"].startswith("failed: not found (HTTP 404)")
     errors = {
         (row["stage"], row["item"]): row["reason"]
         for row in query_dicts(resources, "SELECT stage, item, reason FROM ingest_errors")
     }
-    assert errors[("video_registry", "search")].startswith("search failed: not found (HTTP 404)")
-    assert errors[("video_registry", f"{media_server}/missing.mp4")].startswith("not found (HTTP 404)")
-    assert len([k for k in errors if k[0] == "raw_videos"]) == 5
+    assert errors[("media_registry", "youtube search")].startswith("search failed: not found (HTTP 404)")
+    assert len([k for k in errors if k[0] == "media"]) == 5  # four local files and the missing URL
     assert query(resources, "SELECT count(DISTINCT media_id) FROM frames")[0][0] == 2
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["sources_answered"] is False and checks["downloads_succeeded"] is False
+    assert checks["sources_answered"] is False and checks["items_fetched"] is False
     assert checks["frames_stored"] is True
 
 
@@ -191,8 +218,8 @@ def test_video_path_on_s3(instance, resources, s3_endpoint):
     key = add_keyword(instance, resources, "glass door")
     materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
     uris = [r[0] for r in query(resources, "SELECT uri FROM frames ORDER BY uri")]
-    assert len(uris) == 3 + 4 and all(u.startswith("s3://mining-e2e/data/frames/glass-door/") for u in uris)
-    video_uris = [r[0] for r in query(resources, "SELECT uri FROM videos")]
+    assert len(uris) == 3 + 4 and all(u.startswith("s3://mining-e2e/data/frames/web-") for u in uris)
+    video_uris = [r[0] for r in query(resources, "SELECT uri FROM media")]
     assert all(u.startswith("s3://mining-e2e/data/videos/web-") for u in video_uris)
     objects = boto3.client("s3", endpoint_url=s3_endpoint, **credentials).list_objects_v2(Bucket="mining-e2e")
     assert objects["KeyCount"] == 2 + 7
@@ -201,9 +228,8 @@ def test_video_path_on_s3(instance, resources, s3_endpoint):
 def test_partition_added_by_hand_in_the_ui_uses_its_key_as_keyword(instance, resources):
     instance.add_dynamic_partitions("keyword", ["Glass Door!"])
     materialize(instance, resources, "Glass Door!", {"video_frames": {"config": {"strategy": "keyframes"}}})
-    assert query(resources, "SELECT DISTINCT keyword FROM videos") == [("Glass Door!",)]
-    keys = resources["blob_store"].list_keys("frames")
-    assert keys and all(k.startswith("frames/glass-door_") for k in keys)
+    assert query(resources, "SELECT DISTINCT keyword FROM registry") == [("Glass Door!",)]
+    assert query(resources, "SELECT DISTINCT keyword FROM frames") == [("Glass Door!",)]
 
 
 SEEN_DURING_DOWNLOADS: list[int] = []  # Dagster copies resources: what the reader saw is kept out here
@@ -219,7 +245,7 @@ class _ReaderDuringDownload(YouTubeResource):
     def download(self, url, dest_dir):
         # a second DuckDB instance on the same catalog and data files: a different fingerprint, another attachment
         reader = Warehouse(catalog=self.catalog, data_path=self.data_path, max_attempts=2)
-        SEEN_DURING_DOWNLOADS.append(reader.execute("SELECT count(*) FROM videos")[0][0])
+        SEEN_DURING_DOWNLOADS.append(reader.execute("SELECT count(*) FROM registry")[0][0])
         return super().download(url, dest_dir)
 
 
@@ -234,8 +260,8 @@ def test_warehouse_is_readable_while_videos_download(instance, resources, media_
     resources["youtube"] = reader
     SEEN_DURING_DOWNLOADS.clear()
     key = add_keyword(instance, resources, "glass door")
-    materialize(instance, resources, key, selection=[video_registry, raw_videos])
-    assert [r[0] for r in query(resources, "SELECT status FROM videos")] == ["downloaded", "downloaded"]
+    materialize(instance, resources, key, selection=[media_registry, media])
+    assert [r[0] for r in query(resources, "SELECT status FROM media_status")] == ["downloaded", "downloaded"]
     assert SEEN_DURING_DOWNLOADS == [2, 2]
 
 
@@ -246,36 +272,36 @@ def test_owner_assets_report_partition_and_table_row_counts(instance, resources)
         runs[key] = materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
     second = runs["sliding-door"]
     # both keywords find the same two videos; keyframes: 3 (h264, gop 30) + 4 (mp4v, gop 15) frames each
-    for asset, table, per_partition in (("video_registry", "videos", 2), ("video_frames", "video_frames", 7),
-                                        ("frames", "frames", 7)):  # fmt: skip
+    for asset, table, per_partition in (("media_registry", "registry", 2), ("media", "keyword_media", 2),
+                                        ("video_frames", "keyword_samples", 2), ("frames", "frames", 7)):  # fmt: skip
         metadata = meta(second, asset)
         assert metadata["dagster/table_name"] == f"lake.main.{table}"
         assert metadata["dagster/partition_row_count"] == per_partition
         assert metadata["dagster/row_count"] == 2 * per_partition
     # the table and its columns are shown before any run, from the asset's definition
-    definition = video_registry.metadata_by_key[dg.AssetKey("video_registry")]
-    assert definition["dagster/table_name"] == "lake.main.videos"
-    assert [c.name for c in definition["dagster/column_schema"].columns][:3] == ["partition_key", "keyword", "media_id"]
+    definition = media_registry.metadata_by_key[dg.AssetKey("media_registry")]
+    assert definition["dagster/table_name"] == "lake.main.registry"
+    assert [c.name for c in definition["dagster/column_schema"].columns][:3] == ["partition_key", "keyword", "item"]
     for result in runs.values():
         checks = checks_by_asset(result)
-        assert all(checks[(asset, "unique_key")] for asset in ("video_registry", "video_frames", "frames"))
+        assert all(checks[(asset, "unique_key")] for asset in ("media_registry", "media", "video_frames", "frames"))
 
 
-def test_unique_key_fails_when_a_video_row_is_doubled(instance, resources):
+def test_unique_key_fails_when_a_membership_row_is_doubled(instance, resources):
     key = add_keyword(instance, resources, "glass door")
     materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
-    # a second row for one video, as a writer that skipped the MERGE would leave it
+    # a second membership row for one video, as a writer that skipped its delete would leave it
     ((doubled, frame_count),) = query(
         resources,
-        "SELECT media_id, count(*) FROM video_frames WHERE partition_key = ? GROUP BY ALL ORDER BY 1 LIMIT 1",
+        "SELECT media_id, count(*) FROM frames WHERE partition_key = ? GROUP BY ALL ORDER BY 1 LIMIT 1",
         key,
     )
     resources["warehouse"].execute(
-        "INSERT INTO videos SELECT * FROM videos WHERE partition_key = ? AND media_id = ?", [key, doubled]
+        "INSERT INTO keyword_samples SELECT * FROM keyword_samples WHERE partition_key = ? AND media_id = ?",
+        [key, doubled],
     )
-    result = materialize(instance, resources, key, selection=[video_registry, frames])
+    result = materialize(instance, resources, key, selection=[frames])
     checks = checks_by_asset(result)
-    assert checks[("video_registry", "unique_key")] is False
     # the doubled video doubles its frames in the catalog: both frames checks see it
     assert checks[("frames", "unique_key")] is False and checks[("frames", "unique_frame_ids")] is False
     evaluation = next(
@@ -285,5 +311,5 @@ def test_unique_key_fails_when_a_video_row_is_doubled(instance, resources):
     assert evaluation.metadata["duplicated_keys"].value == {"frames": frame_count}  # each of its frames twice
     for attempt in resources["warehouse"].retrying():
         with attempt as conn:
-            assert unique_key_check(conn, key, ["video_frames"]).passed  # the frames were sampled once
-            assert not unique_key_check(conn, key, ["videos", "video_frames"]).passed
+            assert unique_key_check(conn, key, ["keyword_media"]).passed
+            assert not unique_key_check(conn, key, ["keyword_media", "keyword_samples"]).passed

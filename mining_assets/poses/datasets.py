@@ -1,9 +1,14 @@
 """pose_datasets: each media item's poses, and the keyword's, as HDF5 files with JSON sidecars (schema in hdf5.py).
 
 Files go to ``pose_datasets/<partition>/<media_id>.h5`` (and ``.json``) and ``pose_datasets/<partition>/keyword.h5``.
-Each is written locally, stored, fetched back from the store and verified before its row is recorded. With
-``delete_sources`` a media item's downloaded original (video file or photo) is deleted only after its own file and
-the keyword file were verified and recorded, and only when no other keyword or media item still uses that blob.
+Each is written locally, stored, fetched back from the store and verified before its row is recorded. A media item's
+provenance (source, page URL, license, creator) is its registry item's (``keyword_media`` -> ``registry``), else the
+frames catalog's.
+
+With ``delete_sources`` a video's downloaded original is deleted only after its own file and the keyword file were
+verified and recorded, and only when no other keyword's item refers to that media item and no other media item is
+stored in the same blob; each deletion is a ``deleted_sources`` row. Photos are never deleted. A video that was to
+go and was kept is recorded in ``pose_datasets_errors`` with the reason.
 """
 
 import json
@@ -31,9 +36,9 @@ from mining_assets.poses.hdf5 import (
     write_media_file,
 )
 from mining_assets.video.probe import file_sha256
-from mining_assets.vision.annotations import metadata_location
-from mining_assets.vision.common import partition_prefix, remove_orphans
+from mining_assets.vision.common import metadata_location, partition_prefix, remove_orphans
 from mining_assets.warehouse import (
+    insert_rows,
     keyword_text,
     query_dicts,
     record_errors,
@@ -60,27 +65,31 @@ WITH items AS (
     FROM poses WHERE partition_key = $1 GROUP BY media_id),
 catalog AS (
     SELECT media_id, any_value(source) AS source, min(source_url) AS source_url
-    FROM frames WHERE partition_key = $1 GROUP BY media_id)
-SELECT i.media_id, i.media_type, i.frames, coalesce(v.source, p.source, c.source) AS source,
-       coalesce(v.url, p.page_url, c.source_url) AS source_url, p.license,
-       coalesce(p.photographer, v.channel) AS creator,
-       CASE i.media_type WHEN 'video' THEN v.blob_key ELSE p.blob_key END AS source_blob_key, i.models
-FROM items i LEFT JOIN catalog c USING (media_id)
-LEFT JOIN videos v ON v.partition_key = $1 AND v.media_id = i.media_id AND i.media_type = 'video'
-LEFT JOIN photos p ON p.partition_key = $1 AND p.media_id = i.media_id AND i.media_type = 'photo'
-                  AND p.status = 'stored'
+    FROM frames WHERE partition_key = $1 GROUP BY media_id),
+named AS (  -- what the keyword's sources say of each media item: its first registry item that is not a duplicate
+    SELECT k.media_id, r.source, r.page_url, r.license, r.photographer, r.channel
+    FROM keyword_media k JOIN registry r USING (partition_key, item)
+    WHERE k.partition_key = $1 AND k.duplicate_of IS NULL
+    QUALIFY row_number() OVER (PARTITION BY k.media_id ORDER BY k.item) = 1)
+SELECT i.media_id, i.media_type, i.frames, coalesce(n.source, m.source, c.source) AS source,
+       coalesce(n.page_url, c.source_url) AS source_url, n.license,
+       coalesce(n.photographer, n.channel) AS creator,
+       m.media_type AS stored_type, m.blob_key AS source_blob_key, i.models
+FROM items i LEFT JOIN catalog c USING (media_id) LEFT JOIN named n USING (media_id) LEFT JOIN media m USING (media_id)
 ORDER BY i.media_id
 """
 SAMPLE_COLUMNS = ["media_id", "media_type", "frames", "source_url", "license"]
-# who else uses a blob: any row of another keyword, or of another media item of this keyword
-REFERENCES = (
-    " UNION ".join(
-        f"SELECT DISTINCT '{table}' AS tbl, partition_key FROM {table} "
-        "WHERE blob_key = $1 AND NOT (partition_key = $2 AND media_id = $3)"
-        for table in ("videos", "photos", "frames")
-    )
-    + " ORDER BY 1, 2"
-)
+# who else needs an original: another keyword's item that is (or, not fetched yet, names) the media item, or
+# another media item stored in the same blob
+ORIGINAL_USERS = """
+SELECT 'keyword_media' AS tbl, partition_key AS other FROM keyword_media WHERE media_id = $1 AND partition_key <> $2
+UNION SELECT 'registry', partition_key FROM registry WHERE media_id = $1 AND partition_key <> $2
+UNION SELECT 'media', media_id FROM media WHERE blob_key = $3 AND media_id <> $1
+ORDER BY 1, 2
+"""
+# the lease media takes to store an original: while it is held here no keyword stores or re-stores one, so the
+# users read under it are still the users when the original goes
+ORIGINALS_LEASE = "table:media"
 
 
 class PoseDatasetsConfig(dg.Config):
@@ -100,8 +109,9 @@ class StoredFile:
 
 
 def media_provenance(conn, partition_key: str) -> dict[str, dict[str, Any]]:
-    """Per media item with poses: type, frames, source, source URL, license (photos only: a video's terms are
-    not recorded per video), creator, the blob of its downloaded original and the pose models."""
+    """Per media item with poses: type, frames, and what its registry item says (source, page URL, license,
+    creator: photographer or channel), falling back to the frames catalog's source and URL; the stored original's
+    type and blob (``media``) and the pose models."""
     return {row["media_id"]: row for row in query_dicts(conn, PROVENANCE, [partition_key])}
 
 
@@ -162,34 +172,54 @@ def store_verified(
     return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"])
 
 
-def source_users(conn, partition_key: str, originals: dict[str, str | None]) -> dict[str, list[tuple[str, str]]]:
-    """Per media item with a downloaded original (media_id -> blob key), the (table, partition) row sets of other
-    keywords or other media items of this keyword that use the same blob."""
+def deletable(
+    provenance: dict[str, dict], verified: set[str], deleted_before: set[str]
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The originals (media_id -> blob key) a run may delete, and (media_id, reason) for every other item.
+
+    Only a video's original goes, and only once its own file and the keyword file were verified (``verified``);
+    photos are kept (a photo is its own frame: the catalog, COCO files and other keywords read it)."""
+    originals, kept = {}, []
+    for media_id, info in provenance.items():
+        if media_id not in verified or KEYWORD_ROW not in verified:
+            kept.append((media_id, "its HDF5 files were not all verified"))
+        elif media_id in deleted_before:
+            kept.append((media_id, "deleted by an earlier run (deleted_sources)"))
+        elif info["stored_type"] is None:
+            kept.append((media_id, "no stored original on record (media)"))
+        elif info["stored_type"] != "video":
+            kept.append((media_id, f"a {info['stored_type']}: only videos' originals are deleted"))
+        else:
+            originals[media_id] = info["source_blob_key"]
+    return originals, kept
+
+
+def original_users(conn, partition_key: str, originals: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
+    """Per original (media_id -> blob key), the (table, other partition or media id) rows that still need it."""
     return {
-        media_id: [tuple(row) for row in conn.execute(REFERENCES, [key, partition_key, media_id]).fetchall()]
+        media_id: [tuple(row) for row in conn.execute(ORIGINAL_USERS, [media_id, partition_key, key]).fetchall()]
         for media_id, key in originals.items()
-        if key
     }
 
 
 def delete_originals(
-    blob_store: BlobStore, originals: dict[str, str | None], users: dict[str, list[tuple[str, str]]]
+    blob_store: BlobStore, originals: dict[str, str], users: dict[str, list[tuple[str, str]]]
 ) -> tuple[list[str], list[tuple[str, str]]]:
-    """Delete verified items' originals (media_id -> blob key) that nothing else uses (``users``, from
-    ``source_users``).
+    """Delete the originals (media_id -> blob key) that nothing else needs (``users``, from ``original_users``).
 
     Returns the media ids whose original was deleted, and (media_id, reason) for each one kept.
     """
     deleted, kept = [], []
     for media_id, key in originals.items():
         others = users.get(media_id, [])
-        if not key:
-            kept.append((media_id, "no downloaded original on record"))
-        elif others:
-            where = ", ".join(f"{table} of partition {other!r}" for table, other in others[:5])
-            kept.append((media_id, f"still used by {len(others)} other row set(s): {where}"))
+        if others:
+            where = ", ".join(
+                f"media item {other!r} (the same file)" if table == "media" else f"{table} of partition {other!r}"
+                for table, other in others[:5]
+            )
+            kept.append((media_id, f"still needed by {len(others)} other row set(s): {where}"))
         elif not blob_store.exists(key):
-            kept.append((media_id, "original already gone from the store"))
+            kept.append((media_id, "original already gone from the store, with no record of its deletion"))
         else:
             try:
                 blob_store.delete([key])
@@ -227,9 +257,9 @@ def pose_datasets(
             keyword = keyword_text(conn, partition_key)
             provenance = media_provenance(conn, partition_key)
             items, problems = build_items(conn, provenance, keyword, partition_key, created_at)
-            deleted_before = {row[0] for row in conn.execute(
-                "SELECT media_id FROM pose_datasets WHERE partition_key = ? AND source_deleted", [partition_key]
-            ).fetchall()}  # fmt: skip
+            deleted_before = dict(conn.execute(
+                "SELECT media_id, blob_key FROM deleted_sources WHERE list_contains(?, media_id)", [list(provenance)]
+            ).fetchall())  # fmt: skip
     stored: dict[str, StoredFile] = {}
     with tempfile.TemporaryDirectory(prefix="pose-datasets-") as tmp:
         for item in items:
@@ -249,36 +279,43 @@ def pose_datasets(
             problems.append((KEYWORD_ROW, f"{type(error).__name__}: {error}"))
 
     def still_deleted(media_id: str) -> bool:
-        key = provenance.get(media_id, {}).get("source_blob_key")
-        return media_id in deleted_before and bool(key) and not blob_store.exists(key)
+        return media_id in deleted_before and not blob_store.exists(deleted_before[media_id])
 
     table = pd.DataFrame(
         [{**asdict(f), "source_deleted": still_deleted(f.media_id)} for f in stored.values()],
         columns=[*StoredFile.__dataclass_fields__, "source_deleted"],
     )
-    originals: dict[str, str | None] = {}
-    kept: list[tuple[str, str]] = []
-    if config.delete_sources:
-        verified = KEYWORD_ROW in stored
-        originals = {m: info["source_blob_key"] for m, info in provenance.items() if verified and m in stored}
-        kept = [(m, "its HDF5 files were not all verified") for m in provenance if m not in originals]
     for attempt in warehouse.retrying(lease=partition_key):
         with attempt as conn:
             replace_partition_rows(conn, "pose_datasets", partition_key, table.assign(partition_key=partition_key))
             record_errors(conn, partition_key, STAGE, problems)
-            users = source_users(conn, partition_key, originals)
-    # originals go only once their files' rows are committed, and outside any block: a retried block must not
-    # delete twice (the second time would find the blob gone and report it kept)
-    deleted, also_kept = delete_originals(blob_store, originals, users)
-    kept += also_kept
-    if deleted:
+    deleted: list[str] = []
+    kept: list[tuple[str, str]] = []
+    if config.delete_sources:
+        originals, kept = deletable(provenance, set(stored), {m for m in deleted_before if still_deleted(m)})
+        # originals go only once their files' rows are committed, and outside any retried block: a retried block
+        # must not delete twice (the second time would find the blob gone and report it kept)
+        with warehouse.lease(ORIGINALS_LEASE):
+            for attempt in warehouse.retrying():
+                with attempt as conn:
+                    users = original_users(conn, partition_key, originals)
+            deleted, refused = delete_originals(blob_store, originals, users)
+        kept += refused
+        records = pd.DataFrame(
+            {"media_id": deleted, "blob_key": [originals[m] for m in deleted], "verified_by": partition_key}
+        )
         for attempt in warehouse.retrying(lease=partition_key):
             with attempt as conn:
-                conn.execute(
-                    "UPDATE pose_datasets SET source_deleted = true "
-                    "WHERE partition_key = ? AND list_contains(?, media_id)",
-                    [partition_key, deleted],
-                )
+                if deleted:  # one row per media id, whoever deleted it before
+                    conn.execute("DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [deleted])
+                    insert_rows(conn, "deleted_sources", records)
+                    conn.execute(
+                        "UPDATE pose_datasets SET source_deleted = true "
+                        "WHERE partition_key = ? AND list_contains(?, media_id)",
+                        [partition_key, deleted],
+                    )
+                # a video that was to go and could not is recorded with the reason (a shared one above all)
+                record_errors(conn, partition_key, STAGE, problems + refused)
     table_meta, unique_key = table_report(warehouse, partition_key, "pose_datasets")
     keep = [key for f in stored.values() for key in (f.blob_key, f.sidecar_key)]
     orphans, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored

@@ -18,8 +18,8 @@ A media item's datasets, ``n`` = frames with a pose row, in time order for a vid
 Attributes of a media file's root: ``schema_version``, ``file_kind`` (``media``), ``media_id``, ``media_type``
 (video, photo), ``source``, ``source_url``, ``license``, ``creator`` (photographer or channel), ``keyword``,
 ``partition_key``, ``models`` (JSON list of the model versions that made the landmarks), ``created_at`` (ISO 8601,
-UTC) and ``frames`` (= n). Text that is not known is the empty string: videos have no per-video license on record,
-their terms are those of the source (see ``source_url``).
+UTC) and ``frames`` (= n). Text that is not known is the empty string: a source that names no license per item (a
+YouTube video) leaves ``license`` empty, its terms are those of the source (see ``source_url``).
 
 The keyword file's root has ``schema_version``, ``file_kind`` (``keyword``), ``keyword``, ``partition_key``,
 ``models``, ``created_at``, ``frames`` (all items) and ``media_items``; each item is the group

@@ -41,7 +41,8 @@ LENGTHS = {
     "right_hand": HAND_LANDMARKS * 3,
 }
 ACCEPTED_FRAMES = f"""
-SELECT f.frame_id, f.media_id, f.media_type, f.frame_index, f.timestamp_s, f.blob_key, q.models AS scored_with,
+SELECT f.frame_id, f.media_id, f.media_type, f.frame_index, f.timestamp_s, f.blob_key, f.sha256,
+       q.models AS scored_with,
        {", ".join(f"q.{name}" for name in LANDMARK_COLUMNS)}
 FROM quality_scores q JOIN frames f USING (partition_key, frame_id)
 WHERE q.partition_key = ? AND q.accepted
@@ -195,6 +196,8 @@ def poses(
             estimated, errors = estimate_poses(rest, pose_estimator, load, counts)
             rows += estimated
     table = pd.DataFrame(rows).assign(partition_key=partition_key, models=models) if rows else pd.DataFrame()
+    if rows:
+        table["frame_sha256"] = table["frame_id"].map({frame["frame_id"]: frame["sha256"] for frame in todo})
     replace_stage_rows(warehouse, partition_key, "poses", table, STAGE, errors)
     table_meta, unique_key = table_report(warehouse, partition_key, "poses")
 

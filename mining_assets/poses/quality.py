@@ -133,7 +133,7 @@ def quality_scores(
     for attempt in warehouse.retrying():
         with attempt as conn:
             catalog = conn.execute(
-                "SELECT frame_id, media_id, blob_key FROM frames WHERE partition_key = ? ORDER BY frame_id",
+                "SELECT frame_id, media_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id",
                 [partition_key],
             ).df()
     rows, errors, models = [], [], None
@@ -142,6 +142,7 @@ def quality_scores(
         load = frame_loader(blob_store, config.min_side)
         rows, errors = score_frames(catalog.to_dict("records"), pose_estimator, load, config.threshold)
     table = pd.DataFrame(rows, columns=QUALITY_COLUMNS).assign(partition_key=partition_key, models=models)
+    table["frame_sha256"] = table["frame_id"].map(dict(zip(catalog["frame_id"], catalog["sha256"], strict=True)))
     replace_stage_rows(warehouse, partition_key, "quality_scores", table, STAGE, errors)
     table_meta, unique_key = table_report(warehouse, partition_key, "quality_scores")
 

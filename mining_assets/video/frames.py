@@ -1,7 +1,8 @@
-"""video_frames: frames sampled from each downloaded video, stored as JPEG in the blob store."""
+"""video_frames: frames sampled from each of a keyword's videos, stored as JPEG once per video and sampling settings."""
 
 import hashlib
 import io
+import json
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
@@ -10,13 +11,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from mining_assets.partitions import keyword_partitions, storage_key
-from mining_assets.video.downloads import raw_videos
+from mining_assets.partitions import keyword_partitions
+from mining_assets.sources.media import media
 from mining_assets.video.sampling import SamplingError, sample_frames
 from mining_assets.warehouse import (
-    record_errors,
-    replace_partition_rows,
-    set_video_status,
+    insert_rows,
+    query_dicts,
+    replace_stage_rows,
     table_definition_metadata,
     table_report,
     unique_key_spec,
@@ -24,10 +25,12 @@ from mining_assets.warehouse import (
 from resources.blob_store import BlobStore
 from resources.warehouse import Warehouse
 
-FRAME_COLUMNS = [
-    "partition_key", "keyword", "frame_id", "media_id", "source", "frame_index", "timestamp_s",
-    "width", "height", "blob_key", "uri", "sha256",
-]  # fmt: skip
+STAGE = "video_frames"
+SAMPLES_LEASE = "table:video_frames"  # samples are shared by every keyword: two keywords storing one take turns
+FRAME_COLUMNS = ["media_id", "sampling", "frame_index", "frame_id", "timestamp_s", "width", "height", "blob_key",
+                 "uri", "sha256"]  # fmt: skip
+SAMPLE_COLUMNS = ["media_id", "sampling", "strategy", "every_n_frames", "every_s", "max_frames", "jpeg_quality",
+                  "frames", "stopped"]  # fmt: skip
 
 
 class FrameSamplingConfig(dg.Config):
@@ -46,8 +49,21 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def frame_blob_key(partition_key: str, media_id: str, frame_index: int) -> str:
-    return f"frames/{storage_key(partition_key)}/{media_id}/{frame_index:07d}.jpg"
+def settings_of(config: FrameSamplingConfig) -> dict:
+    """The settings that decide a sample's frames (and so its id)."""
+    return {"strategy": config.strategy, "every_n_frames": config.every_n_frames, "every_s": float(config.every_s),
+            "max_frames": config.max_frames_per_video, "jpeg_quality": config.jpeg_quality}  # fmt: skip
+
+
+def sampling_id(config: FrameSamplingConfig) -> str:
+    """``s`` and the first 12 hex of sha256 of the settings: one sample per media item and settings."""
+    text = json.dumps(settings_of(config), sort_keys=True)
+    return "s" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def frame_blob_key(media_id: str, sampling: str, frame_index: int) -> str:
+    """Frames belong to their media item and sampling, whatever keywords use them."""
+    return f"frames/{media_id}/{sampling}/{frame_index:07d}.jpg"
 
 
 def extract_video_frames(
@@ -65,7 +81,7 @@ def extract_video_frames(
 
     def store(frame) -> dict:
         data = encode_jpeg(frame.image, config.jpeg_quality)
-        key = frame_blob_key(video["partition_key"], video["media_id"], frame.index)
+        key = frame_blob_key(video["media_id"], video["sampling"], frame.index)
         height, width = frame.image.shape[:2]
         return {
             **video,
@@ -97,15 +113,20 @@ def extract_video_frames(
     return rows, stopped
 
 
+def sample_is_whole(sample: dict | None, frame_keys: list[str], blob_store: BlobStore) -> bool:
+    """Whether a stored sample can be used as it is: recorded, and every frame file still in the store."""
+    return sample is not None and all(blob_store.exists(key) for key in frame_keys)
+
+
 @dg.asset(
     partitions_def=keyword_partitions,
-    deps=[raw_videos, "media_uploads"],
+    deps=[media],
     group_name="video",
     kinds={"pyav", "duckdb"},
     metadata=table_definition_metadata("video_frames"),
     check_specs=[
         dg.AssetCheckSpec("frames_stored", asset="video_frames"),
-        unique_key_spec("video_frames", ["video_frames"]),
+        unique_key_spec("video_frames", ["keyword_samples"]),
     ],
 )
 def video_frames(
@@ -114,57 +135,96 @@ def video_frames(
     blob_store: BlobStore,
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
-    """Frames sampled from each downloaded video (by interval, time or keyframes) as JPEGs, one row per frame."""
+    """Frames sampled from each of the keyword's videos (by interval, time or keyframes) as JPEGs, once per video
+    and sampling settings whatever keywords use them."""
     partition_key = context.partition_key
+    sampling = sampling_id(config)
     for attempt in warehouse.retrying():
         with attempt as conn:
-            videos = conn.execute(
-                "SELECT partition_key, keyword, media_id, source, blob_key FROM videos WHERE partition_key = ? "
-                "AND status IN ('downloaded', 'framed', 'complete') ORDER BY media_id",
+            videos = query_dicts(
+                conn,
+                "SELECT DISTINCT m.media_id, m.blob_key FROM keyword_media k JOIN media m USING (media_id) "
+                "WHERE k.partition_key = ? AND m.media_type = 'video' ORDER BY m.media_id",
                 [partition_key],
-            ).fetchall()
-    rows: list[dict] = []
-    outcomes: list[tuple[str, str, str | None]] = []
+            )
+            ids = [video["media_id"] for video in videos]
+            samples = {row["media_id"]: row for row in query_dicts(
+                conn, "SELECT * FROM video_samples WHERE sampling = ? AND media_id IN (SELECT unnest(?::VARCHAR[]))",
+                [sampling, ids])}  # fmt: skip
+            frame_keys: dict[str, list[str]] = {}
+            for media_id, key in conn.execute(
+                "SELECT media_id, blob_key FROM video_frames WHERE sampling = ? AND media_id IN "
+                "(SELECT unnest(?::VARCHAR[]))",
+                [sampling, ids],
+            ).fetchall():
+                frame_keys.setdefault(media_id, []).append(key)
+    new_frames: list[dict] = []
+    new_samples: list[dict] = []
+    outcomes: list[tuple[str, int, str | None]] = []  # (media_id, frames, problem)
+    reused = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jpeg") as pool:
-        for pk, keyword, media_id, source, blob_key in videos:
-            video = {"partition_key": pk, "keyword": keyword, "media_id": media_id, "source": source}
+        for video in videos:
+            media_id = video["media_id"]
+            sample = samples.get(media_id)
+            if sample_is_whole(sample, frame_keys.get(media_id, []), blob_store):
+                reused += 1  # sampled before, for this or another keyword: nothing to decode
+                outcomes.append((media_id, sample["frames"], f"partial: {sample['stopped']}" if sample["stopped"]
+                                 else None))  # fmt: skip
+                continue
             try:
-                with blob_store.local_path(blob_key) as path:
-                    video_rows, stopped = extract_video_frames(path, video, config, blob_store, pool)
+                with blob_store.local_path(video["blob_key"]) as path:
+                    rows, stopped = extract_video_frames(
+                        path, {"media_id": media_id, "sampling": sampling}, config, blob_store, pool
+                    )
             except Exception as error:  # one bad video never stops the partition; its reason is recorded
-                outcomes.append((media_id, "failed", str(error) or type(error).__name__))
+                outcomes.append((media_id, 0, str(error) or type(error).__name__))
                 context.log.warning(f"{media_id}: {error}")
                 continue
-            rows += video_rows
-            if not video_rows:
-                outcomes.append((media_id, "failed", stopped or "no frame could be decoded"))
-            else:
-                outcomes.append((media_id, "framed", f"partial: {stopped}" if stopped else None))
-            context.log.info(f"{media_id}: {len(video_rows)} frames{' (' + stopped + ')' if stopped else ''}")
+            if not rows:
+                outcomes.append((media_id, 0, stopped or "no frame could be decoded"))
+                continue
+            new_frames += rows
+            new_samples.append({"media_id": media_id, "sampling": sampling, **settings_of(config),
+                                "frames": len(rows), "stopped": stopped})  # fmt: skip
+            outcomes.append((media_id, len(rows), f"partial: {stopped}" if stopped else None))
+            context.log.info(f"{media_id}: {len(rows)} frames{' (' + stopped + ')' if stopped else ''}")
 
-    frame_rows = pd.DataFrame(rows, columns=FRAME_COLUMNS)
-    new_keys = set(frame_rows["blob_key"])
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            replace_partition_rows(conn, "video_frames", partition_key, frame_rows)
-            for media_id, status, error in outcomes:
-                set_video_status(conn, partition_key, media_id, status, error)
-            record_errors(conn, partition_key, "video_frames", [(m, e) for m, s, e in outcomes if e])
-    table, unique = table_report(warehouse, partition_key, "video_frames")
-    # only now that the new frames and rows are stored, remove frames of earlier runs that this run did not make
-    prefix = f"frames/{storage_key(partition_key)}"
-    stored = set(blob_store.list_keys(prefix))
-    orphans = blob_store.delete(sorted(stored - new_keys))
-    missing = sorted(new_keys - stored)
+    frame_rows = pd.DataFrame(new_frames, columns=FRAME_COLUMNS)
+    sample_rows = pd.DataFrame(new_samples, columns=SAMPLE_COLUMNS)
+    if len(sample_rows):
+        # a sample that another keyword stored meanwhile is replaced by this one, which is the same (same video, same
+        # settings, same encoder, same keys): it is stored once whoever got there first
+        for attempt in warehouse.retrying(lease=SAMPLES_LEASE):
+            with attempt as conn:
+                conn.execute(
+                    "DELETE FROM video_frames WHERE sampling = ? AND media_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [sampling, list(sample_rows["media_id"])],
+                )
+                conn.execute(
+                    "DELETE FROM video_samples WHERE sampling = ? AND media_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [sampling, list(sample_rows["media_id"])],
+                )
+                insert_rows(conn, "video_samples", sample_rows)
+                insert_rows(conn, "video_frames", frame_rows)
+    members = pd.DataFrame(
+        [(partition_key, media_id, sampling) for media_id, count, _ in outcomes if count],
+        columns=["partition_key", "media_id", "sampling"],
+    )
+    replace_stage_rows(warehouse, partition_key, "keyword_samples", members, STAGE,
+                       [(media_id, problem) for media_id, _, problem in outcomes if problem])  # fmt: skip
+    table, unique = table_report(warehouse, partition_key, "keyword_samples")
+    missing = [key for key in frame_rows["blob_key"] if not blob_store.exists(key)]
     return dg.MaterializeResult(
         metadata={
             **table,
-            "frames": len(frame_rows),
-            "videos_framed": sum(1 for _, s, _ in outcomes if s == "framed"),
-            "videos_failed": sum(1 for _, s, _ in outcomes if s == "failed"),
-            "strategy": config.strategy,
-            "orphans_removed": orphans,
-            "problems": dg.MetadataValue.json([{"media_id": m, "reason": e} for m, _, e in outcomes if e]),
+            "frames": int(sum(count for _, count, _ in outcomes)),
+            "frames_decoded_now": len(frame_rows),
+            "videos_sampled_now": len(sample_rows),
+            "videos_reused": reused,
+            "videos_failed": sum(1 for _, count, _ in outcomes if not count),
+            "sampling": sampling,
+            "settings": dg.MetadataValue.json(settings_of(config)),
+            "problems": dg.MetadataValue.json([{"media_id": m, "reason": p} for m, _, p in outcomes if p]),
         },
         check_results=[
             dg.AssetCheckResult(

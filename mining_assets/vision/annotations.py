@@ -1,14 +1,13 @@
 """coco_annotations: one COCO detection file per keyword, with the keyword's funnel (counts per stage)."""
 
 import json
-from urllib.request import url2pathname
 
 import dagster as dg
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.vision.coco import build_coco, coco_problems
-from mining_assets.vision.common import partition_prefix
+from mining_assets.vision.common import metadata_location, partition_prefix
 from mining_assets.vision.detections import detections
 from mining_assets.warehouse import keyword_text
 from resources.blob_store import BlobStore
@@ -30,15 +29,6 @@ FUNNEL_STAGES = ["frames", "scored", "passed_filter", "embedded", "unique", "fra
 def funnel(conn, partition_key: str) -> dict[str, int]:
     """Counts per stage of one keyword, from the warehouse."""
     return dict(zip(FUNNEL_STAGES, conn.execute(FUNNEL, [partition_key]).fetchone(), strict=True))
-
-
-def metadata_location(uri: str) -> dg.MetadataValue:
-    """A local file as a path the UI shows, anything else (s3://, https://) as a URL."""
-    return (
-        dg.MetadataValue.path(url2pathname(uri.removeprefix("file://")))
-        if uri.startswith("file://")
-        else (dg.MetadataValue.url(uri))
-    )
 
 
 @dg.asset(

@@ -1,10 +1,14 @@
-"""Helpers the vision stages share: loading a catalogued frame for a model, and storing a partition's files."""
+"""Helpers the vision and pose stages share: loading a catalogued frame for a model, and storing a partition's
+files."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
+from urllib.request import url2pathname
+
+import dagster as dg
 
 from mining_assets.partitions import storage_key
 from mining_assets.vision.images import decode_image
@@ -35,10 +39,21 @@ def content_key(prefix: str, data: bytes, suffix: str) -> str:
 
 
 def remove_orphans(blob_store: BlobStore, prefix: str, keep: Iterable[str]) -> tuple[int, list[str]]:
-    """After a stage stored its new files and rows: delete files under its prefix that no row refers to.
+    """After a stage stored its new files and rows: delete files under its prefix (``partition_prefix``: the
+    stage's own folder for one keyword, which no other stage or keyword writes to) that no row refers to.
 
     Returns how many were removed and which of the kept keys are missing from the store.
     """
+    folder = prefix.rstrip("/") + "/"
     keep = set(keep)
-    stored = set(blob_store.list_keys(prefix))
+    stored = {key for key in blob_store.list_keys(prefix) if key.startswith(folder)}
     return blob_store.delete(sorted(stored - keep)), sorted(keep - stored)
+
+
+def metadata_location(uri: str) -> dg.MetadataValue:
+    """A local file as a path the UI shows, anything else (s3://, https://) as a URL."""
+    return (
+        dg.MetadataValue.path(url2pathname(uri.removeprefix("file://")))
+        if uri.startswith("file://")
+        else (dg.MetadataValue.url(uri))
+    )

@@ -122,7 +122,8 @@ def detections(
         with attempt as conn:
             labels = detection_labels(conn, partition_key, config)
             todo = conn.execute(
-                "SELECT f.frame_id, f.blob_key FROM unique_frames u JOIN frames f USING (partition_key, frame_id) "
+                "SELECT f.frame_id, f.blob_key, f.sha256 FROM unique_frames u "
+                "JOIN frames f USING (partition_key, frame_id) "
                 "WHERE u.partition_key = ? AND u.kept ORDER BY f.frame_id",
                 [partition_key],
             ).df()
@@ -137,6 +138,7 @@ def detections(
     table = pd.DataFrame(rows, columns=DETECTION_COLUMNS).assign(
         partition_key=partition_key, detector=detector.describe()
     )
+    table["frame_sha256"] = table["frame_id"].map(dict(zip(todo["frame_id"], todo["sha256"], strict=True)))
     replace_stage_rows(warehouse, partition_key, "detections", table, "detections", errors)
     stored_metadata, unique_key = table_report(warehouse, partition_key, "detections")
     for item, reason in errors[:20]:

@@ -103,7 +103,8 @@ def frame_embeddings(
     for attempt in warehouse.retrying():
         with attempt as conn:
             todo = conn.execute(
-                "SELECT f.frame_id, f.blob_key FROM filtered_frames p JOIN frames f USING (partition_key, frame_id) "
+                "SELECT f.frame_id, f.blob_key, f.sha256 FROM filtered_frames p "
+                "JOIN frames f USING (partition_key, frame_id) "
                 "WHERE p.partition_key = ? AND p.passed ORDER BY f.frame_id",
                 [partition_key],
             ).df()
@@ -124,6 +125,7 @@ def frame_embeddings(
     table = pd.DataFrame(rows, columns=["frame_id", "blob_key", "uri", "shard_row"]).assign(
         partition_key=partition_key, model=model, dim=vectors.shape[1] if len(ids) else 0
     )
+    table["frame_sha256"] = table["frame_id"].map(dict(zip(todo["frame_id"], todo["sha256"], strict=True)))
     replace_stage_rows(warehouse, partition_key, "frame_embeddings", table, "frame_embeddings", errors)
     stored_metadata, unique_key = table_report(warehouse, partition_key, "frame_embeddings")
     removed, missing = remove_orphans(blob_store, prefix, table["blob_key"])

@@ -53,7 +53,8 @@ def prompt_set(keyword: str, config: FilterConfig) -> list[tuple[str, str, str]]
 
 
 def best_scores(scores: pd.DataFrame, prompts: list[str], threshold: float, model: str) -> pd.DataFrame:
-    """One row per frame scored on every current prompt: its best prompt and score, and whether it passes."""
+    """One row per frame scored on every current prompt (``scores``: ``frame_id``, ``frame_sha256``, ``prompt``,
+    ``score``): its content, best prompt and score, and whether it passes."""
     current = scores[scores["prompt"].isin(prompts)]
     complete = current.groupby("frame_id")["prompt"].transform("nunique") == len(prompts)
     current = current[complete]
@@ -61,6 +62,7 @@ def best_scores(scores: pd.DataFrame, prompts: list[str], threshold: float, mode
     return pd.DataFrame(
         {
             "frame_id": best["frame_id"],
+            "frame_sha256": best["frame_sha256"],
             "best_prompt": best["prompt"],
             "best_score": best["score"].astype(np.float32),
             "passed": best["score"] >= threshold,

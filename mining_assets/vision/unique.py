@@ -45,8 +45,9 @@ def unique_frames(
     for attempt in warehouse.retrying():
         with attempt as conn:
             rows = conn.execute(
-                "SELECT e.frame_id, e.blob_key, e.shard_row, p.best_score, f.media_id FROM frame_embeddings e "
-                "JOIN filtered_frames p USING (partition_key, frame_id) JOIN frames f USING (partition_key, frame_id) "
+                "SELECT e.frame_id, e.blob_key, e.shard_row, p.best_score, f.media_id, f.sha256 "
+                "FROM frame_embeddings e JOIN filtered_frames p USING (partition_key, frame_id) "
+                "JOIN frames f USING (partition_key, frame_id) "
                 "WHERE e.partition_key = ? ORDER BY e.frame_id",
                 [partition_key],
             ).df()
@@ -56,6 +57,7 @@ def unique_frames(
     table = pd.DataFrame(
         {
             "frame_id": ids,
+            "frame_sha256": rows["sha256"].to_numpy(),
             "kept": result.keep,
             "representative_id": [ids[i] for i in result.representative],
             "similarity": result.similarity.astype(np.float32),
@@ -67,9 +69,8 @@ def unique_frames(
     for attempt in warehouse.retrying():
         with attempt as conn:
             twice = conn.execute(
-                "SELECT count(*) - count(DISTINCT u.frame_id), count(*) - count(DISTINCT f.sha256) "
-                "FROM unique_frames u JOIN frames f USING (partition_key, frame_id) "
-                "WHERE u.partition_key = ? AND u.kept",
+                "SELECT count(*) - count(DISTINCT frame_id), count(*) - count(DISTINCT frame_sha256) "
+                "FROM unique_frames WHERE partition_key = ? AND kept",
                 [partition_key],
             ).fetchone()
             stored_metadata = table_metadata(conn, "unique_frames", partition_key)

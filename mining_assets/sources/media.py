@@ -1,0 +1,266 @@
+"""media: every registry item of a keyword fetched, told apart by content and stored once per media id, where
+downloads and uploads meet; a keyword's partition holds membership rows (``keyword_media``) that refer to it."""
+
+import dataclasses
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+import pandas as pd
+
+from mining_assets.metadata import markdown_table
+from mining_assets.partitions import keyword_partitions
+from mining_assets.sources.media_registry import media_registry
+from mining_assets.sources.stock import STOCK_SOURCES, fetch_photo, hit_of
+from mining_assets.sources.uploads import Rejected, inspect_media, item_for
+from mining_assets.sources.videos import fetch_video, video_blob_key
+from mining_assets.video.probe import file_sha256
+from mining_assets.vision.images import MIN_SIDE
+from mining_assets.warehouse import (
+    execute_with_rows,
+    query_dicts,
+    record_errors,
+    table_definition_metadata,
+    table_report,
+    tables,
+    unique_key_spec,
+)
+from resources.blob_store import BlobStore
+from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
+from resources.uploads import UploadBucket
+from resources.warehouse import Warehouse
+from resources.youtube import YouTubeResource
+
+STAGE = "media"
+MEDIA_LEASE = "table:media"  # media is shared by every keyword: two keywords storing one media id take turns
+MEDIA_COLUMNS = [name for name in tables()["media"]["columns"] if name != "stored_at"]
+STORE_MEDIA = f"""
+MERGE INTO media USING (SELECT * FROM _incoming) AS incoming ON media.media_id = incoming.media_id
+WHEN MATCHED THEN UPDATE SET
+    {", ".join(f"{c} = incoming.{c}" for c in MEDIA_COLUMNS if c != "media_id")}, stored_at = now()::TIMESTAMP
+WHEN NOT MATCHED THEN INSERT ({", ".join(MEDIA_COLUMNS)}, stored_at)
+    VALUES ({", ".join("incoming." + c for c in MEDIA_COLUMNS)}, now()::TIMESTAMP)
+"""
+MEMBER_COLUMNS = ["partition_key", "item", "media_id", "duplicate_of"]
+ADD_MEMBERS = """INSERT INTO keyword_media (partition_key, item, media_id, duplicate_of, fetched_at)
+SELECT partition_key, item, media_id, duplicate_of, now()::TIMESTAMP FROM _incoming"""
+FLUSH_EVERY = 8  # results recorded in batches: a run that dies keeps what it stored up to the last batch
+
+
+class MediaConfig(dg.Config):
+    max_concurrent_downloads: int = 3
+    retry_failed: bool = True  # fetch again the items whose last fetch failed
+    min_side: int = MIN_SIDE  # photos smaller than this on either side are refused
+
+
+class Fetched(Exception):
+    """Not an error: the item turned out to be media already stored (same content), named by ``media_id``."""
+
+    def __init__(self, media_id: str):
+        super().__init__(media_id)
+        self.media_id = media_id
+
+
+def fetch_item(
+    row: dict, stored: dict[str, dict], config: MediaConfig, resources: dict, blob_store: BlobStore
+) -> dict | None:
+    """Fetch one registry item and store it; returns its ``media`` row, or None when ``stored`` already holds its
+    media id with the file in place (only the membership is new).
+
+    Raises:
+        Fetched: an upload whose content is stored already (its media id is on the exception).
+        Exception: the reason this item is not stored.
+    """
+    source = row["source"]
+    if source in STOCK_SOURCES:
+        photo = fetch_photo(hit_of(row), resources[source], config.min_side)
+        key = f"photos/{row['media_id']}{photo['suffix']}"
+        uri = blob_store.put_bytes(key, photo["data"])
+        try:
+            resources[source].report_download(hit_of(row))
+        except Exception as error:  # the photo is stored; only the source's download count missed it
+            row["_note"] = f"stored, but the download was not reported: {error}"
+        return {"media_id": row["media_id"], "media_type": "photo", "source": source, "blob_key": key, "uri": uri,
+                "sha256": photo["sha256"], "size_bytes": len(photo["data"]), "width": photo["width"],
+                "height": photo["height"]}  # fmt: skip
+    if source in ("local", "s3"):
+        item = item_for(resources["uploads"], source, row["url"])
+        with item.open() as path:
+            sha = file_sha256(path)
+            media_id = f"{source}-{sha[:16]}"
+            known = stored.get(media_id)
+            if known and blob_store.exists(known["blob_key"]):
+                raise Fetched(media_id)
+            media = inspect_media(path, config.min_side)
+            if media.media_type == "photo":
+                key = f"photos/{media_id}{media.suffix}"
+            else:
+                key = video_blob_key(media_id, media.suffix)
+            uri = blob_store.put_file(key, path)
+            probed = dataclasses.asdict(media.probe) if media.probe else {}
+            return {**probed, "media_id": media_id, "media_type": media.media_type, "source": source,
+                    "blob_key": key, "uri": uri, "sha256": sha, "size_bytes": path.stat().st_size,
+                    "width": media.width, "height": media.height}  # fmt: skip
+    fields = fetch_video(row["media_id"], row["url"], resources["youtube"], blob_store)
+    return {**fields, "media_id": row["media_id"], "source": source}
+
+
+def reason_of(error: BaseException) -> str:
+    return str(error) if isinstance(error, Rejected) else (str(error) or type(error).__name__)
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    deps=[media_registry],
+    group_name="sources",
+    kinds={"youtube", "s3", "duckdb"},
+    metadata=table_definition_metadata("media"),
+    check_specs=[
+        dg.AssetCheckSpec("stored_files_exist", asset="media"),
+        dg.AssetCheckSpec("items_fetched", asset="media", blocking=False),
+        unique_key_spec("media", ["keyword_media"]),
+    ],
+)
+def media(
+    context: dg.AssetExecutionContext,
+    config: MediaConfig,
+    youtube: YouTubeResource,
+    uploads: UploadBucket,
+    pexels: PexelsSource,
+    unsplash: UnsplashSource,
+    pixabay: PixabayPhotoSource,
+    blob_store: BlobStore,
+    warehouse: Warehouse,
+) -> dg.MaterializeResult:
+    """The keyword's videos and photos (downloads and uploads alike) in the blob store, each stored once per media id
+    whatever keywords find it, with what probing found (size, duration, fps, codec)."""
+    partition_key = context.partition_key
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            registry = query_dicts(
+                conn,
+                "SELECT r.*, k.media_id AS member_of, k.duplicate_of FROM registry r LEFT JOIN keyword_media k "
+                "ON k.partition_key = r.partition_key AND k.item = r.item WHERE r.partition_key = ? ORDER BY r.item",
+                [partition_key],
+            )
+            failed_before = dict(conn.execute(
+                "SELECT item, reason FROM media_errors WHERE partition_key = ?", [partition_key]).fetchall())  # fmt: skip
+            ids = sorted({r["member_of"] or r["media_id"] for r in registry if r["member_of"] or r["media_id"]})
+            stored = {row["media_id"]: row for row in query_dicts(
+                conn, "SELECT * FROM media WHERE media_id IN (SELECT unnest(?::VARCHAR[]))", [ids])}  # fmt: skip
+    resources = {"youtube": youtube, "uploads": uploads, "pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
+
+    members: list[dict] = []  # membership rows of this run, written at the next flush
+    claimed = {r["member_of"]: r["item"] for r in registry if r["member_of"] and not r["duplicate_of"]}
+
+    def add_member(item: str, media_id: str) -> None:
+        """The item is this media; a second item of the keyword with the same media repeats the first."""
+        first = claimed.setdefault(media_id, item)
+        members.append({"item": item, "media_id": media_id, "duplicate_of": None if first == item else first})
+
+    reused = 0
+    todo: list[dict] = []
+    for row in registry:
+        known = stored.get(row["member_of"] or row["media_id"] or "")
+        if known and blob_store.exists(known["blob_key"]):
+            if row["member_of"] is None:  # stored by another keyword: only the membership is new
+                reused += 1
+                add_member(row["item"], known["media_id"])
+        elif row["item"] in failed_before and not config.retry_failed:
+            continue
+        else:
+            todo.append(row)
+
+    failures: list[tuple[str, str]] = [] if config.retry_failed else sorted(failed_before.items())
+    notes: list[tuple[str, str]] = []
+    new_media: list[dict] = []
+    by_sha = {m["sha256"]: m["media_id"] for m in stored.values()}
+    fetched = 0
+
+    def flush() -> None:
+        media_rows = pd.DataFrame(new_media, columns=MEDIA_COLUMNS).drop_duplicates("media_id", keep="last")
+        if len(media_rows):
+            for attempt in warehouse.retrying(lease=MEDIA_LEASE):
+                with attempt as conn:
+                    execute_with_rows(conn, STORE_MEDIA, media_rows)
+        rows = pd.DataFrame(members, columns=MEMBER_COLUMNS[1:]).assign(partition_key=partition_key)
+        if len(rows):
+            for attempt in warehouse.retrying(lease=partition_key):
+                with attempt as conn:
+                    conn.execute("DELETE FROM keyword_media WHERE partition_key = ? AND item IN "
+                                 "(SELECT unnest(?::VARCHAR[]))", [partition_key, list(rows["item"])])  # fmt: skip
+                    execute_with_rows(conn, ADD_MEMBERS, rows)
+        new_media.clear()
+        members.clear()
+
+    flush()  # memberships of media other keywords stored
+    with ThreadPoolExecutor(max_workers=max(1, config.max_concurrent_downloads), thread_name_prefix="fetch") as pool:
+        futures = {pool.submit(fetch_item, row, stored, config, resources, blob_store): row for row in todo}
+        # results taken in registry order, not as they finish: of two items with the same content, the one stored
+        # (and the one the other is a duplicate_of) is the same on every run
+        for done, (future, row) in enumerate(futures.items(), 1):
+            try:
+                media_row = future.result()
+            except Fetched as same:
+                add_member(row["item"], same.media_id)
+                continue
+            except Exception as error:  # one bad item never stops the partition; its reason is recorded
+                reason = reason_of(error)
+                context.log.warning(f"{row['item']} ({row['url'][:200]}) failed: {reason}")
+                failures.append((row["item"], reason))
+                continue
+            if "_note" in row:
+                notes.append((row["item"], row["_note"]))
+            # the same bytes under another id (another site, another name) are that media item
+            media_id = by_sha.setdefault(media_row["sha256"], media_row["media_id"])
+            if media_id == media_row["media_id"]:
+                new_media.append(media_row)
+                stored[media_id] = media_row
+                fetched += 1
+            add_member(row["item"], media_id)
+            if done % FLUSH_EVERY == 0:
+                flush()
+    flush()
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            record_errors(conn, partition_key, STAGE, sorted(failures + notes))
+            summary = query_dicts(
+                conn,
+                "SELECT m.media_type, count(*) AS items, sum(m.size_bytes) AS bytes, sum(m.duration_s) AS seconds, "
+                "list(m.blob_key) AS keys FROM keyword_media k JOIN media m USING (media_id) "
+                "WHERE k.partition_key = ? AND k.duplicate_of IS NULL GROUP BY m.media_type",
+                [partition_key],
+            )
+    table, unique = table_report(warehouse, partition_key, "keyword_media")
+    keys = sorted({key for row in summary for key in row["keys"]})
+    missing = [key for key in keys if not blob_store.exists(key)]
+    counts = Counter({row["media_type"]: row["items"] for row in summary})
+    return dg.MaterializeResult(
+        metadata={
+            **table,
+            "fetched_now": fetched,
+            "reused_from_other_keywords": reused,
+            "failed_now": len(failures),
+            "by_media_type": dg.MetadataValue.json(dict(counts)),
+            "bytes_stored": int(sum(row["bytes"] or 0 for row in summary)),
+            "hours_of_video": round(sum(row["seconds"] or 0 for row in summary) / 3600, 3),
+            "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in (failures + notes)[:50]]),
+            "sample": dg.MetadataValue.md(
+                markdown_table(["item", "reason"], [(i[:120], r[:200]) for i, r in failures[:10]], "_no failures_")
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="stored_files_exist",
+                passed=not missing,
+                metadata={"missing": len(missing), "examples": dg.MetadataValue.json(missing[:5])},
+            ),
+            dg.AssetCheckResult(
+                check_name="items_fetched",
+                passed=not failures,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"failed": len(failures), "attempted": len(todo)},
+            ),
+            unique,
+        ],
+    )

@@ -1,0 +1,191 @@
+"""media_registry: every item a keyword's sources name — YouTube search and URLs, a local folder, the upload
+bucket's keyword folders, the stock-photo APIs — one row each, before anything is fetched."""
+
+import dagster as dg
+import pandas as pd
+
+from mining_assets.metadata import markdown_table
+from mining_assets.partitions import keyword_partitions
+from mining_assets.sources.stock import STOCK_SOURCES, collect_hits, registry_row
+from mining_assets.sources.uploads import local_items, remember_keyword, s3_items
+from mining_assets.sources.videos import youtube_candidates
+from mining_assets.warehouse import (
+    execute_with_rows,
+    keyword_text,
+    record_errors,
+    table_definition_metadata,
+    table_report,
+    tables,
+    unique_key_spec,
+)
+from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
+from resources.uploads import UploadBucket, UploadError
+from resources.warehouse import Warehouse
+from resources.youtube import YouTubeResource
+
+STAGE = "media_registry"
+COLUMNS = [name for name in tables()["registry"]["columns"] if name != "discovered_at"]
+# an item known before keeps what was recorded of it; what a source says now fills in what was missing
+UPSERT = f"""
+MERGE INTO registry USING (SELECT * FROM _incoming) AS incoming
+ON registry.partition_key = incoming.partition_key AND registry.item = incoming.item
+WHEN MATCHED THEN UPDATE SET
+    {", ".join(f"{c} = coalesce(incoming.{c}, registry.{c})" for c in COLUMNS if c not in ("partition_key", "item"))}
+WHEN NOT MATCHED THEN INSERT ({", ".join(COLUMNS)}, discovered_at)
+    VALUES ({", ".join("incoming." + c for c in COLUMNS)}, now()::TIMESTAMP)
+"""
+
+
+class MediaRegistryConfig(dg.Config):
+    """Which sources a keyword's registry asks; the shipped jobs each turn on their own."""
+
+    youtube_search: bool = True  # search YouTube for the keyword
+    max_results: int = 10
+    urls: list[str] = []  # video pages to add (YouTube or any page yt-dlp reads)
+    local_dir: str | None = None  # a folder of photos and videos, read recursively; hidden files skipped
+    uploads: bool = True  # the upload bucket's folders of this keyword, when a bucket is configured
+    s3_keys: list[str] | None = None  # only these objects of the bucket (the uploads sensor); None: list the folders
+    stock_sources: list[str] = list(STOCK_SOURCES)
+    per_query: int = 30  # photos asked of each stock source for each query
+    queries: list[str] | None = None  # stock-photo queries; None: the keyword itself
+    keyword: str | None = None  # the keyword as uploaded (the S3 folder name), recorded when the partition is new
+    license: str = "as uploaded"  # recorded for uploads and local files
+
+
+def upload_rows(items, license_text: str) -> list[dict]:
+    """Registry rows of uploads: named by location until their content is read."""
+    return [
+        {"item": item.location, "source": item.source, "url": item.location, "page_url": item.location,
+         "title": item.location.rsplit("/", 1)[-1], "license": license_text}
+        for item in items
+    ]  # fmt: skip
+
+
+def gather(
+    config: MediaRegistryConfig,
+    partition_key: str,
+    keyword: str,
+    youtube: YouTubeResource,
+    uploads: UploadBucket,
+    stock: dict,
+) -> tuple[list[dict], list[tuple[str, str]], set[str]]:
+    """Every item the asked sources name, the (item, reason) failures, and the names of the sources asked (so that
+    the errors of sources not asked this time are kept)."""
+    rows: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    asked: set[str] = set()
+    if config.youtube_search or config.urls:
+        asked |= {"youtube search"} if config.youtube_search else set()
+        candidates, failures = youtube_candidates(keyword, config.youtube_search, config.max_results, config.urls,
+                                                  youtube)  # fmt: skip
+        asked |= {candidate.media_id for candidate in candidates}
+        errors += failures
+        rows += [
+            {"item": c.media_id, "source": c.source, "media_id": c.media_id, "media_type": "video", "url": c.url,
+             "page_url": c.url, "query": keyword if config.youtube_search else None, "title": c.title,
+             "channel": c.channel, "duration_s": c.duration_s}
+            for c in candidates
+        ]  # fmt: skip
+    if config.local_dir:
+        asked.add(config.local_dir)
+        try:
+            rows += upload_rows(local_items(config.local_dir), config.license)
+        except UploadError as error:
+            errors.append((config.local_dir, str(error)))
+    if config.uploads or config.s3_keys:
+        items, failures, scope = s3_items(uploads, config.s3_keys, partition_key, keyword)
+        asked |= scope
+        errors += failures
+        rows += upload_rows(items, config.license)
+    if config.stock_sources:
+        unknown = sorted(set(config.stock_sources) - set(stock))
+        sources = {name: stock[name] for name in config.stock_sources if name in stock}
+        asked |= set(config.stock_sources)
+        queries = [q for q in dict.fromkeys(" ".join(q.split()) for q in (config.queries or [keyword])) if q]
+        hits, failures = collect_hits(sources, queries, config.per_query)
+        errors += failures + [(name, "unknown source") for name in unknown]
+        rows += [registry_row(query, hit) for query, hit in hits]
+    unique: dict[str, dict] = {}
+    for row in rows:
+        unique.setdefault(row["item"], row)
+    return list(unique.values()), errors, asked
+
+
+@dg.asset(
+    partitions_def=keyword_partitions,
+    group_name="sources",
+    kinds={"youtube", "s3", "duckdb"},
+    metadata=table_definition_metadata("registry"),
+    check_specs=[
+        dg.AssetCheckSpec("sources_answered", asset="media_registry", blocking=False),
+        unique_key_spec("media_registry", ["registry"]),
+    ],
+)
+def media_registry(
+    context: dg.AssetExecutionContext,
+    config: MediaRegistryConfig,
+    youtube: YouTubeResource,
+    uploads: UploadBucket,
+    pexels: PexelsSource,
+    unsplash: UnsplashSource,
+    pixabay: PixabayPhotoSource,
+    warehouse: Warehouse,
+) -> dg.MaterializeResult:
+    """Everything a keyword's sources name (videos, uploads, stock photos), one row per item, fetched or not."""
+    partition_key = context.partition_key
+    note = remember_keyword(warehouse, partition_key, config.keyword)
+    if note:
+        context.log.warning(note)
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            keyword = keyword_text(conn, partition_key)
+    stock = {"pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
+    rows, errors, asked = gather(config, partition_key, keyword, youtube, uploads, stock)
+    frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("partition_key", "keyword")])
+    frame = frame.assign(partition_key=partition_key, keyword=keyword)[COLUMNS].astype(object)
+    frame = frame.where(frame.notna(), None)  # missing fields are NULL, never NaN
+    # the lease keeps a second registry run of this keyword from inserting the same new items beside this one
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            known = {row[0] for row in conn.execute(
+                "SELECT item FROM registry WHERE partition_key = ?", [partition_key]).fetchall()}  # fmt: skip
+            if len(frame):
+                execute_with_rows(conn, UPSERT, frame)
+            earlier = conn.execute(
+                "SELECT item, reason FROM media_registry_errors WHERE partition_key = ?", [partition_key]
+            ).fetchall()
+            kept = [(item, reason) for item, reason in earlier if item not in asked]  # sources not asked this time
+            record_errors(conn, partition_key, STAGE, sorted({*errors, *kept}))
+            by_source = dict(conn.execute(
+                "SELECT source, count(*) FROM registry WHERE partition_key = ? GROUP BY source ORDER BY source",
+                [partition_key]).fetchall())  # fmt: skip
+    table, unique = table_report(warehouse, partition_key, "registry")
+    for item, reason in errors:
+        context.log.warning(f"{item}: {reason}")
+    new = [row for row in rows if row["item"] not in known]
+    return dg.MaterializeResult(
+        metadata={
+            **table,
+            "keyword": keyword,
+            "items": sum(by_source.values()),
+            "new_items": len(new),
+            "by_source": dg.MetadataValue.json(by_source),
+            "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors[:50]]),
+            "new_preview": dg.MetadataValue.md(
+                markdown_table(
+                    ["item", "source", "title"],
+                    [(r["item"], r["source"], r.get("title") or r.get("description")) for r in new[:20]],
+                    "_no new items_",
+                )
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="sources_answered",
+                passed=not errors,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"failures": len(errors)},
+            ),
+            unique,
+        ],
+    )
