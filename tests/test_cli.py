@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from mining_assets import cli
 from mining_assets.keywords import KEYWORDS_LEASE
 from mining_assets.partitions import is_slug, keyword_partitions, keyword_slug
+from mining_assets.warehouse import MEDIA_STATUSES
 from resources.warehouse import Warehouse, warehouse_from_env
 
 HOSTILE_KEY = keyword_slug("<b>door</b>")
@@ -34,22 +35,29 @@ def lake_dir() -> Path:
     return Path(warehouse_from_env().catalog.split(":", 1)[1]).parent
 
 
-def insert_video(conn, key: str, media_id: str, status: str, **fields) -> None:
-    row = {
-        "partition_key": key,
-        "keyword": key,
-        "media_id": media_id,
-        "source": "youtube",
-        "url": f"https://example.test/watch?v={media_id}",
-        "title": f"title {media_id}",
-        "status": status,
-        **fields,
-    }
+def insert_video(conn, key: str, media_id: str, status: str, error: str | None = None, **fields) -> None:
+    """A video of a keyword in ``status``, as the owners' rows make it (the status is the media_status view's)."""
+    row = {"partition_key": key, "keyword": key, "item": media_id, "media_id": media_id, "source": "youtube",
+           "media_type": "video", "url": f"https://example.test/watch?v={media_id}", "title": f"title {media_id}",
+           **fields}  # fmt: skip
+    row["page_url"] = row["url"]
     conn.execute(
-        f"INSERT INTO videos ({', '.join(row)}, discovered_at, updated_at)"
-        f" VALUES ({', '.join('?' * len(row))}, now()::TIMESTAMP, now()::TIMESTAMP)",
+        f"INSERT INTO registry ({', '.join(row)}, discovered_at) VALUES ({', '.join('?' * len(row))}, now()::TIMESTAMP)",
         list(row.values()),
     )
+    if status == "failed":
+        conn.execute("INSERT INTO media_errors VALUES (?, ?, ?, now()::TIMESTAMP)", [key, media_id, error])
+    if status in ("downloaded", "framed", "complete"):
+        conn.execute(
+            "INSERT INTO media (media_id, media_type, source, blob_key, uri, sha256, size_bytes, width, height) "
+            "VALUES (?, 'video', 'youtube', ?, 'u', 's', 1, 64, 48)",
+            [media_id, f"videos/{media_id}.mp4"],
+        )
+        conn.execute("INSERT INTO keyword_media VALUES (?, ?, ?, NULL, now()::TIMESTAMP)", [key, media_id, media_id])
+    if status in ("framed", "complete"):
+        conn.execute("INSERT INTO video_samples VALUES (?, 's1', 'time', 30, 1.0, 0, 90, 3, NULL, now()::TIMESTAMP)",
+                     [media_id])  # fmt: skip
+        conn.execute("INSERT INTO keyword_samples VALUES (?, ?, 's1', now()::TIMESTAMP)", [key, media_id])
 
 
 def insert_frame(conn, key: str, media_id: str, index: int) -> None:
@@ -90,6 +98,7 @@ def warehouse() -> Warehouse:
             insert_video(conn, HOSTILE_KEY, "h2", "pending", title='it\'s "quoted", with, commas')
             for index in range(3):
                 insert_frame(conn, "glass-door", "v1", index)
+            insert_frame(conn, "glass-door", "v2", 0)  # v1 and v2 are in the frames catalog: complete
     return lake
 
 
@@ -241,7 +250,7 @@ def test_a_catalog_setting_of_unknown_kind_explains_instead_of_crashing(args, mo
 
 def status_rows(output: str) -> dict[str, list[str]]:
     lines = output.splitlines()
-    assert lines[0].split() == ["partition", "pending", "downloaded", "framed", "complete", "failed", "total", "frames"]
+    assert lines[0].split() == ["partition", *MEDIA_STATUSES, "total", "frames"]
     return {line.split()[0]: line.split()[1:] for line in lines[1:]}
 
 
@@ -249,8 +258,8 @@ def test_registry_status(warehouse):
     result = invoke("registry", "status")
     assert result.exit_code == 0, result.output
     assert status_rows(result.stdout) == {
-        "glass-door": ["1", "0", "1", "2", "1", "5", "3"],
-        HOSTILE_KEY: ["1", "1", "0", "0", "0", "2", "0"],
+        "glass-door": ["1", "0", "1", "2", "1", "0", "5", "4"],
+        HOSTILE_KEY: ["1", "1", "0", "0", "0", "0", "2", "0"],
     }
     widths = {len(line) for line in result.stdout.splitlines()}
     assert len(widths) == 1, "columns are aligned (numbers right-aligned, so every line has the same length)"
@@ -263,7 +272,7 @@ def test_registry_status(warehouse):
 
     unknown = invoke("registry", "status", "--keyword", "no such keyword")
     assert unknown.exit_code == 0
-    assert unknown.stdout.strip() == "no videos yet"
+    assert unknown.stdout.strip() == "no media yet"
     empty = invoke("registry", "status", "--keyword", "   ")
     assert empty.exit_code == 2
     assert "keyword is empty" in empty.stderr
@@ -273,7 +282,7 @@ def test_registry_list(warehouse):
     result = invoke("registry", "list", "--keyword", "glass door")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["media_id", "status", "source", "title", "url", "error"]
+    assert lines[0].split() == ["media_id", "media_type", "status", "source", "title", "url", "error"]
     assert [line.split()[0] for line in lines[1:]] == ["v1", "v2", "v3", "v4", "v5"]
     failed = lines[-1]
     assert "\x1b" not in result.stdout
@@ -296,7 +305,7 @@ def test_registry_list(warehouse):
 
     complete = invoke("registry", "list", "--status", "complete", "--limit", "1")
     assert complete.exit_code == 0
-    assert [line.split()[1] for line in complete.stdout.splitlines()[1:]] == ["v1"]
+    assert [line.split()[3] for line in complete.stdout.splitlines()[1:]] == ["complete"]
     assert "1 of 2 shown" in complete.stderr
     assert invoke("registry", "list", "--status", "bogus").exit_code == 2
     assert invoke("registry", "list", "--limit", "0").exit_code == 2
@@ -330,7 +339,7 @@ def test_registry_export_keeps_all_columns(warehouse, tmp_path):
     output = tmp_path / "videos.json"
     assert invoke("registry", "export", "--output", str(output)).exit_code == 0
     first = json.loads(output.read_text().splitlines()[0])
-    columns = [row["column_name"] for row in warehouse.query_dicts("DESCRIBE videos")]
+    columns = [row["column_name"] for row in warehouse.query_dicts("DESCRIBE media_status")]
     assert list(first) == columns
     assert first["discovered_at"] is not None
 
@@ -343,21 +352,21 @@ def test_registry_export_needs_a_format(warehouse, tmp_path):
 
 
 def test_sql_prints_a_statements_rows(warehouse):
-    result = invoke("sql", "SELECT count(*) AS n FROM videos")
+    result = invoke("sql", "SELECT count(*) AS n FROM registry")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["n", "7"]
 
-    by_partition = invoke("sql", "SELECT partition_key, count(*) AS videos FROM videos GROUP BY ALL ORDER BY 1")
+    by_partition = invoke("sql", "SELECT partition_key, count(*) AS videos FROM registry GROUP BY ALL ORDER BY 1")
     assert by_partition.exit_code == 0, by_partition.output
     assert [line.split() for line in by_partition.stdout.splitlines()] == [
         ["partition_key", "videos"],
         [HOSTILE_KEY, "2"],
         ["glass-door", "5"],
     ]
-    limited = invoke("sql", "--limit", "2", "SELECT media_id FROM lake.main.videos ORDER BY media_id")
+    limited = invoke("sql", "--limit", "2", "SELECT media_id FROM lake.main.registry ORDER BY media_id")
     assert limited.exit_code == 0, limited.output
     assert limited.stdout.splitlines() == ["media_id", "h1", "h2"]
-    nothing = invoke("sql", "SELECT media_id, title FROM videos WHERE false")
+    nothing = invoke("sql", "SELECT media_id, title FROM registry WHERE false")
     assert nothing.stdout.strip() == "(no rows; columns media_id, title)"
 
 
@@ -400,25 +409,26 @@ CREATE TABLE keywords (
     keyword VARCHAR NOT NULL,
     added_at TIMESTAMP DEFAULT current_timestamp
 );
-CREATE TABLE videos (  -- columns in another order, one the lake has not, none of the lake's updated_at
+CREATE TABLE registry (  -- columns in another order, one the lake has not, none of the lake's channel
     media_id VARCHAR NOT NULL,
     partition_key VARCHAR NOT NULL,
     keyword VARCHAR NOT NULL,
-    status VARCHAR NOT NULL DEFAULT 'pending',
+    item VARCHAR NOT NULL,
     source VARCHAR NOT NULL,
     url VARCHAR NOT NULL,
+    page_url VARCHAR NOT NULL DEFAULT 'https://example.test/page',
     title VARCHAR,
     legacy_rank INTEGER,
     discovered_at TIMESTAMP DEFAULT current_timestamp,
-    PRIMARY KEY (partition_key, media_id)
+    PRIMARY KEY (partition_key, item)
 );
 CREATE TABLE scratch (note VARCHAR);
 INSERT INTO keywords (partition_key, keyword) VALUES ('glass-door', 'glass door'), ('window', 'Window');
-INSERT INTO videos (partition_key, keyword, media_id, source, url, title, legacy_rank) VALUES
-    ('glass-door', 'glass door', 'v1', 'youtube', 'https://example.test/v1', 'it''s a door', 1),
-    ('glass-door', 'glass door', 'v2', 'youtube', 'https://example.test/v2', NULL, 2),
-    ('window', 'Window', 'w1', 'pexels', 'https://example.test/w1', 'a window', 3);
-UPDATE videos SET status = 'complete' WHERE media_id = 'v2';
+INSERT INTO registry (partition_key, keyword, item, media_id, source, url, title, legacy_rank) VALUES
+    ('glass-door', 'glass door', 'v1', 'v1', 'youtube', 'https://example.test/v1', 'it''s a door', 1),
+    ('glass-door', 'glass door', 'v2', 'v2', 'youtube', 'https://example.test/v2', NULL, 2),
+    ('window', 'Window', 'w1', 'w1', 'pexels', 'https://example.test/w1', 'a window', 3);
+UPDATE registry SET title = 'two' WHERE media_id = 'v2';
 INSERT INTO scratch VALUES ('left behind');
 """
 
@@ -439,59 +449,56 @@ def test_warehouse_import_loads_an_old_export_by_column_name(old_export):
     report = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert report == {
         "keywords": "2 rows",
-        "videos": "3 rows; columns left out: legacy_rank",
+        "registry": "3 rows; columns left out: legacy_rank",
         "scratch": "left out: not a table of this warehouse",
     }
     lake = warehouse_from_env()
     assert keyword_texts() == {"glass-door": "glass door", "window": "Window"}
     assert all(row["added_at"] is not None for row in lake.query_dicts("SELECT added_at FROM keywords"))
-    videos = lake.query_dicts(
-        "SELECT partition_key, keyword, media_id, source, url, title, status, channel, discovered_at, updated_at"
-        " FROM videos ORDER BY media_id"
+    items = lake.query_dicts(
+        "SELECT partition_key, keyword, item, source, url, title, channel, discovered_at FROM registry ORDER BY item"
     )
-    assert [{k: v for k, v in row.items() if not k.endswith("_at")} for row in videos] == [
-        {"partition_key": "glass-door", "keyword": "glass door", "media_id": "v1", "source": "youtube",
-         "url": "https://example.test/v1", "title": "it's a door", "status": "pending", "channel": None},
-        {"partition_key": "glass-door", "keyword": "glass door", "media_id": "v2", "source": "youtube",
-         "url": "https://example.test/v2", "title": None, "status": "complete", "channel": None},
-        {"partition_key": "window", "keyword": "Window", "media_id": "w1", "source": "pexels",
-         "url": "https://example.test/w1", "title": "a window", "status": "pending", "channel": None},
+    assert [{k: v for k, v in row.items() if not k.endswith("_at")} for row in items] == [
+        {"partition_key": "glass-door", "keyword": "glass door", "item": "v1", "source": "youtube",
+         "url": "https://example.test/v1", "title": "it's a door", "channel": None},
+        {"partition_key": "glass-door", "keyword": "glass door", "item": "v2", "source": "youtube",
+         "url": "https://example.test/v2", "title": "two", "channel": None},
+        {"partition_key": "window", "keyword": "Window", "item": "w1", "source": "pexels",
+         "url": "https://example.test/w1", "title": "a window", "channel": None},
     ]  # fmt: skip
-    assert all(row["discovered_at"] is not None and row["updated_at"] is not None for row in videos), (
-        "the export's timestamps come over, the ones it lacks are set to now"
-    )
+    assert all(row["discovered_at"] is not None for row in items), "the export's timestamps come over"
     assert lake.query_dicts("SELECT count(*) AS n FROM frames") == [{"n": 0}], "tables the export lacks stay"
 
     status = invoke("registry", "status")
     assert status.exit_code == 0, status.output
     assert status_rows(status.stdout) == {
-        "glass-door": ["1", "0", "0", "1", "0", "2", "0"],
-        "window": ["1", "0", "0", "0", "0", "1", "0"],
+        "glass-door": ["2", "0", "0", "0", "0", "0", "2", "0"],
+        "window": ["1", "0", "0", "0", "0", "0", "1", "0"],
     }
 
 
 def test_warehouse_import_skips_filled_tables_and_replace_replaces_them(old_export):
     assert invoke("warehouse", "import", str(old_export)).exit_code == 0
     lake = warehouse_from_env()
-    lake.execute("UPDATE videos SET title = 'changed in the lake' WHERE media_id = 'v1'")
+    lake.execute("UPDATE registry SET title = 'changed in the lake' WHERE item = 'v1'")
 
     again = invoke("warehouse", "import", str(old_export))
     assert again.exit_code == 0, again.output
     assert "keywords: skipped: the lake's table already has 2 rows (--replace empties it first)" in again.stdout
-    assert "videos: skipped: the lake's table already has 3 rows (--replace empties it first)" in again.stdout
-    assert lake.query_dicts("SELECT title FROM videos WHERE media_id = 'v1'") == [{"title": "changed in the lake"}]
+    assert "registry: skipped: the lake's table already has 3 rows (--replace empties it first)" in again.stdout
+    assert lake.query_dicts("SELECT title FROM registry WHERE item = 'v1'") == [{"title": "changed in the lake"}]
 
     replaced = invoke("warehouse", "import", "--replace", str(old_export))
     assert replaced.exit_code == 0, replaced.output
     assert "keywords: 2 rows (replaced 2)" in replaced.stdout
-    assert "videos: 3 rows (replaced 3); columns left out: legacy_rank" in replaced.stdout
+    assert "registry: 3 rows (replaced 3); columns left out: legacy_rank" in replaced.stdout
     counts = lake.query_dicts(
         "SELECT (SELECT count(*) FROM keywords) AS keywords, (SELECT count(DISTINCT partition_key) FROM keywords)"
-        " AS keys, (SELECT count(*) FROM videos) AS videos, (SELECT count(DISTINCT (partition_key, media_id))"
-        " FROM videos) AS video_keys"
+        " AS keys, (SELECT count(*) FROM registry) AS items, (SELECT count(DISTINCT (partition_key, item))"
+        " FROM registry) AS item_keys"
     )
-    assert counts == [{"keywords": 2, "keys": 2, "videos": 3, "video_keys": 3}], "no duplicates"
-    assert lake.query_dicts("SELECT title FROM videos WHERE media_id = 'v1'") == [{"title": "it's a door"}]
+    assert counts == [{"keywords": 2, "keys": 2, "items": 3, "item_keys": 3}], "no duplicates"
+    assert lake.query_dicts("SELECT title FROM registry WHERE item = 'v1'") == [{"title": "it's a door"}]
 
 
 def test_warehouse_import_of_a_folder_without_parquet_files(tmp_path):

@@ -5,12 +5,10 @@ from mining_assets.partitions import keyword_partitions
 from resources.blob_store import LocalBlobStore, S3BlobStore
 
 EXPECTED_EDGES = {
-    "video_registry": set(),
-    "raw_videos": {"video_registry"},
-    "video_frames": {"raw_videos", "media_uploads"},
-    "stock_images": set(),
-    "media_uploads": set(),
-    "frames": {"video_frames", "stock_images", "media_uploads"},
+    "media_registry": set(),
+    "media": {"media_registry"},
+    "video_frames": {"media"},
+    "frames": {"media", "video_frames"},
     "filtered_frames": {"frames"},
     "frame_embeddings": {"filtered_frames"},
     "unique_frames": {"frame_embeddings"},
@@ -64,8 +62,8 @@ def test_tables_show_their_name_and_columns_before_any_run():
                 table = metadata["dagster/table_name"].rsplit(".", 1)[1]
                 assert columns == list(tables()[table]["columns"]), table
     assert {table.removeprefix("lake.main."): asset for table, asset in owners.items()} == {
-        "videos": "video_registry", "video_frames": "video_frames", "photos": "stock_images",
-        "uploads": "media_uploads", "frames": "frames", "filtered_frames": "filtered_frames",
+        "registry": "media_registry", "media": "media", "video_frames": "video_frames", "frames": "frames",
+        "filtered_frames": "filtered_frames",
         "frame_embeddings": "frame_embeddings", "unique_frames": "unique_frames", "detections": "detections",
         "quality_scores": "quality_scores", "poses": "poses", "pose_datasets": "pose_datasets",
     }  # fmt: skip
@@ -78,6 +76,7 @@ def test_jobs_sensors_and_resources_are_registered():
         "upload_pipeline",
         "vision_pipeline",
         "pose_pipeline",
+        "mongo_export_job",
         "add_keywords",
         "add_preset_keywords",
         "lake_maintenance_job",
@@ -152,3 +151,61 @@ def test_loading_the_definitions_loads_no_model_library():
     code = f"import sys, mining_assets.definitions; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+SOURCE_JOBS = ("video_pipeline", "photo_pipeline", "upload_pipeline")
+
+
+def upstream_outside(job_name: str) -> set[str]:
+    """What the UI's launch dialog checks: the parents of a job's assets that the job does not materialize (each
+    one never materialized gives "upstream assets ... have not been materialized yet")."""
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_job_def(job_name)
+    selected = {key for key in job.asset_layer.selected_asset_keys}
+    return {parent.to_user_string() for key in selected for parent in graph.get(key).parent_keys} - {
+        key.to_user_string() for key in selected
+    }
+
+
+def test_no_source_job_depends_on_an_asset_it_never_materializes():
+    for name in SOURCE_JOBS:
+        assert upstream_outside(name) == set(), name
+
+
+def test_downstream_jobs_start_from_what_the_source_jobs_materialize():
+    sourced = {key.to_user_string() for key in defs.resolve_job_def("upload_pipeline").asset_layer.selected_asset_keys}
+    assert upstream_outside("vision_pipeline") == {"frames"} and "frames" in sourced
+    assert upstream_outside("pose_pipeline") == {"frames"}
+    assert upstream_outside("mongo_export_job") == {"pose_datasets"}
+    pose_job = defs.resolve_job_def("pose_pipeline")
+    assert "mongo_export" not in {key.to_user_string() for key in pose_job.asset_layer.selected_asset_keys}
+    assert "MONGODB_URI" in pose_job.description and "MONGODB_URI" in defs.resolve_job_def("mongo_export_job").description
+
+
+def test_every_table_is_written_only_by_the_module_beside_its_ddl():
+    """One writer per table: every write statement on a table is in the module whose .sql file declares it (the
+    import and the migration, which move whole lakes, excepted)."""
+    import re
+    from pathlib import Path
+
+    from mining_assets.warehouse import tables
+
+    repo = Path(__file__).resolve().parents[1]
+    owners = {name: spec["owner"].removesuffix(".sql") for name, spec in tables().items()}
+    owners["partition_leases"] = "resources/warehouse"
+    write = re.compile(r"(?:INSERT INTO|DELETE FROM|UPDATE|MERGE INTO)\s+(\w+)|"
+                       r"(?:replace_partition_rows|insert_rows)\(\s*\w+,\s*\"(\w+)\"|"
+                       r"replace_stage_rows\(\s*\w+,\s*\w+,\s*\"(\w+)\"")  # fmt: skip
+    found: dict[str, set[str]] = {}
+    for path in [*repo.glob("mining_assets/**/*.py"), *repo.glob("resources/*.py"), *repo.glob("sensors/*.py")]:
+        module = path.relative_to(repo).with_suffix("").as_posix().removeprefix("mining_assets/")
+        if module in ("lake_import", "migrate"):
+            continue
+        for match in write.finditer(path.read_text(encoding="utf-8")):
+            table = next(group for group in match.groups() if group)
+            if table in owners:
+                found.setdefault(table, set()).add(module)
+    wrong = {table: writers for table, writers in found.items() if writers != {owners[table]}}
+    assert not wrong, wrong
+    assert {"registry", "media", "keyword_media", "video_frames", "video_samples", "keyword_samples", "frames",
+            "keywords"} <= set(found)  # fmt: skip
