@@ -74,9 +74,8 @@ def normalized_prefixes(prefixes: Iterable[str]) -> list[str]:
     for prefix in prefixes:
         folder = prefix.strip("/") + "/" if isinstance(prefix, str) else prefix
         if not isinstance(folder, str) or folder == "/" or not folder.startswith(RECORDED_PREFIXES):
-            raise ValueError(
-                f"prefix {prefix!r} is outside the prefixes whose blobs rows record ({', '.join(RECORDED_PREFIXES)})"
-            )
+            recorded = ", ".join(RECORDED_PREFIXES)
+            raise ValueError(f"prefix {prefix!r} is outside the prefixes that hold only blobs rows record ({recorded})")
         check_key(folder.rstrip("/"))
         folders.add(folder)
     return sorted(f for f in folders if not any(f != other and f.startswith(other) for other in folders))
@@ -163,7 +162,7 @@ def classify(entry: BlobEntry, references: ReferenceSet, prefixes: Sequence[str]
         return OUTSIDE
     if entry.key in references:
         return REFERENCED
-    if False:
+    if entry.modified > cutoff:
         return YOUNG
     try:
         check_key(entry.key)
@@ -260,7 +259,9 @@ def blob_gc(
 ) -> dg.MaterializeResult:
     """Frees storage by deleting stored videos, photos, frames and outputs that no warehouse row refers to."""
     prefixes = normalized_prefixes(config.prefixes)
-    min_age = timedelta(hours=max(0.0, config.min_age_hours))
+    if config.min_age_hours < 0:
+        raise ValueError(f"min_age_hours must be 0 or more (got {config.min_age_hours})")
+    min_age = timedelta(hours=config.min_age_hours)
     now = datetime.now(UTC)  # before the snapshot: a blob stored after it is younger than the cutoff allows
     for attempt in warehouse.retrying():
         with attempt as conn:  # one snapshot of every reference

@@ -45,7 +45,9 @@ EXPORT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "
 COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "json": "FORMAT json", "parquet": "FORMAT parquet"}
 CELL_WIDTH = 40
 LIST_COLUMNS = ("media_id", "media_type", "status", "source", "title", "url", "error")
-KNOWN_KEY_SQL = "SELECT 1 FROM keywords WHERE partition_key = ? UNION ALL SELECT 1 FROM registry WHERE partition_key = ?"
+KNOWN_KEY_SQL = (
+    "SELECT 1 FROM keywords WHERE partition_key = ? UNION ALL SELECT 1 FROM registry WHERE partition_key = ?"
+)
 
 
 def ensure_dagster_home() -> Path:
@@ -123,7 +125,7 @@ def _warehouse(create: bool) -> Warehouse:
         raise click.ClickException(str(error)) from error
     if not create and kind == "sqlite" and not Path(warehouse.catalog.split(":", 1)[1]).is_file():
         raise click.ClickException(
-            f"no warehouse yet ({warehouse.describe()}): add a keyword and materialize video_registry"
+            f"no warehouse yet ({warehouse.describe()}): add a keyword and materialize media_registry"
         )
     return warehouse
 
@@ -132,10 +134,12 @@ def _with_warehouse(work: Callable[[Warehouse], T], create: bool = False) -> T:
     """Run ``work`` on the environment's warehouse; its errors become messages, never tracebacks."""
     import duckdb
 
+    from mining_assets.warehouse import LegacyLake
+
     warehouse = _warehouse(create)
     try:
         return work(warehouse)
-    except (WarehouseUnavailable, duckdb.Error) as error:
+    except (WarehouseUnavailable, LegacyLake, duckdb.Error) as error:
         raise click.ClickException(warehouse.scrub(str(error))) from error
 
 
@@ -383,3 +387,24 @@ def warehouse_import(folder: Path, replace: bool) -> None:
     report = _with_warehouse(lambda warehouse: import_export(warehouse, folder, replace), create=True)
     for table, outcome in report.items():
         click.echo(f"{table}: {outcome}")
+
+
+@warehouse_group.command("migrate")
+def warehouse_migrate() -> None:
+    """Convert a lake of the earlier data model (videos, photos, uploads tables) to the current one, in one
+    transaction. Stop every run first."""
+    from mining_assets.migrate import migrate_lake
+
+    try:
+        report = _with_warehouse(migrate_lake)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if not report["migrated"]:
+        click.echo("the lake is of the current data model already: nothing changed")
+        return
+    click.echo(f"converted in one transaction: earlier tables {', '.join(report['legacy_tables'])}; "
+               f"rebuilt {', '.join(report['rebuilt'])}; dropped {', '.join(report['dropped'])}")  # fmt: skip
+    for table, count in report["rows"].items():
+        click.echo(f"{table}: {count} rows")
+    for table, count in report["rows_left_out"].items():
+        click.echo(f"{table}: {count} rows left out (their frame is in no frames row)")

@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from mining_assets.blob_gc import blob_gc, blob_gc_job, blob_gc_schedule
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
 from mining_assets.jobs import (
@@ -144,6 +145,7 @@ defs = dg.Definitions(
         pose_datasets,
         mongo_export,
         lake_maintenance,
+        blob_gc,
     ],
     jobs=[
         video_pipeline,
@@ -155,8 +157,9 @@ defs = dg.Definitions(
         add_keywords,
         add_preset_keywords,
         lake_maintenance_job,
+        blob_gc_job,
     ],
-    schedules=[lake_maintenance_schedule],
+    schedules=[lake_maintenance_schedule, blob_gc_schedule],
     sensors=[keyword_file_sensor, s3_uploads_sensor],
     resources=resources(),
 )

@@ -34,8 +34,8 @@ video_pipeline = source_job(
     "videos, up to the frames catalog."
 )  # fmt: skip
 photo_pipeline = source_job(
-    "photo_pipeline", PHOTO_SOURCES, "Search the stock-photo APIs (Pexels, Unsplash, Pixabay) for one keyword and store "
-    "the photos, up to the frames catalog."
+    "photo_pipeline", PHOTO_SOURCES, "Search the stock-photo APIs (Pexels, Unsplash, Pixabay) for one keyword and "
+    "store the photos, up to the frames catalog."
 )  # fmt: skip
 upload_pipeline = source_job(
     "upload_pipeline", UPLOAD_SOURCES, "Store the photos and videos uploaded for one keyword (its folders of the "

@@ -17,15 +17,23 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from mining_assets.sources.stock import STOCK_SOURCES
-from mining_assets.warehouse import ERRORS_SUFFIX, LEGACY_TABLES, ensure_schema, legacy_tables, migrating
-from mining_assets.warehouse import table_ddl, tables, views
+from mining_assets.warehouse import (
+    ERRORS_SUFFIX,
+    LEGACY_TABLES,
+    ensure_schema,
+    legacy_tables,
+    migrating,
+    table_ddl,
+    tables,
+    views,
+)
 
 if TYPE_CHECKING:
     import duckdb
 
     from resources.warehouse import Warehouse
 
-LEGACY_PREFIX = "v1_"  # an earlier table whose name a current table takes, while its rows are read over
+STAGING_PREFIX = "migrating_"  # a current table being filled beside the earlier one whose name it takes
 UPLOAD_SOURCES = ("local", "s3")  # named by location, not by a media id the source gives
 # the stage an earlier ingest_errors row belongs to now: media_registry for what names items, media for fetching
 STAGE_OF = """CASE
@@ -62,9 +70,12 @@ def required_missing(table: str, columns: set[str]) -> list[str]:
     ]
 
 
-def create_table(conn: duckdb.DuckDBPyConnection, table: str) -> None:
-    conn.execute(table_ddl(table))
-    partition(conn, table)
+def create_table(conn: duckdb.DuckDBPyConnection, table: str, name: str | None = None) -> None:
+    """The current ``table``; under ``name`` when it is built beside an earlier one (partitioned only once it has
+    its own name: DuckLake fails to commit a table made, partitioned and renamed in one transaction)."""
+    conn.execute(table_ddl(table).replace(f"CREATE TABLE {table} (", f"CREATE TABLE {name or table} (", 1))
+    if name is None:
+        partition(conn, table)
 
 
 def partition(conn: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -168,7 +179,7 @@ WINDOW first_item AS (PARTITION BY partition_key, media_id ORDER BY repeated, it
 """)
 
 
-def fill_samples(conn: duckdb.DuckDBPyConnection, frames_table: str) -> None:
+def fill_samples(conn: duckdb.DuckDBPyConnection, frames_table: str, into: str) -> None:
     """A keyword's earlier frames of a video as one ``legacy`` sample of it (settings 0: no run asks for them)."""
     sampling = "'l' || sha256(partition_key)[1:12]"
     conn.execute(f"""
@@ -178,7 +189,7 @@ SELECT media_id, {sampling}, 'legacy', 0, 0, 0, 0, count(*), NULL, min(created_a
 FROM {frames_table} GROUP BY partition_key, media_id
 """)
     conn.execute(f"""
-INSERT INTO video_frames (media_id, sampling, frame_index, frame_id, timestamp_s, width, height, blob_key, uri,
+INSERT INTO {into} (media_id, sampling, frame_index, frame_id, timestamp_s, width, height, blob_key, uri,
                           sha256, created_at)
 SELECT media_id, {sampling}, frame_index, frame_id, timestamp_s, width, height, blob_key, uri, sha256, created_at
 FROM {frames_table}
@@ -251,10 +262,11 @@ def fill_errors(conn: duckdb.DuckDBPyConnection, select: str) -> dict[str, int]:
 
 
 def rebuild_with_sha256(
-    conn: duckdb.DuckDBPyConnection, table: str, old: str, old_columns: set[str], old_frames: str | None
+    conn: duckdb.DuckDBPyConnection, into: str, table: str, old_columns: set[str], old_frames: str | None
 ) -> int:
-    """Fill the current ``table`` from its earlier rows, with each frame's content (``frames.sha256``, else the
-    earlier per-keyword ``video_frames``); returns how many rows had neither and were left out."""
+    """Fill the current ``table`` (built as ``into``) from its earlier rows, with each frame's content
+    (``frames.sha256``, else the earlier per-keyword ``video_frames``); returns how many rows had neither and were
+    left out."""
     columns = [c for c in tables()[table]["columns"] if c in old_columns]
     fallback = ""
     sha = "f.sha256"
@@ -265,16 +277,16 @@ def rebuild_with_sha256(
         )
         sha = "coalesce(f.sha256, v.sha256)"
     conn.execute(f"""
-INSERT INTO {table} ({", ".join(columns)}, frame_sha256)
+INSERT INTO {into} ({", ".join(columns)}, frame_sha256)
 SELECT {", ".join("o." + c for c in columns)}, {sha}
-FROM {old} o
+FROM {table} o
 LEFT JOIN (SELECT partition_key, frame_id, min(sha256) AS sha256 FROM frames GROUP BY ALL) f
   ON f.partition_key = o.partition_key AND f.frame_id = o.frame_id
 {fallback}
 WHERE {sha} IS NOT NULL
 """)
-    before = conn.execute(f"SELECT count(*) FROM {old}").fetchone()[0]
-    after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    after = conn.execute(f"SELECT count(*) FROM {into}").fetchone()[0]
     return before - after
 
 
@@ -285,46 +297,50 @@ def convert(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     legacy = legacy_tables(existing)
     if not legacy:
         return {"migrated": False, "legacy_tables": []}
+    missing_media = [table for table in LEGACY_TABLES if table not in existing]
+    if missing_media:
+        raise ValueError(f"the lake lacks {', '.join(missing_media)}: not a lake of the earlier model; nothing changed")
     schema = tables()
-    moved: dict[str, str] = {}  # current name -> the earlier table's name while it is read
-    rebuilt: list[str] = []
+    # a current table whose earlier one can't be altered into it is built beside it (DuckLake loses track of a
+    # table renamed and dropped in one transaction, but renaming a table made in it is fine) and takes its name
+    # once the earlier one is dropped
+    staged: dict[str, str] = {}
     for table in schema:
         if table not in existing:
             continue
         missing = required_missing(table, existing[table])
         if table in legacy or missing:
             if table != "video_frames" and missing != ["frame_sha256"]:
-                raise ValueError(f"{table} lacks {', '.join(missing)}: no way to fill it from its rows; nothing changed")
-            old = LEGACY_PREFIX + table
-            conn.execute(f"ALTER TABLE {table} RENAME TO {old}")
-            moved[table] = old
-            if table != "video_frames":
-                rebuilt.append(table)
-    if "ingest_errors" in existing:
-        conn.execute(f"ALTER TABLE ingest_errors RENAME TO {LEGACY_PREFIX}ingest_errors")
+                raise ValueError(
+                    f"{table} lacks {', '.join(missing)}: no way to fill it from its rows; nothing changed"
+                )
+            staged[table] = STAGING_PREFIX + table
     for table, spec in schema.items():
-        if table not in existing or table in moved:
+        if table in staged:
+            create_table(conn, table, staged[table])
+        elif table not in existing:
             create_table(conn, table)
-            continue
-        partition(conn, table)  # the earlier model may have left it unpartitioned; new files follow the key
-        for column, (kind, constraint, _) in spec["columns"].items():
-            if column not in existing[table]:
-                default = re.search(r"DEFAULT\s+(\S+)", constraint)
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
-                             + (f" DEFAULT {default.group(1)}" if default else ""))  # fmt: skip
-    for table in LEGACY_TABLES:  # the earlier media tables, empty where a lake never had one
-        if table not in existing:
-            raise ValueError(f"the earlier lake lacks {table}: not a lake of the earlier model; nothing changed")
-    old_frames = moved.get("video_frames")
+        else:
+            partition(conn, table)  # the earlier model may have left it unpartitioned; new files follow the key
+            for column, (kind, constraint, _) in spec["columns"].items():
+                if column not in existing[table]:
+                    default = re.search(r"DEFAULT\s+(\S+)", constraint)
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
+                                 + (f" DEFAULT {default.group(1)}" if default else ""))  # fmt: skip
+    old_frames = "video_frames" if "video_frames" in staged else None
     fill_registry(conn)
     fill_media(conn)
     fill_keyword_media(conn)
     if old_frames:
-        fill_samples(conn, old_frames)
-    errors_table = f"{LEGACY_PREFIX}ingest_errors" if "ingest_errors" in existing else None
-    before_errors = conn.execute(f"SELECT count(*) FROM {errors_table}").fetchone()[0] if errors_table else 0
+        fill_samples(conn, old_frames, staged["video_frames"])
+    errors_table = "ingest_errors" if "ingest_errors" in existing else None
+    before_errors = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0] if errors_table else 0
     fill_errors(conn, mapped_errors(errors_table, stored_ids=True))
-    left_out = {table: rebuild_with_sha256(conn, table, moved[table], existing[table], old_frames) for table in rebuilt}
+    left_out = {
+        table: rebuild_with_sha256(conn, staged[table], table, existing[table], old_frames)
+        for table in staged
+        if table != "video_frames"
+    }
     conn.execute("""
 INSERT INTO deleted_sources (media_id, blob_key, verified_by, deleted_at)
 SELECT p.media_id, any_value(m.blob_key), min(p.partition_key), NULL
@@ -332,15 +348,19 @@ FROM pose_datasets p JOIN media m USING (media_id)
 WHERE p.source_deleted AND p.media_id <> '*'
 GROUP BY p.media_id
 """)
-    dropped = [*moved.values(), *([errors_table] if errors_table else []), *LEGACY_TABLES]
+    dropped = [*LEGACY_TABLES, *([errors_table] if errors_table else []), *staged]
     for table in dropped:
         conn.execute(f"DROP TABLE {table}")
+    for table, staging in staged.items():
+        conn.execute(f"ALTER TABLE {staging} RENAME TO {table}")
+        partition(conn, table)  # the rows moved over stay in their files; what stages write next is partitioned
     for view, select in views().items():
         conn.execute(f"CREATE OR REPLACE VIEW {view} AS\n{select}")
     return {
         "migrated": True,
         "legacy_tables": legacy,
-        "dropped": dropped,
+        "rebuilt": list(staged),
+        "dropped": [table for table in dropped if table not in staged],
         "errors_before": before_errors,
         "rows_left_out": {table: count for table, count in left_out.items() if count},
     }
@@ -353,7 +373,8 @@ def migrate_lake(warehouse: Warehouse) -> dict[str, Any]:
     Stop every run first: the conversion rewrites tables every stage writes, and takes no lease.
 
     Returns:
-        ``migrated``, the earlier tables found (``legacy_tables``) and dropped, ``errors_before`` (rows of the
+        ``migrated``, the earlier tables found (``legacy_tables``), those dropped (``dropped``) and those rebuilt
+        in the current shape under their own name (``rebuilt``), ``errors_before`` (rows of the
         earlier ``ingest_errors``), ``rows_left_out`` (output rows whose frame is nowhere, per table) and ``rows``:
         the row count of every current table after the conversion.
     """
@@ -364,9 +385,7 @@ def migrate_lake(warehouse: Warehouse) -> dict[str, Any]:
     cursor = warehouse.cursor()
     try:
         ensure_schema(cursor)  # outside migrating(): refuses a lake still holding earlier tables
-        report["rows"] = {
-            table: cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables()
-        }
+        report["rows"] = {table: cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables()}
     finally:
         cursor.close()
     return report

@@ -1,18 +1,22 @@
 """Blob store for binary data (videos, frames, crops, HDF5, plots): a local directory by default, S3 when configured.
 
-Keys are relative POSIX paths built from ids and slugs (``frames/glass-door/youtube-abc/0000030.jpg``), never
+Keys are relative POSIX paths built from ids and slugs (``frames/yt-abc/s1a2b3c4d5e6f/0000030.jpg``), never
 from untrusted text; every key is checked so that nothing can be written outside the store's root or prefix.
+Listings stream (``list_entries``) with each blob's last-modified time and size, for garbage collection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -31,6 +35,34 @@ def check_key(key: str) -> str:
     if not parts or not all(_KEY_PART.match(part) for part in parts):
         raise ValueError(f"unsafe blob key: {key!r}")
     return key
+
+
+def _folder(prefix: str) -> str:
+    """A folder-like prefix as a checked key, with or without its trailing slash (``frames/`` -> ``frames``)."""
+    return check_key(prefix.rstrip("/") if isinstance(prefix, str) else prefix)
+
+
+class BlobEntry(NamedTuple):
+    """One stored blob as a listing sees it."""
+
+    key: str
+    modified: datetime  # last write, in UTC (a local file's mtime, an S3 object's LastModified)
+    size: int  # bytes
+
+
+class BlobDeleteError(RuntimeError):
+    """Some keys of a delete were not removed; the others were.
+
+    Attributes:
+        deleted: How many objects the call did remove.
+        failures: ``(key, code, message)`` for each key that is still there (S3's ``Errors``, an OS error's name).
+    """
+
+    def __init__(self, deleted: int, failures: list[tuple[str, str, str]], asked: int):
+        self.deleted = deleted
+        self.failures = failures
+        first = "; ".join(f"{key}: {code} {message}".rstrip() for key, code, message in failures[:3])
+        super().__init__(f"{len(failures)} of {asked} blob(s) could not be deleted ({deleted} deleted); first: {first}")
 
 
 class BlobStore(dg.ConfigurableResource):
@@ -53,12 +85,24 @@ class BlobStore(dg.ConfigurableResource):
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
-    def list_keys(self, prefix: str) -> list[str]:
-        """All keys under a folder-like prefix (``frames/glass-door``), sorted."""
+    def list_entries(self, prefix: str) -> Iterator[BlobEntry]:
+        """Every blob under a folder-like prefix (``frames`` or ``frames/``), streamed in no guaranteed order: the
+        whole listing is never held at once. Keys are returned as stored, even ones ``check_key`` would refuse."""
         raise NotImplementedError
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """All keys under a folder-like prefix (``frames/yt-abc``), sorted."""
+        return sorted(entry.key for entry in self.list_entries(prefix))
+
     def delete(self, keys: Iterable[str]) -> int:
-        """Delete the given keys; missing ones are ignored. Returns how many were asked for."""
+        """Delete the given keys and return how many objects were removed.
+
+        Every key is checked before anything is deleted. A local file that is already missing is not counted; S3
+        answers a missing key as deleted, so there a key that vanished since the caller listed it counts too.
+
+        Raises:
+            BlobDeleteError: after deleting every key it could, naming those still there (never counted).
+        """
         raise NotImplementedError
 
     def local_path(self, key: str) -> contextlib.AbstractContextManager[Path]:
@@ -71,7 +115,8 @@ class LocalBlobStore(BlobStore):
 
     root: str = "data/blobs"
 
-    def _path(self, key: str) -> Path:
+    def path_for(self, key: str) -> Path:
+        """The file that holds (or will hold) a key; raises ValueError for a key that is unsafe or escapes the root."""
         root = Path(self.root).resolve()
         path = (root / check_key(key)).resolve()
         if root not in path.parents:
@@ -79,10 +124,10 @@ class LocalBlobStore(BlobStore):
         return path
 
     def uri(self, key: str) -> str:
-        return self._path(key).as_uri()
+        return self.path_for(key).as_uri()
 
     def _write(self, key: str, writer) -> str:
-        path = self._path(key)
+        path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -106,31 +151,52 @@ class LocalBlobStore(BlobStore):
         return self._write(key, copy)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        return self.path_for(key).read_bytes()
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return self.path_for(key).is_file()
 
-    def list_keys(self, prefix: str) -> list[str]:
-        base = self._path(prefix)
+    def list_entries(self, prefix: str) -> Iterator[BlobEntry]:
         root = Path(self.root).resolve()
-        if not base.is_dir():
-            return []
-        return sorted(
-            p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
-        )
+        folders = [self.path_for(_folder(prefix))]
+        while folders:  # one directory's entries in memory at a time; links are never followed
+            try:
+                with os.scandir(folders.pop()) as found:
+                    entries = list(found)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # not there, or removed while listing
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(".tmp-"):  # writes under way
+                    try:
+                        stat = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    key = Path(entry.path).relative_to(root).as_posix()
+                    yield BlobEntry(key, datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size)
 
     def delete(self, keys: Iterable[str]) -> int:
-        count = 0
-        for key in keys:
-            count += 1
-            with contextlib.suppress(FileNotFoundError):
-                self._path(key).unlink()
-        return count
+        paths = {key: self.path_for(key) for key in keys}
+        deleted, failures = 0, []
+        for key, path in paths.items():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                failures.append(
+                    (key, errno.errorcode.get(error.errno or 0, type(error).__name__), error.strerror or "")
+                )
+                continue
+            deleted += 1
+        if failures:
+            raise BlobDeleteError(deleted, failures, len(paths))
+        return deleted
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
-        path = self._path(key)
+        path = self.path_for(key)
         if not path.is_file():
             raise FileNotFoundError(f"no blob at {key!r}")
         yield path
@@ -180,21 +246,43 @@ class S3BlobStore(BlobStore):
             raise
         return True
 
-    def list_keys(self, prefix: str) -> list[str]:
-        full = self._key(prefix).rstrip("/") + "/"
-        strip = len(self._key("x")) - 1
+    def _strip(self) -> int:
+        """How many characters of a full object key are the store's prefix."""
+        return len(self._key("x")) - 1
+
+    def list_entries(self, prefix: str) -> Iterator[BlobEntry]:
+        full = self._key(_folder(prefix)) + "/"
+        strip = self._strip()
         paginator = self._get_client().get_paginator("list_objects_v2")
-        keys = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
-        return sorted(keys)
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):  # one page (1,000 keys) at a time
+            for obj in page.get("Contents", []):
+                yield BlobEntry(obj["Key"][strip:], obj["LastModified"].astimezone(UTC), int(obj["Size"]))
 
     def delete(self, keys: Iterable[str]) -> int:
-        full = [self._key(key) for key in keys]
-        for start in range(0, len(full), 1000):
-            batch = [{"Key": key} for key in full[start : start + 1000]]
-            self._get_client().delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-        return len(full)
+        from botocore.exceptions import ClientError
+
+        full = list(dict.fromkeys(self._key(key) for key in keys))
+        strip = self._strip()
+        deleted, failures = 0, []
+        for start in range(0, len(full), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = full[start : start + 1000]
+            try:
+                reply = self._get_client().delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+                )
+            except ClientError as error:  # the whole request refused: none of this batch is gone; try the next
+                code = error.response.get("Error", {}).get("Code", "ClientError")
+                message = error.response.get("Error", {}).get("Message", str(error))
+                failures += [(key[strip:], code, message) for key in batch]
+                continue
+            # Quiet: S3 lists only the keys it could not delete, each with its own code
+            errors = reply.get("Errors", [])
+            failed = {error["Key"] for error in errors}
+            deleted += sum(1 for key in batch if key not in failed)
+            failures += [(e["Key"][strip:], e.get("Code", "?"), e.get("Message", "")) for e in errors]
+        if failures:
+            raise BlobDeleteError(deleted, failures, len(full))
+        return deleted
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:

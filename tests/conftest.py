@@ -23,9 +23,9 @@ from resources.models.detector import OpenVocabDetector
 from resources.models.embedder import ImageEmbedder
 from resources.models.random_weights import build_random_model
 from resources.models.text_filter import TextImageFilter
-from resources.warehouse import Warehouse, close_all
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
 from resources.uploads import UploadBucket
+from resources.warehouse import Warehouse, close_all
 from resources.youtube import YouTubeResource
 
 SEARCH_PAGE = """<html><head><title>Results</title></head><body>

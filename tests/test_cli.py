@@ -42,7 +42,8 @@ def insert_video(conn, key: str, media_id: str, status: str, error: str | None =
            **fields}  # fmt: skip
     row["page_url"] = row["url"]
     conn.execute(
-        f"INSERT INTO registry ({', '.join(row)}, discovered_at) VALUES ({', '.join('?' * len(row))}, now()::TIMESTAMP)",
+        f"INSERT INTO registry ({', '.join(row)}, discovered_at) "
+        f"VALUES ({', '.join('?' * len(row))}, now()::TIMESTAMP)",
         list(row.values()),
     )
     if status == "failed":
@@ -205,7 +206,7 @@ def test_reading_commands_without_a_warehouse(args, tmp_path, monkeypatch):
     assert result.exit_code == 1
     catalog = tmp_path / "data" / "lake" / "catalog.sqlite"
     assert f"no warehouse yet (catalog sqlite:{catalog} (MINING_LAKE_CATALOG), data " in result.stderr
-    assert "add a keyword and materialize video_registry" in result.stderr
+    assert "add a keyword and materialize media_registry" in result.stderr
     assert "Traceback" not in result.output
     assert not (tmp_path / "data" / "lake").exists(), "reading creates no lake"
     assert not (tmp_path / "out.csv").exists()

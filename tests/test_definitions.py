@@ -20,6 +20,7 @@ EXPECTED_EDGES = {
     "pose_datasets": {"poses"},
     "mongo_export": {"pose_datasets"},
     "lake_maintenance": set(),
+    "blob_gc": set(),
 }
 
 
@@ -39,7 +40,7 @@ def test_graph_has_the_video_and_vision_paths():
 def test_every_per_keyword_asset_shares_the_keyword_partitions():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
-        if key.to_user_string() == "lake_maintenance":  # the whole lake, not one keyword
+        if key.to_user_string() in ("lake_maintenance", "blob_gc"):  # the whole lake and store, not one keyword
             assert graph.get(key).partitions_def is None
             continue
         assert graph.get(key).partitions_def == keyword_partitions, key
@@ -80,8 +81,9 @@ def test_jobs_sensors_and_resources_are_registered():
         "add_keywords",
         "add_preset_keywords",
         "lake_maintenance_job",
+        "blob_gc_job",
     }
-    assert [schedule.name for schedule in defs.schedules] == ["lake_maintenance_schedule"]
+    assert [schedule.name for schedule in defs.schedules] == ["lake_maintenance_schedule", "blob_gc_schedule"]
     assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor", "s3_uploads_sensor"]
     assert set(defs.resources) == {
         "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",
@@ -179,7 +181,9 @@ def test_downstream_jobs_start_from_what_the_source_jobs_materialize():
     assert upstream_outside("mongo_export_job") == {"pose_datasets"}
     pose_job = defs.resolve_job_def("pose_pipeline")
     assert "mongo_export" not in {key.to_user_string() for key in pose_job.asset_layer.selected_asset_keys}
-    assert "MONGODB_URI" in pose_job.description and "MONGODB_URI" in defs.resolve_job_def("mongo_export_job").description
+    assert (
+        "MONGODB_URI" in pose_job.description and "MONGODB_URI" in defs.resolve_job_def("mongo_export_job").description
+    )
 
 
 def test_every_table_is_written_only_by_the_module_beside_its_ddl():

@@ -124,7 +124,10 @@ def test_a_video_found_by_two_keywords_is_stored_and_sampled_once(instance, reso
     members = query_dicts(resources, "SELECT partition_key, media_id FROM keyword_media ORDER BY media_id, 1")
     assert [m["partition_key"] for m in members] == [first, second, first, second]
     frames_by_key = {
-        k: {(r["blob_key"], r["sha256"]) for r in query_dicts(resources, "SELECT * FROM frames WHERE partition_key = ?", k)}
+        k: {
+            (r["blob_key"], r["sha256"])
+            for r in query_dicts(resources, "SELECT * FROM frames WHERE partition_key = ?", k)
+        }
         for k in (first, second)
     }
     assert frames_by_key[first] == frames_by_key[second] and len(frames_by_key[first]) == 7  # the same files

@@ -1,5 +1,5 @@
-"""Pictures for the vision stages and a keyword whose frames are seeded straight into the catalog, as a photo
-source would put them."""
+"""Pictures for the vision stages, a keyword whose frames are seeded straight into the catalog, as a photo source
+would put them, and the source rows (registry, keyword_media, media) the later stages read provenance from."""
 
 import hashlib
 import io
@@ -10,10 +10,40 @@ from PIL import Image, ImageDraw
 
 from mining_assets.partitions import keyword_slug
 from mining_assets.vision.common import partition_prefix
-from mining_assets.warehouse import replace_partition_rows
+from mining_assets.warehouse import insert_rows, replace_partition_rows, tables
 
 FRAME_COLUMNS = ["keyword", "frame_id", "media_id", "source", "media_type", "width", "height", "blob_key", "uri",
                  "sha256", "source_url"]  # fmt: skip
+
+
+MEDIA_DEFAULTS = {"uri": "file:///media", "sha256": "0" * 64, "size_bytes": 1, "width": 640, "height": 480}
+
+
+def seed_media(conn, partition_key: str, keyword: str, items: list[dict]) -> None:
+    """Registry items of a keyword and the stored media each one is, as media_registry and media leave them: a
+    ``registry`` and a ``keyword_media`` row per item (replaced by item) and the shared ``media`` row of each item
+    that is no duplicate (replaced by media id).
+
+    Each item: ``media_id``, ``media_type``, ``source``, ``blob_key``, ``url``, ``page_url`` and any other column of
+    ``registry`` or ``media`` (``channel``, ``photographer``, ``license``, ``uri`` ...); ``item`` defaults to the
+    media id, ``duplicate_of`` (the item of this keyword it repeats) to none.
+    """
+    registry_columns, media_columns = tables()["registry"]["columns"], tables()["media"]["columns"]
+    registry, members, media = [], [], []
+    for item in items:
+        name = item.get("item", item["media_id"])
+        registry.append({**{k: v for k, v in item.items() if k in registry_columns}, "item": name,
+                         "partition_key": partition_key, "keyword": keyword})  # fmt: skip
+        members.append({"partition_key": partition_key, "item": name, "media_id": item["media_id"],
+                        "duplicate_of": item.get("duplicate_of")})  # fmt: skip
+        if not item.get("duplicate_of"):
+            media.append(MEDIA_DEFAULTS | {k: v for k, v in item.items() if k in media_columns})
+    names = [row["item"] for row in registry]
+    for table, rows in (("registry", registry), ("keyword_media", members)):
+        conn.execute(f"DELETE FROM {table} WHERE partition_key = ? AND list_contains(?, item)", [partition_key, names])
+        insert_rows(conn, table, pd.DataFrame(rows))
+    conn.execute("DELETE FROM media WHERE list_contains(?, media_id)", [[row["media_id"] for row in media]])
+    insert_rows(conn, "media", pd.DataFrame(media))
 
 
 def scene(seed: int, size: tuple[int, int] = (96, 64)) -> Image.Image:

@@ -87,8 +87,8 @@ UNION SELECT 'registry', partition_key FROM registry WHERE media_id = $1 AND par
 UNION SELECT 'media', media_id FROM media WHERE blob_key = $3 AND media_id <> $1
 ORDER BY 1, 2
 """
-# the lease media takes to store an original: while it is held here no keyword stores or re-stores one, so the
-# users read under it are still the users when the original goes
+# the lease media writes its shared rows under (sources/media.py MEDIA_LEASE): an original stored or stored again
+# by another keyword meanwhile waits until the users were read and the original deleted
 ORIGINALS_LEASE = "table:media"
 
 

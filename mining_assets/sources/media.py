@@ -61,11 +61,9 @@ class Fetched(Exception):
         self.media_id = media_id
 
 
-def fetch_item(
-    row: dict, stored: dict[str, dict], config: MediaConfig, resources: dict, blob_store: BlobStore
-) -> dict | None:
-    """Fetch one registry item and store it; returns its ``media`` row, or None when ``stored`` already holds its
-    media id with the file in place (only the membership is new).
+def fetch_item(row: dict, stored: dict[str, dict], config: MediaConfig, resources: dict, blob_store: BlobStore) -> dict:
+    """Fetch one registry item and store it; returns its ``media`` row. A stock photo is returned with its bytes
+    (``data``) and not stored yet: only the caller knows whether it repeats another photo of the run.
 
     Raises:
         Fetched: an upload whose content is stored already (its media id is on the exception).
@@ -74,15 +72,10 @@ def fetch_item(
     source = row["source"]
     if source in STOCK_SOURCES:
         photo = fetch_photo(hit_of(row), resources[source], config.min_side)
-        key = f"photos/{row['media_id']}{photo['suffix']}"
-        uri = blob_store.put_bytes(key, photo["data"])
-        try:
-            resources[source].report_download(hit_of(row))
-        except Exception as error:  # the photo is stored; only the source's download count missed it
-            row["_note"] = f"stored, but the download was not reported: {error}"
-        return {"media_id": row["media_id"], "media_type": "photo", "source": source, "blob_key": key, "uri": uri,
-                "sha256": photo["sha256"], "size_bytes": len(photo["data"]), "width": photo["width"],
-                "height": photo["height"]}  # fmt: skip
+        return {"media_id": row["media_id"], "media_type": "photo", "source": source,
+                "blob_key": f"photos/{row['media_id']}{photo['suffix']}", "sha256": photo["sha256"],
+                "size_bytes": len(photo["data"]), "width": photo["width"], "height": photo["height"],
+                "data": photo["data"]}  # fmt: skip
     if source in ("local", "s3"):
         item = item_for(resources["uploads"], source, row["url"])
         with item.open() as path:
@@ -143,8 +136,11 @@ def media(
                 "ON k.partition_key = r.partition_key AND k.item = r.item WHERE r.partition_key = ? ORDER BY r.item",
                 [partition_key],
             )
-            failed_before = dict(conn.execute(
-                "SELECT item, reason FROM media_errors WHERE partition_key = ?", [partition_key]).fetchall())  # fmt: skip
+            failed_before = dict(
+                conn.execute(
+                    "SELECT item, reason FROM media_errors WHERE partition_key = ?", [partition_key]
+                ).fetchall()
+            )
             ids = sorted({r["member_of"] or r["media_id"] for r in registry if r["member_of"] or r["media_id"]})
             stored = {row["media_id"]: row for row in query_dicts(
                 conn, "SELECT * FROM media WHERE media_id IN (SELECT unnest(?::VARCHAR[]))", [ids])}  # fmt: skip
@@ -209,11 +205,15 @@ def media(
                 context.log.warning(f"{row['item']} ({row['url'][:200]}) failed: {reason}")
                 failures.append((row["item"], reason))
                 continue
-            if "_note" in row:
-                notes.append((row["item"], row["_note"]))
             # the same bytes under another id (another site, another name) are that media item
             media_id = by_sha.setdefault(media_row["sha256"], media_row["media_id"])
             if media_id == media_row["media_id"]:
+                if "data" in media_row:  # a stock photo: stored, then its source told, only when it is new
+                    media_row["uri"] = blob_store.put_bytes(media_row["blob_key"], media_row.pop("data"))
+                    try:
+                        resources[row["source"]].report_download(hit_of(row))
+                    except Exception as error:  # the photo is stored; only the source's download count missed it
+                        notes.append((row["item"], f"stored, but the download was not reported: {error}"))
                 new_media.append(media_row)
                 stored[media_id] = media_row
                 fetched += 1

@@ -37,7 +37,9 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def load_pretrained(loader: Callable[..., Any], source: str, *, role: str, offline: bool, **kwargs: Any) -> Any:
+def load_pretrained(
+    loader: Callable[..., Any], source: str, *, role: str, offline: bool, setting: str = "model_id", **kwargs: Any
+) -> Any:
     """Call a ``from_pretrained`` loader; turn "weights not found" into an error that says how to fetch them."""
     is_dir = Path(source).expanduser().is_dir()
     if source.startswith(("/", "./", "../", "~")) and not is_dir:
@@ -49,7 +51,7 @@ def load_pretrained(loader: Callable[..., Any], source: str, *, role: str, offli
             raise ModelUnavailableError(f"{role}: the directory {source!r} holds no loadable model: {error}") from error
         how = (
             f"fetch it once with `hf download {source}` (or `huggingface-cli download {source}`) on a machine "
-            "with network access, or set model_id to a local directory holding it"
+            f"with network access, or set {setting} to a local directory holding it"
         )
         mode = "offline mode is on and it is not in the local cache" if offline else "it could not be downloaded"
         raise ModelUnavailableError(
@@ -77,6 +79,7 @@ class ModelResource(dg.ConfigurableResource):
     cache_dir: str | None = None
 
     role: ClassVar[str] = "model"
+    setting: ClassVar[str] = "model_id"  # the environment variable that chooses the checkpoint
     default_models: ClassVar[dict[str, str]] = {}
 
     def resolved_model_id(self) -> str:
@@ -106,7 +109,12 @@ class ModelResource(dg.ConfigurableResource):
     def _load(self, loader: Callable[..., Any], source: str | None = None, **kwargs: Any) -> Any:
         kwargs = {"cache_dir": self.cache_dir, **kwargs} if self.cache_dir else kwargs
         return load_pretrained(
-            loader, source or self.resolved_model_id(), role=self.role, offline=self.is_offline(), **kwargs
+            loader,
+            source or self.resolved_model_id(),
+            role=self.role,
+            offline=self.is_offline(),
+            setting=f"{self.setting} (or the resource's model_id)",
+            **kwargs,
         )
 
     def _place(self, model: Any) -> Any:

@@ -75,6 +75,7 @@ class OpenVocabDetector(ModelResource):
     batch_size: int = 4
 
     role: ClassVar[str] = "open-vocabulary detector"
+    setting: ClassVar[str] = "MINING_DETECTOR_MODEL"
     default_models: ClassVar[dict[str, str]] = {
         "grounding-dino": "IDEA-Research/grounding-dino-base",
         "owlv2": "google/owlv2-base-patch16-ensemble",

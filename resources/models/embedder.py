@@ -42,6 +42,7 @@ class ImageEmbedder(ModelResource):
     backend: Literal["dinov2-base", "dinov2-large", "dinov3", "siglip-image"] = "dinov2-base"
 
     role: ClassVar[str] = "image embedder"
+    setting: ClassVar[str] = "MINING_EMBEDDER_MODEL"
     default_models: ClassVar[dict[str, str]] = {
         "dinov2-base": "facebook/dinov2-base",
         "dinov2-large": "facebook/dinov2-large",

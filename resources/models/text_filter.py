@@ -67,6 +67,7 @@ class TextImageFilter(ModelResource):
     backend: Literal["siglip2-so400m", "siglip2-giant", "siglip"] = "siglip2-so400m"
 
     role: ClassVar[str] = "text-image filter"
+    setting: ClassVar[str] = "MINING_FILTER_MODEL"
     default_models: ClassVar[dict[str, str]] = {
         "siglip2-so400m": "google/siglip2-so400m-patch14-384",
         "siglip2-giant": "google/siglip2-giant-opt-patch16-384",

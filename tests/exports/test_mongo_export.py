@@ -8,6 +8,7 @@ import pymongo
 import pytest
 from harness import query, query_dicts
 from mongo_support import SECRET, URI, UnparseableUriResource
+from vision_support import seed_media
 
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.partitions import keyword_slug
@@ -43,7 +44,8 @@ def seed(resources: dict, keyword: str) -> str:
         photo, found = i == 5, i != 3
         rows.append({
             "partition_key": partition_key, "frame_id": PHOTO if photo else f"{VIDEO}-{i}",
-            "media_id": PHOTO if photo else VIDEO, "media_type": "photo" if photo else "video",
+            "frame_sha256": f"{i:064x}", "media_id": PHOTO if photo else VIDEO,
+            "media_type": "photo" if photo else "video",
             "sequence_index": 0 if photo else i, "timestamp_s": None if photo else 0.5 * i, "image_width": 640,
             "image_height": 480, "pose_found": found,
             "pose_landmarks": flat_landmarks(rng, 33, 4, 0.5 + 0.1 * i) if found else None,
@@ -52,18 +54,16 @@ def seed(resources: dict, keyword: str) -> str:
             "right_hand": flat_landmarks(rng, 21, 3) if right else None, "right_hand_score": 0.8 if right else None,
             "models": MODELS,
         })  # fmt: skip
-    video = {"partition_key": partition_key, "keyword": keyword, "media_id": VIDEO, "source": "youtube",
-             "url": VIDEO_URL, "channel": "Door Channel", "status": "complete"}  # fmt: skip
-    photo = {"partition_key": partition_key, "keyword": keyword, "media_id": PHOTO, "source": "pexels",
-             "source_id": "42", "query": keyword, "page_url": PHOTO_URL,
-             "image_url": "https://images.pexels.com/42.jpg", "photographer": "Ana", "license": "Pexels License",
-             "status": "stored"}  # fmt: skip
+    video = {"media_id": VIDEO, "media_type": "video", "source": "youtube", "blob_key": f"videos/{VIDEO}.mp4",
+             "url": VIDEO_URL, "page_url": VIDEO_URL, "channel": "Door Channel"}  # fmt: skip
+    photo = {"media_id": PHOTO, "media_type": "photo", "source": "pexels", "blob_key": f"photos/{PHOTO}.jpg",
+             "url": "https://images.pexels.com/42.jpg", "page_url": PHOTO_URL, "query": keyword,
+             "photographer": "Ana", "license": "Pexels License"}  # fmt: skip
     for attempt in resources["warehouse"].retrying():
         with attempt as conn:
             replace_partition_rows(conn, "keywords", partition_key,
                                    pd.DataFrame([{"partition_key": partition_key, "keyword": keyword}]))  # fmt: skip
-            insert_rows(conn, "videos", pd.DataFrame([video]))
-            insert_rows(conn, "photos", pd.DataFrame([photo]))
+            seed_media(conn, partition_key, keyword, [video, photo])
             insert_rows(conn, "poses", pd.DataFrame(rows))
     return partition_key
 

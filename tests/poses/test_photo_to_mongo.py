@@ -15,14 +15,15 @@ from PIL import ImageOps
 
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
-from mining_assets.images.stock import stock_images
 from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.poses import poses
 from mining_assets.poses.quality import quality_scores
+from mining_assets.sources.media import media
+from mining_assets.sources.media_registry import media_registry
 from resources.models.pose import LEFT_SHOULDER, NOSE, RIGHT_SHOULDER
 from resources.stock_photos import PexelsSource
 
-PATH = [stock_images, frames, quality_scores, poses, pose_datasets, mongo_export]
+PATH = [media_registry, media, frames, quality_scores, poses, pose_datasets, mongo_export]
 
 
 def jpeg(image) -> bytes:
@@ -73,13 +74,17 @@ def pexels(person_photo):
 def test_stock_photos_of_a_person_become_pose_datasets_in_mongodb(mongo_resources, pose_estimator, pexels, instance):
     resources = {**mongo_resources, "pose_estimator": pose_estimator, "pexels": pexels,
                  "unsplash": pexels, "pixabay": pexels}  # fmt: skip
-    config = {"stock_images": {"sources": ["pexels"]}, "quality_scores": {"threshold": 40}}
+    config = {
+        "media_registry": {"youtube_search": False, "uploads": False, "stock_sources": ["pexels"]},
+        "quality_scores": {"threshold": 40},
+    }
     result, checks = materialize_partition(resources, instance, "person-waving", PATH, **config)
+    assert checks.pop("items_fetched") is False  # pexels-3 is not an image: a warning
     assert all(checks.values()), checks
 
-    photos = dict(query(resources, "SELECT media_id, status FROM photos"))
-    assert photos == {"pexels-1": "stored", "pexels-2": "stored", "pexels-3": "failed"}
-    reasons = dict(query(resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'stock_images'"))
+    photos = dict(query(resources, "SELECT media_id, status FROM media_status"))
+    assert photos == {"pexels-1": "complete", "pexels-2": "complete", "pexels-3": "failed"}
+    reasons = dict(query(resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'media'"))
     assert reasons["pexels-3"].startswith("not an image")
     assert meta(result, "quality_scores")["accepted"] == 2
 

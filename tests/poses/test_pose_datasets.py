@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from harness import query, query_dicts
+from vision_support import seed_media
 
 from mining_assets.partitions import keyword_slug
 from mining_assets.poses import datasets as datasets_module
@@ -20,10 +21,15 @@ from mining_assets.poses.hdf5 import MediaPoses, hdf5_attribute, pose_arrays, ve
 from mining_assets.vision.common import partition_prefix
 from mining_assets.warehouse import insert_rows, replace_partition_rows
 
-VIDEO, PHOTO = "youtube-vid001", "pexels-42"
+VIDEO, PHOTO, OTHER_VIDEO = "youtube-vid001", "pexels-42", "youtube-vid002"
 VIDEO_URL, PHOTO_URL = "https://www.youtube.com/watch?v=vid001", "https://www.pexels.com/photo/42/"
 VIDEO_KEY, PHOTO_KEY = f"videos/{VIDEO}.mp4", f"photos/{PHOTO}.jpg"
 MODELS = "mediapipe:pose_landmarker_full.task@3f2a1b0c9d8e+hand_landmarker.task@7a6b5c4d3e2f"
+
+
+def content(frame_id: str) -> str:
+    """A frame's content hash: distinct per frame."""
+    return hashlib.sha256(frame_id.encode()).hexdigest()
 
 
 def landmarks(rng, points: int, dims: int) -> list[float]:
@@ -38,7 +44,8 @@ def pose_row(rng, partition_key, frame_id, media_id, media_type, index, stamp, h
     """One poses row; a hand or the whole pose can be missing."""
     left, right = hands
     return {
-        "partition_key": partition_key, "frame_id": frame_id, "media_id": media_id, "media_type": media_type,
+        "partition_key": partition_key, "frame_id": frame_id, "frame_sha256": content(frame_id),
+        "media_id": media_id, "media_type": media_type,
         "sequence_index": index, "timestamp_s": stamp, "image_width": 640, "image_height": 480,
         "pose_found": found, "pose_landmarks": landmarks(rng, 33, 4) if found else None,
         "pose_world_landmarks": landmarks(rng, 33, 3) if found else None,
@@ -48,36 +55,48 @@ def pose_row(rng, partition_key, frame_id, media_id, media_type, index, stamp, h
     }  # fmt: skip
 
 
-def seed(resources: dict, keyword: str, seed_value: int = 0) -> tuple[str, list[dict]]:
-    """A video with 5 posed frames (one without hands, one without a pose) and a photo, as the upstream stages
-    leave them: stored originals, catalog rows and poses rows (inserted out of order). Returns the partition key
-    and the poses rows."""
+def video_item(video: str) -> dict:
+    """A YouTube video as the registry names it and media stores it."""
+    return {"media_id": video, "media_type": "video", "source": "youtube", "blob_key": f"videos/{video}.mp4",
+            "url": f"https://www.youtube.com/watch?v={video.removeprefix('youtube-')}", "channel": "Door Channel",
+            "title": "A glass door", "duration_s": 2.5}  # fmt: skip
+
+
+PHOTO_ITEM = {"media_id": PHOTO, "media_type": "photo", "source": "pexels", "blob_key": PHOTO_KEY,
+              "url": "https://images.pexels.com/42.jpg", "page_url": PHOTO_URL, "photographer": "Ana",
+              "license": "Pexels License"}  # fmt: skip
+
+
+def seed(resources: dict, keyword: str, seed_value: int = 0, videos=(VIDEO,)) -> tuple[str, list[dict]]:
+    """Videos with 5 posed frames each (one without hands, one without a pose) and a photo, as the upstream stages
+    leave them: stored originals, source rows (registry, keyword_media, media), catalog rows and poses rows
+    (inserted out of order). Returns the partition key and the poses rows."""
     rng = np.random.default_rng(seed_value)
     partition_key, store = keyword_slug(keyword), resources["blob_store"]
-    video_uri, photo_uri = store.put_bytes(VIDEO_KEY, b"original video"), store.put_bytes(PHOTO_KEY, b"photo")
-    frame = {"partition_key": partition_key, "keyword": keyword, "width": 640, "height": 480, "sha256": "0" * 64}
-    frames = [{**frame, "frame_id": f"{VIDEO}-{i:05d}", "media_id": VIDEO, "source": "youtube",
-               "media_type": "video", "frame_index": 15 * i, "timestamp_s": 0.5 * i, "source_url": VIDEO_URL,
-               "blob_key": f"frames/{partition_key}/{VIDEO}/{15 * i:07d}.jpg", "uri": "file:///f.jpg"}
-              for i in range(5)]  # fmt: skip
+    frame = {"partition_key": partition_key, "keyword": keyword, "width": 640, "height": 480}
+    hands = [(True, True), (True, False), (False, False), (True, True), (False, True)]
+    items, frames, poses = [], [], []
+    for video in videos:
+        item = video_item(video)
+        item |= {"page_url": item["url"], "uri": store.put_bytes(item["blob_key"], b"original video")}
+        items.append(item)
+        for i in range(5):
+            frame_id = f"{video}-{i:05d}"
+            frames.append({**frame, "frame_id": frame_id, "media_id": video, "source": "youtube",
+                           "media_type": "video", "frame_index": 15 * i, "timestamp_s": 0.5 * i,
+                           "source_url": item["url"], "blob_key": f"frames/{video}/s0/{15 * i:07d}.jpg",
+                           "uri": "file:///f.jpg", "sha256": content(frame_id)})  # fmt: skip
+            poses.append(pose_row(rng, partition_key, frame_id, video, "video", i, 0.5 * i, hands[i], found=i != 3))
+    items.append(PHOTO_ITEM | {"uri": store.put_bytes(PHOTO_KEY, b"photo")})
     frames.append({**frame, "frame_id": PHOTO, "media_id": PHOTO, "source": "pexels", "media_type": "photo",
                    "frame_index": None, "timestamp_s": None, "source_url": PHOTO_URL, "blob_key": PHOTO_KEY,
-                   "uri": photo_uri})  # fmt: skip
-    hands = [(True, True), (True, False), (False, False), (True, True), (False, True)]
-    poses = [pose_row(rng, partition_key, f"{VIDEO}-{i:05d}", VIDEO, "video", i, 0.5 * i, hands[i], found=i != 3)
-             for i in range(5)]  # fmt: skip
+                   "uri": items[-1]["uri"], "sha256": content(PHOTO)})  # fmt: skip
     poses.append(pose_row(rng, partition_key, PHOTO, PHOTO, "photo", 0, None))
-    video = {"partition_key": partition_key, "keyword": keyword, "media_id": VIDEO, "source": "youtube",
-             "url": VIDEO_URL, "channel": "Door Channel", "status": "complete", "blob_key": VIDEO_KEY,
-             "uri": video_uri}  # fmt: skip
-    photo = {"partition_key": partition_key, "keyword": keyword, "media_id": PHOTO, "source": "pexels",
-             "source_id": "42", "query": keyword, "page_url": PHOTO_URL,
-             "image_url": "https://images.pexels.com/42.jpg", "photographer": "Ana", "license": "Pexels License",
-             "status": "stored", "blob_key": PHOTO_KEY, "uri": photo_uri}  # fmt: skip
-    tables = {"keywords": [{"partition_key": partition_key, "keyword": keyword}], "videos": [video],
-              "photos": [photo], "frames": frames, "poses": poses[::-1]}  # fmt: skip
+    tables = {"keywords": [{"partition_key": partition_key, "keyword": keyword}], "frames": frames,
+              "poses": poses[::-1]}  # fmt: skip
     for attempt in resources["warehouse"].retrying():
         with attempt as conn:
+            seed_media(conn, partition_key, keyword, items)
             for table, rows in tables.items():
                 replace_partition_rows(conn, table, partition_key, pd.DataFrame(rows))
     return partition_key, poses
@@ -94,7 +113,7 @@ def run(resources, instance, partition_key, **config):
 
 
 def stored_path(resources, key: str) -> Path:
-    return Path(resources["blob_store"].root) / key
+    return resources["blob_store"].path_for(key)
 
 
 def h5_shapes(src: h5py.File) -> dict[str, list[int]]:
@@ -185,22 +204,42 @@ def test_rerun_replaces_rows_and_removes_orphaned_files(resources, instance):
     assert query(resources, "SELECT media_id, frames FROM pose_datasets ORDER BY media_id") == [("*", 5), (VIDEO, 5)]
 
 
-def test_delete_sources_deletes_originals_only_after_verification(resources, instance):
+def kept_sources(meta) -> dict[str, str]:
+    return {kept["media_id"]: kept["reason"] for kept in meta["kept_sources"]}
+
+
+PHOTO_KEPT = "a photo: only videos' originals are deleted"
+
+
+def test_delete_sources_deletes_videos_only_after_verification(resources, instance):
     partition_key, _ = seed(resources, "glass door")
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
-    assert checks == {"files_verified": True, "unique_key": True} and meta["deleted_sources"] == 2
-    assert not resources["blob_store"].exists(VIDEO_KEY) and not resources["blob_store"].exists(PHOTO_KEY)
+    assert checks == {"files_verified": True, "unique_key": True} and meta["deleted_sources"] == 1
+    assert not resources["blob_store"].exists(VIDEO_KEY) and resources["blob_store"].exists(PHOTO_KEY)
+    assert kept_sources(meta) == {PHOTO: PHOTO_KEPT}
+    (record,) = query_dicts(resources, "SELECT * FROM deleted_sources")
+    assert {k: record[k] for k in ("media_id", "blob_key", "verified_by")} == {
+        "media_id": VIDEO, "blob_key": VIDEO_KEY, "verified_by": partition_key}  # fmt: skip
+    assert record["deleted_at"] is not None
     deleted = "SELECT media_id, source_deleted FROM pose_datasets ORDER BY media_id"
-    assert query(resources, deleted) == [("*", False), (PHOTO, True), (VIDEO, True)]
+    expected = [{"media_id": "*", "source_deleted": False}, {"media_id": PHOTO, "source_deleted": False},
+                {"media_id": VIDEO, "source_deleted": True}]  # fmt: skip
+    assert query_dicts(resources, deleted) == expected
+    assert query_dicts(resources, "SELECT item, status FROM media_status ORDER BY item") == [
+        {"item": PHOTO, "status": "complete"}, {"item": VIDEO, "status": "source_deleted"}]  # fmt: skip
+    assert query_dicts(resources, "SELECT * FROM pose_datasets_errors") == []  # keeping a photo is no error
     prefix = partition_prefix("pose_datasets", partition_key)
     assert all(resources["blob_store"].exists(f"{prefix}/{n}.h5") for n in (VIDEO, PHOTO, "keyword"))
-    meta, _ = run(resources, instance, partition_key)  # a later run still knows the originals are gone
-    assert query(resources, deleted) == [("*", False), (PHOTO, True), (VIDEO, True)] and meta["deleted_sources"] == 0
+    meta, _ = run(resources, instance, partition_key)  # a later run still knows the original is gone
+    assert query_dicts(resources, deleted) == expected and meta["deleted_sources"] == 0
+    meta, _ = run(resources, instance, partition_key, delete_sources=True)
+    assert kept_sources(meta) == {PHOTO: PHOTO_KEPT, VIDEO: "deleted by an earlier run (deleted_sources)"}
+    assert query_dicts(resources, "SELECT media_id FROM deleted_sources") == [{"media_id": VIDEO}]
 
 
 @pytest.mark.parametrize("how", ["problems", "raises", "store_fails"])
 def test_no_source_is_deleted_when_verification_fails(resources, instance, monkeypatch, how):
-    partition_key, _ = seed(resources, "glass door")
+    partition_key, _ = seed(resources, "glass door", videos=(VIDEO, OTHER_VIDEO))
     real_verify = datasets_module.verify
 
     def failing_verify(path, expected):
@@ -219,11 +258,13 @@ def test_no_source_is_deleted_when_verification_fails(resources, instance, monke
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
     assert checks == {"files_verified": False, "unique_key": True}
     assert resources["blob_store"].exists(VIDEO_KEY), "the video must survive its file's failed verification"
-    assert not resources["blob_store"].exists(PHOTO_KEY) and meta["deleted_sources"] == 1
-    assert {k["media_id"]: k["reason"] for k in meta["kept_sources"]} == {VIDEO: "its HDF5 files were not all verified"}
+    assert not resources["blob_store"].exists(f"videos/{OTHER_VIDEO}.mp4") and meta["deleted_sources"] == 1
+    assert kept_sources(meta) == {VIDEO: "its HDF5 files were not all verified", PHOTO: PHOTO_KEPT}
     assert [p["item"] for p in meta["problems"]] == [VIDEO]
-    assert query(resources, "SELECT media_id FROM pose_datasets ORDER BY media_id") == [("*",), (PHOTO,)]
+    assert query(resources, "SELECT media_id FROM pose_datasets ORDER BY media_id") == [
+        ("*",), (PHOTO,), (OTHER_VIDEO,)]  # fmt: skip
     assert query(resources, "SELECT item FROM ingest_errors WHERE stage = 'pose_datasets'") == [(VIDEO,)]
+    assert query(resources, "SELECT media_id FROM deleted_sources") == [(OTHER_VIDEO,)]
     prefix = partition_prefix("pose_datasets", partition_key)
     assert not resources["blob_store"].exists(f"{prefix}/{VIDEO}.h5")  # an unverified file is not left behind
 
@@ -236,19 +277,66 @@ def test_nothing_is_deleted_when_the_keyword_file_fails(resources, instance, mon
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
     assert checks == {"files_verified": False, "unique_key": True} and meta["deleted_sources"] == 0
     assert resources["blob_store"].exists(VIDEO_KEY) and resources["blob_store"].exists(PHOTO_KEY)
+    assert query(resources, "SELECT count(*) FROM deleted_sources") == [(0,)]
 
 
-def test_a_blob_another_keyword_uses_is_kept(resources, instance):
+@pytest.mark.parametrize(
+    ("user", "reason"),
+    [
+        ("keyword_media", "keyword_media of partition 'door-handle'"),  # another keyword's item is this video
+        ("registry", "registry of partition 'door-handle'"),  # another keyword names it, not fetched yet
+        ("media", "media item 'youtube-copy' (the same file)"),  # another media item stored in the same blob
+    ],
+)
+def test_a_video_something_else_needs_is_kept(resources, instance, user, reason):
     partition_key, _ = seed(resources, "glass door")
-    # another keyword found the same video
-    query(resources, "INSERT INTO videos (partition_key, keyword, media_id, source, url, status, blob_key) "
-          "VALUES ('door-handle', 'door handle', ?, 'youtube', ?, 'complete', ?)",
-          VIDEO, VIDEO_URL, VIDEO_KEY)  # fmt: skip
-    meta, _ = run(resources, instance, partition_key, delete_sources=True)
-    assert resources["blob_store"].exists(VIDEO_KEY) and not resources["blob_store"].exists(PHOTO_KEY)
-    (kept,) = meta["kept_sources"]
-    assert kept["media_id"] == VIDEO and "videos of partition 'door-handle'" in kept["reason"]
-    assert query(resources, "SELECT source_deleted FROM pose_datasets WHERE media_id = ?", VIDEO) == [(False,)]
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            if user == "keyword_media":
+                seed_media(conn, "door-handle", "door handle", [video_item(VIDEO) | {"page_url": VIDEO_URL}])
+            elif user == "registry":
+                named = {"partition_key": "door-handle", "keyword": "door handle", "item": VIDEO, "source": "youtube",
+                         "media_id": VIDEO, "url": VIDEO_URL, "page_url": VIDEO_URL}  # fmt: skip
+                insert_rows(conn, "registry", pd.DataFrame([named]))
+            else:
+                copy = video_item("youtube-copy") | {"blob_key": VIDEO_KEY, "page_url": VIDEO_URL}
+                seed_media(conn, "door-handle", "door handle", [copy])
+    meta, checks = run(resources, instance, partition_key, delete_sources=True)
+    assert checks == {"files_verified": True, "unique_key": True} and meta["deleted_sources"] == 0
+    assert resources["blob_store"].exists(VIDEO_KEY) and resources["blob_store"].exists(PHOTO_KEY)
+    kept = kept_sources(meta)
+    assert kept.keys() == {VIDEO, PHOTO} and reason in kept[VIDEO] and kept[VIDEO].startswith("still needed by")
+    errors = query_dicts(resources, "SELECT item, reason FROM pose_datasets_errors WHERE partition_key = ?",
+                         partition_key)  # fmt: skip
+    assert errors == [{"item": VIDEO, "reason": kept[VIDEO]}]  # recorded, so the status shows why it stayed
+    assert query_dicts(resources, "SELECT source_deleted FROM pose_datasets WHERE media_id = ?", VIDEO) == [
+        {"source_deleted": False}]  # fmt: skip
+    assert query(resources, "SELECT count(*) FROM deleted_sources") == [(0,)]
+
+
+def test_provenance_is_the_first_registry_item_else_the_catalog(resources, instance):
+    """A duplicate registry item of the photo (another page, another license) is not its provenance; a video with
+    no registry item takes its source URL from the frames catalog and its source from media."""
+    partition_key, _ = seed(resources, "glass door")
+    elsewhere = "https://elsewhere.test/42"
+    duplicate = PHOTO_ITEM | {"item": f"{elsewhere}.jpg", "source": "url", "duplicate_of": PHOTO,
+                              "page_url": elsewhere, "license": "unknown", "photographer": "Bo"}  # fmt: skip
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            seed_media(conn, partition_key, "glass door", [duplicate])
+            conn.execute("DELETE FROM registry WHERE item = ?", [VIDEO])
+            conn.execute("DELETE FROM keyword_media WHERE item = ?", [VIDEO])
+            conn.execute("UPDATE frames SET source_url = 'https://catalog.test/v' WHERE media_id = ?", [VIDEO])
+    _, checks = run(resources, instance, partition_key)
+    assert checks == {"files_verified": True, "unique_key": True}
+    prefix = partition_prefix("pose_datasets", partition_key)
+    names = ("source", "source_url", "license", "creator")
+    with h5py.File(stored_path(resources, f"{prefix}/{PHOTO}.h5"), "r") as photo:
+        assert {name: photo.attrs[name] for name in names} == {
+            "source": "pexels", "source_url": PHOTO_URL, "license": "Pexels License", "creator": "Ana"}  # fmt: skip
+    with h5py.File(stored_path(resources, f"{prefix}/{VIDEO}.h5"), "r") as video:
+        assert {name: video.attrs[name] for name in names} == {
+            "source": "youtube", "source_url": "https://catalog.test/v", "license": "", "creator": ""}  # fmt: skip
 
 
 def test_unusable_pose_rows_are_recorded_and_the_rest_goes_on(resources, instance):
@@ -288,10 +376,11 @@ def test_pose_datasets_on_s3(resources, instance, s3_endpoint):
     )
     partition_key, _ = seed(resources, "glass door")
     meta, checks = run(resources, instance, partition_key, delete_sources=True)
-    assert checks == {"files_verified": True, "unique_key": True} and meta["deleted_sources"] == 2
+    assert checks == {"files_verified": True, "unique_key": True} and meta["deleted_sources"] == 1
     assert meta["keyword_file"] == "s3://poses-e2e/m/pose_datasets/glass-door/keyword.h5"
     keys = resources["blob_store"].list_keys("pose_datasets")
     assert len(keys) == 6 and not resources["blob_store"].exists(VIDEO_KEY)
+    assert resources["blob_store"].exists(PHOTO_KEY)
 
 
 def test_metadata_counts_the_partition_and_the_whole_table(resources, instance):

@@ -162,6 +162,25 @@ def test_a_missing_blob_is_recorded_and_the_rest_goes_on(pose_resources, instanc
     assert query(pose_resources, "SELECT frame_id FROM poses") == [("kept",)]
 
 
+@pytest.mark.parametrize("writer", ["quality_scores", "poses"])
+def test_per_frame_outputs_name_the_frames_content(pose_resources, instance, person_photo, writer):
+    """quality_scores and poses rows carry their frame's content hash from the catalog (frames.sha256): photos of
+    equal content and video frames (tracked, not copied from quality_scores) alike."""
+    photo = encode(person_photo)
+    video = [(f"step-{i}", 0.5 * i, encode(on_canvas(person_photo, 40 * i))) for i in range(2)]
+    partition_key = seed_catalog(pose_resources, "content", {"portrait": photo, "again": photo}, {"clip": video})
+    assets = [quality_scores] if writer == "quality_scores" else POSES
+    _, checks = materialize_partition(pose_resources, instance, partition_key, assets,
+                                      quality_scores={"threshold": 40})  # fmt: skip
+    assert all(checks.values())
+    catalog = {row["frame_id"]: row["sha256"] for row in query_dicts(
+        pose_resources, "SELECT frame_id, sha256 FROM frames WHERE partition_key = ?", partition_key)}  # fmt: skip
+    rows = query_dicts(pose_resources, f"SELECT frame_id, frame_sha256 FROM {writer} WHERE partition_key = ?",
+                       partition_key)  # fmt: skip
+    assert {row["frame_id"] for row in rows} == set(catalog)
+    assert {row["frame_id"]: row["frame_sha256"] for row in rows} == catalog
+
+
 def checks_of(result) -> dict[tuple[str, str], bool]:
     """(asset, check) -> passed: both assets have a `unique_key` check."""
     return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}

@@ -86,6 +86,7 @@ def test_missing_weights_name_the_model_and_how_to_fetch_them(tmp_path, monkeypa
         text_filter.load()
     message = str(error.value)
     assert "google/siglip2-so400m-patch14-384" in message and "hf download" in message and "offline" in message
+    assert "MINING_FILTER_MODEL" in message  # the setting that points at a local copy
     with pytest.raises(ModelUnavailableError, match="no model directory"):
         ImageEmbedder(model_id=str(tmp_path / "nothing-here")).load()
     with pytest.raises(ModelUnavailableError, match="holds no loadable model"):

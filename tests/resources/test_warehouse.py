@@ -25,15 +25,13 @@ def free_port() -> int:
 
 
 def error_rows(key: str, tag: str, n: int = 50) -> pd.DataFrame:
-    return pd.DataFrame(
-        {"partition_key": key, "stage": "test", "item": [f"{tag}-{i}" for i in range(n)], "reason": tag}
-    )
+    return pd.DataFrame({"partition_key": key, "item": [f"{tag}-{i}" for i in range(n)], "reason": tag})
 
 
 def replace(warehouse: Warehouse, key: str, tag: str, n: int = 50, lease: bool = True) -> None:
     for attempt in warehouse.retrying(lease=key if lease else None):
         with attempt as conn:
-            replace_partition_rows(conn, "ingest_errors", key, error_rows(key, tag, n))
+            replace_partition_rows(conn, "media_errors", key, error_rows(key, tag, n))
 
 
 def test_schema_has_every_table_partitioned_by_partition_key(lake):
@@ -58,10 +56,10 @@ def test_a_block_is_one_transaction_and_an_sql_error_is_not_retried(lake):
         for attempt in lake.retrying():
             with attempt as conn:
                 runs.append(1)
-                replace_partition_rows(conn, "ingest_errors", "k", error_rows("k", "first"))
+                replace_partition_rows(conn, "media_errors", "k", error_rows("k", "first"))
                 conn.execute("SELECT * FROM no_such_table")
     assert runs == [1]
-    assert lake.execute("SELECT count(*) FROM ingest_errors")[0][0] == 0  # rolled back together
+    assert lake.execute("SELECT count(*) FROM media_errors")[0][0] == 0  # rolled back together
 
 
 def test_a_conflicting_commit_is_retried_until_it_lands(lake):
@@ -74,7 +72,7 @@ def test_a_conflicting_commit_is_retried_until_it_lands(lake):
         for attempt in lake.retrying():
             with attempt as conn:
                 runs[tag] += 1
-                replace_partition_rows(conn, "ingest_errors", "k", error_rows("k", tag))
+                replace_partition_rows(conn, "media_errors", "k", error_rows("k", tag))
                 if runs[tag] == 1:
                     inside.wait(timeout=10)  # both deleted the same rows before either commits
 
@@ -84,7 +82,7 @@ def test_a_conflicting_commit_is_retried_until_it_lands(lake):
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(runs.values())[1] >= 2  # the loser ran again
-    assert lake.execute("SELECT count(*), count(DISTINCT reason) FROM ingest_errors")[0] == (50, 1)
+    assert lake.execute("SELECT count(*), count(DISTINCT reason) FROM media_errors")[0] == (50, 1)
 
 
 def settings_of(warehouse: Warehouse) -> dict:
@@ -113,7 +111,7 @@ def test_four_processes_write_their_partitions_at_once(lake):
     for worker in workers:
         worker.join(timeout=30)
     assert sorted(outcomes) == [("ok", f"k{i}") for i in range(4)]
-    rows = lake.execute("SELECT partition_key, count(*), min(reason) FROM ingest_errors GROUP BY ALL ORDER BY 1")
+    rows = lake.execute("SELECT partition_key, count(*), min(reason) FROM media_errors GROUP BY ALL ORDER BY 1")
     assert rows == [(f"k{i}", 50, f"k{i}-4") for i in range(4)]
 
 
@@ -123,16 +121,16 @@ def test_without_a_lease_two_replaces_of_an_empty_partition_both_commit(lake):
     first, second = lake.cursor(), lake.cursor()
     for cursor, tag in ((first, "a"), (second, "b")):
         cursor.execute("BEGIN TRANSACTION")
-        replace_partition_rows(cursor, "ingest_errors", "empty", error_rows("empty", tag))
+        replace_partition_rows(cursor, "media_errors", "empty", error_rows("empty", tag))
     first.execute("COMMIT")
     if lake.kind == "sqlite":  # SQLite's lock refuses a commit that overlapped another: it is retried, then sees it
         with pytest.raises(Exception) as refused:
             second.execute("COMMIT")
         assert is_transient(refused.value)
-        assert lake.execute("SELECT count(*) FROM ingest_errors WHERE partition_key = 'empty'")[0][0] == 50
+        assert lake.execute("SELECT count(*) FROM media_errors WHERE partition_key = 'empty'")[0][0] == 50
         return
     second.execute("COMMIT")  # PostgreSQL: both commit, and the partition holds both writers' rows
-    assert lake.execute("SELECT count(*) FROM ingest_errors WHERE partition_key = 'empty'")[0][0] == 100
+    assert lake.execute("SELECT count(*) FROM media_errors WHERE partition_key = 'empty'")[0][0] == 100
 
 
 def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
@@ -143,7 +141,7 @@ def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
     def slow() -> None:
         for attempt in lake.retrying(lease="empty"):
             with attempt as conn:
-                replace_partition_rows(conn, "ingest_errors", "empty", error_rows("empty", "slow"))
+                replace_partition_rows(conn, "media_errors", "empty", error_rows("empty", "slow"))
                 holding.set()
                 time.sleep(1.0)
         order.append("slow")
@@ -155,7 +153,7 @@ def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
     order.append("fast")
     thread.join(timeout=30)
     assert order == ["slow", "fast"]
-    assert lake.execute("SELECT count(*), min(reason) FROM ingest_errors WHERE partition_key = 'empty'")[0] == (
+    assert lake.execute("SELECT count(*), min(reason) FROM media_errors WHERE partition_key = 'empty'")[0] == (
         50,
         "fast",
     )
@@ -173,31 +171,31 @@ def test_a_dead_holders_lease_expires_by_itself(tmp_path):
     started = time.monotonic()
     replace(short, "k", "after")
     assert time.monotonic() - started < 10
-    assert short.execute("SELECT count(*) FROM ingest_errors")[0][0] == 50
+    assert short.execute("SELECT count(*) FROM media_errors")[0][0] == 50
 
 
 def test_unique_key_check_fails_on_a_planted_duplicate(lake):
     for attempt in lake.retrying():
         with attempt as conn:
-            row = pd.DataFrame({"partition_key": ["k"], "keyword": ["k"], "media_id": ["m"], "source": ["local"],
-                                "url": ["file:///m"], "status": ["pending"]})  # fmt: skip
-            replace_partition_rows(conn, "videos", "k", row)
-            assert unique_key_check(conn, "k", ["videos"]).passed
-            replace_partition_rows(conn, "videos", "other", row.assign(partition_key="other"))
-            conn.execute("INSERT INTO videos SELECT * FROM videos WHERE partition_key = 'k'")
-            result = unique_key_check(conn, "k", ["videos"])
+            row = pd.DataFrame({"partition_key": ["k"], "keyword": ["k"], "item": ["m"], "source": ["local"],
+                                "url": ["file:///m"], "page_url": ["file:///m"]})  # fmt: skip
+            replace_partition_rows(conn, "registry", "k", row)
+            assert unique_key_check(conn, "k", ["registry"]).passed
+            replace_partition_rows(conn, "registry", "other", row.assign(partition_key="other"))
+            conn.execute("INSERT INTO registry SELECT * FROM registry WHERE partition_key = 'k'")
+            result = unique_key_check(conn, "k", ["registry"])
     assert not result.passed
-    assert result.metadata["duplicated_keys"].value == {"videos": 1}
+    assert result.metadata["duplicated_keys"].value == {"registry": 1}
 
 
 def test_a_column_added_to_the_schema_later_is_added_to_an_existing_lake(tmp_path):
     old = embedded_lake(tmp_path)
-    old.execute("ALTER TABLE videos DROP COLUMN codec")
-    old.execute("INSERT INTO videos (partition_key, keyword, media_id, source, url, status) "
-                "VALUES ('k', 'k', 'm', 'local', 'file:///m', 'pending')")  # fmt: skip
+    old.execute("ALTER TABLE registry DROP COLUMN channel")
+    old.execute("INSERT INTO registry (partition_key, keyword, item, source, url, page_url) "
+                "VALUES ('k', 'k', 'm', 'local', 'file:///m', 'file:///m')")  # fmt: skip
     close_all()  # a new process opens the lake with the current schema
-    rows = embedded_lake(tmp_path).query_dicts("SELECT media_id, codec FROM videos")
-    assert rows == [{"media_id": "m", "codec": None}]
+    rows = embedded_lake(tmp_path).query_dicts("SELECT item, channel FROM registry")
+    assert rows == [{"item": "m", "channel": None}]
 
 
 def test_an_unreachable_catalog_fails_at_start_naming_the_setting(tmp_path):
@@ -338,7 +336,7 @@ def test_lake_maintenance_merges_small_files_and_keeps_every_row(lake):
     for round_ in range(6):
         replace(lake, "k", f"round-{round_}", lease=False)
         replace(lake, "other", f"round-{round_}", n=5, lease=False)
-    before = lake.execute("SELECT partition_key, count(*), min(reason) FROM ingest_errors GROUP BY ALL ORDER BY 1")
+    before = lake.execute("SELECT partition_key, count(*), min(reason) FROM media_errors GROUP BY ALL ORDER BY 1")
     config = {"snapshot_retention_days": 0.0, "file_grace_hours": 0.0}
     result = dg.materialize([lake_maintenance], resources={"warehouse": lake},
                             run_config={"ops": {"lake_maintenance": {"config": config}}})  # fmt: skip
@@ -346,7 +344,7 @@ def test_lake_maintenance_merges_small_files_and_keeps_every_row(lake):
     assert metadata["snapshots_after"] < metadata["snapshots_before"]
     assert metadata["data_files_after"] <= metadata["data_files_before"]
     assert metadata["cleaned"] > 0  # files of expired snapshots are gone
-    after = lake.execute("SELECT partition_key, count(*), min(reason) FROM ingest_errors GROUP BY ALL ORDER BY 1")
+    after = lake.execute("SELECT partition_key, count(*), min(reason) FROM media_errors GROUP BY ALL ORDER BY 1")
     assert after == before == [("k", 50, "round-5"), ("other", 5, "round-5")]
 
 
@@ -356,4 +354,4 @@ def test_a_lost_catalog_connection_is_attached_again(production_lake, run_psql):
     database = production_lake.catalog.split("dbname=", 1)[1].split()[0]
     run_psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
     replace(production_lake, "k", "after", lease=False)
-    assert production_lake.execute("SELECT count(*), min(reason) FROM ingest_errors")[0] == (50, "after")
+    assert production_lake.execute("SELECT count(*), min(reason) FROM media_errors")[0] == (50, "after")

@@ -1,6 +1,6 @@
 """s3_uploads_sensor against a moto S3 server on loopback: new objects become slug partitions with one run per
 keyword, objects written in the same second as the cursor's newest are picked up exactly once, and a run request's
-config drives media_uploads."""
+config drives upload_pipeline (media_registry -> media -> video_frames -> frames)."""
 
 import datetime as dt
 import json
@@ -10,11 +10,15 @@ import boto3
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
-from harness import query_dicts
+from harness import query, query_dicts
 from vision_support import encode, scene
 
-from mining_assets.images.uploads import media_uploads
+from mining_assets.frames import frames
+from mining_assets.jobs import UPLOAD_SOURCES, upload_pipeline
 from mining_assets.partitions import is_slug, keyword_slug
+from mining_assets.sources.media import media
+from mining_assets.sources.media_registry import media_registry
+from mining_assets.video.frames import video_frames
 from mining_assets.video.synthetic import make_video
 from resources.blob_store import check_key
 from resources.uploads import UploadBucket, UploadedObject, readable_text
@@ -50,8 +54,12 @@ def tick(instance, bucket, cursor=None):
         return s3_uploads_sensor(context)
 
 
+def registry_config(request: dg.RunRequest) -> dict:
+    return request.run_config["ops"]["media_registry"]["config"]
+
+
 def requested(result) -> dict[str, list[str]]:
-    return {r.partition_key: r.run_config["ops"]["media_uploads"]["config"]["s3_keys"] for r in result.run_requests}
+    return {r.partition_key: registry_config(r)["s3_keys"] for r in result.run_requests}
 
 
 def test_new_uploads_become_slug_partitions_with_one_run_per_keyword(instance, bucket, clock, capsys):
@@ -67,8 +75,12 @@ def test_new_uploads_become_slug_partitions_with_one_run_per_keyword(instance, b
     assert sorted(result.dynamic_partitions_requests[0].partition_keys) == sorted(expected)
     assert requested(result) == expected
     assert all(is_slug(key) and "/" not in key and ".." not in key for key in expected)
-    keywords = {r.partition_key: r.run_config["ops"]["media_uploads"]["config"]["keyword"] for r in result.run_requests}
+    keywords = {r.partition_key: registry_config(r)["keyword"] for r in result.run_requests}
     assert keywords == {keyword_slug(folder): folder for folder in folders}
+    # the registry asks the upload bucket only: no YouTube search, no stock photos, nothing but the new objects
+    assert all(registry_config(r) == {**UPLOAD_SOURCES, "s3_keys": requested(result)[r.partition_key],
+                                      "keyword": keywords[r.partition_key]} for r in result.run_requests)  # fmt: skip
+    assert all(set(r.run_config["ops"]) == {"media_registry"} for r in result.run_requests)
     assert len({r.run_key for r in result.run_requests}) == 4
     assert all(r.run_key.startswith("s3-uploads-") for r in result.run_requests)
     log = capsys.readouterr().err  # the empty folder and the control character are logged, not fatal
@@ -107,7 +119,7 @@ def test_objects_written_in_the_same_second_are_picked_up_exactly_once(instance,
     assert isinstance(tick(instance, bucket, third.cursor), dg.SkipReason)
 
 
-def test_a_run_request_drives_media_uploads(instance, resources, bucket, clock, tmp_path):
+def test_a_run_request_drives_the_upload_pipeline(instance, resources, bucket, clock, tmp_path):
     video = make_video(tmp_path / "clip.mp4", frames=20, fps=10).read_bytes()
     put(bucket, "uploads/glass door/IMG_0001.jpg", encode(scene(1)))
     put(bucket, "uploads/glass door/VID_0001.jpg", video)  # a video, whatever its name says
@@ -115,32 +127,41 @@ def test_a_run_request_drives_media_uploads(instance, resources, bucket, clock, 
     result = tick(instance, bucket)
     instance.add_dynamic_partitions("keyword", result.dynamic_partitions_requests[0].partition_keys)
     resources = {**resources, "uploads": bucket}
+    # the sensor's job as the definitions hold it, with the request's own config
+    job = dg.Definitions(
+        assets=[media_registry, media, video_frames, frames], jobs=[upload_pipeline], resources=resources
+    ).resolve_job_def("upload_pipeline")
     for request in result.run_requests:
-        outcome = dg.materialize([media_uploads], partition_key=request.partition_key, run_config=request.run_config,
-                                 resources=resources, instance=instance)  # fmt: skip
+        outcome = job.execute_in_process(run_config=request.run_config, partition_key=request.partition_key,
+                                         instance=instance)  # fmt: skip
         assert outcome.success
 
-    rows = query_dicts(resources, "SELECT partition_key, location, media_type, status, media_id FROM uploads")
+    rows = query_dicts(resources, "SELECT partition_key, item, source, media_type, status, media_id FROM media_status")
     keywords = {r["partition_key"]: r["keyword"] for r in query_dicts(resources, "SELECT * FROM keywords")}
-    videos = query_dicts(resources, "SELECT media_id, status, url FROM videos")
-    by_location = {row["location"]: row for row in rows}
+    by_item = {row["item"]: row for row in rows}
+    assert set(by_item) == {bucket.location(key) for key in
+                            ["uploads/glass door/IMG_0001.jpg", "uploads/glass door/VID_0001.jpg",
+                             "uploads/../etc/passwd"]}  # fmt: skip
 
-    def described(location: str) -> tuple:
-        row = by_location[bucket.location(location)]
-        return row["partition_key"], row["media_type"], row["status"]
+    def described(key: str) -> tuple:
+        row = by_item[bucket.location(key)]
+        return row["partition_key"], row["source"], row["media_type"], row["status"]
 
-    assert described("uploads/glass door/IMG_0001.jpg") == ("glass-door", "photo", "stored")
-    assert described("uploads/glass door/VID_0001.jpg") == ("glass-door", "video", "stored")
-    video_id = by_location[bucket.location("uploads/glass door/VID_0001.jpg")]["media_id"]
-    assert videos == [
-        {"media_id": video_id, "status": "downloaded", "url": bucket.location("uploads/glass door/VID_0001.jpg")}
-    ]
-    assert described("uploads/../etc/passwd") == (keyword_slug(".."), "photo", "stored")
+    assert described("uploads/glass door/IMG_0001.jpg") == ("glass-door", "s3", "photo", "complete")
+    assert described("uploads/glass door/VID_0001.jpg") == ("glass-door", "s3", "video", "complete")
+    assert described("uploads/../etc/passwd") == (keyword_slug(".."), "s3", "photo", "complete")
+    video_id = by_item[bucket.location("uploads/glass door/VID_0001.jpg")]["media_id"]
+    videos = query_dicts(resources, "SELECT media_id, source, blob_key FROM media WHERE media_type = 'video'")
+    assert videos == [{"media_id": video_id, "source": "s3", "blob_key": f"videos/{video_id}.mp4"}]
+    sampled = query_dicts(resources, "SELECT partition_key, media_id FROM keyword_samples")
+    assert sampled == [{"partition_key": "glass-door", "media_id": video_id}]
     assert keywords == {"glass-door": "glass door", keyword_slug(".."): ".."}
+    assert query(resources, "SELECT count(*) FROM ingest_errors")[0][0] == 0
     store = resources["blob_store"]
     stored = store.list_keys("photos") + store.list_keys("videos")
     assert len(stored) == 3 and all(check_key(key) and "etc" not in key for key in stored)
-    assert sorted(p.name for p in (tmp_path / "data" / "blobs").iterdir()) == ["photos", "videos"]
+    assert all(check_key(key) and "etc" not in key for key in store.list_keys("frames"))
+    assert sorted(p.name for p in (tmp_path / "data" / "blobs").iterdir()) == ["frames", "photos", "videos"]
 
 
 def test_without_a_bucket_the_sensor_skips(instance):

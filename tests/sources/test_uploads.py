@@ -1,28 +1,37 @@
-"""media_uploads through Dagster: a local collection and an S3 bucket (moto on loopback) with photos, videos and
-files that are neither, told apart by content; then the videos' frames and the photos in the frames catalog."""
+"""Uploads through the source chain (media_registry -> media -> video_frames -> frames): a local collection and an
+S3 bucket (moto on loopback) with photos, videos and files that are neither, told apart by content; then the videos'
+frames and the photos in the frames catalog."""
 
 import hashlib
 import os
+import re
 import shutil
 import uuid
 
 import boto3
 import dagster as dg
+import pandas as pd
 import pytest
 from dagster_aws.s3 import S3Resource
 from harness import meta, query, query_dicts
 from vision_support import encode, rotated_jpeg, scene
 
 from mining_assets.frames import frames
-from mining_assets.images.uploads import Rejected, inspect_media, media_uploads
+from mining_assets.jobs import UPLOAD_SOURCES
+from mining_assets.sources.media import media
+from mining_assets.sources.media_registry import media_registry
+from mining_assets.sources.uploads import Rejected, inspect_media
 from mining_assets.video.frames import video_frames
 from mining_assets.video.synthetic import make_video
+from mining_assets.warehouse import insert_rows
 from resources.blob_store import check_key
 from resources.uploads import UploadBucket
 
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
 KEY = "glass-door"
 MEDIA_ID = r"^(s3|local)-[0-9a-f]{16}$"
+SOURCE_ASSETS = [media_registry, media, video_frames, frames]
+EVERY_10 = {"strategy": "interval", "every_n_frames": 10}
 
 
 def real_photo() -> bytes:
@@ -42,7 +51,7 @@ def video_bytes(tmp_path, name: str, **options) -> bytes:
     return data
 
 
-def make_bucket(endpoint: str, tmp_path) -> UploadBucket:
+def make_bucket(endpoint: str) -> UploadBucket:
     name = f"uploads-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS).create_bucket(Bucket=name)
     return UploadBucket(bucket=name, prefix="uploads", s3=S3Resource(endpoint_url=endpoint, **CREDENTIALS))
@@ -74,7 +83,7 @@ def collection(tmp_path):
 
 @pytest.fixture
 def bucket(s3_endpoint, tmp_path):
-    bucket = make_bucket(s3_endpoint, tmp_path)
+    bucket = make_bucket(s3_endpoint)
     put(bucket, "uploads/glass door/beach.jpg", encode(scene(7, size=(120, 80))))
     put(bucket, "uploads/glass door/phone/VID_0001.dat", video_bytes(tmp_path, "phone", frames=20, fps=10))
     put(bucket, "uploads/robot arm/other.jpg", encode(scene(8)))  # another keyword's upload
@@ -82,33 +91,37 @@ def bucket(s3_endpoint, tmp_path):
     return bucket
 
 
-def run(instance, resources, selection, partition_key=KEY, **config):
+def run(instance, resources, partition_key=KEY, selection=SOURCE_ASSETS, registry=None, **ops):
+    """Materialize ``selection`` for a keyword partition with the upload sources only (as upload_pipeline asks) and
+    ``registry`` on top; ``ops`` are other assets' configs."""
     if partition_key not in instance.get_dynamic_partitions("keyword"):
         instance.add_dynamic_partitions("keyword", [partition_key])
+    configs = {"media_registry": {**UPLOAD_SOURCES, **(registry or {})}} if media_registry in selection else {}
+    configs.update(ops)
     result = dg.materialize(
         selection,
         partition_key=partition_key,
         resources=resources,
         instance=instance,
-        run_config={"ops": {name: {"config": value} for name, value in config.items()}},
+        run_config={"ops": {name: {"config": value} for name, value in configs.items()}},
     )
     assert result.success
     return result
 
 
 def ingest_all(instance, resources, collection):
-    uploads_config = {"local_dir": str(collection), "keyword": "glass door", "license": "CC BY 4.0"}
-    result = run(instance, resources, [media_uploads], media_uploads=uploads_config)
-    run(instance, resources, [video_frames, frames], video_frames={"strategy": "interval", "every_n_frames": 10})
-    return result
+    registry = {"local_dir": str(collection), "keyword": "glass door", "license": "CC BY 4.0"}
+    return run(instance, resources, registry=registry, video_frames=EVERY_10)
 
 
 def snapshot(resources) -> dict:
     """Every row this path writes, without the time stamps, and every stored file."""
     tables = {
-        "uploads": "SELECT * EXCLUDE (registered_at) FROM uploads ORDER BY location",
-        "photos": "SELECT * EXCLUDE (stored_at) FROM photos ORDER BY media_id",
-        "videos": "SELECT * EXCLUDE (discovered_at, updated_at) FROM videos ORDER BY media_id",
+        "registry": "SELECT * EXCLUDE (discovered_at) FROM registry ORDER BY item",
+        "keyword_media": "SELECT * EXCLUDE (fetched_at) FROM keyword_media ORDER BY item",
+        "media": "SELECT * EXCLUDE (stored_at) FROM media ORDER BY media_id",
+        "video_samples": "SELECT * EXCLUDE (sampled_at) FROM video_samples ORDER BY media_id",
+        "video_frames": "SELECT * EXCLUDE (created_at) FROM video_frames ORDER BY frame_id",
         "frames": "SELECT * EXCLUDE (created_at) FROM frames ORDER BY frame_id",
         "errors": "SELECT partition_key, stage, item, reason FROM ingest_errors ORDER BY item",
         "keywords": "SELECT partition_key, keyword FROM keywords",
@@ -123,114 +136,167 @@ def test_local_and_s3_uploads_are_told_apart_by_content_and_reach_the_catalog(
 ):
     resources = {**resources, "uploads": bucket}
     result = ingest_all(instance, resources, collection)
-    assert all(check.passed for check in result.get_asset_check_evaluations())
+    assert all(check.passed for check in result.get_asset_check_evaluations() if check.check_name != "items_fetched")
+    (fetched,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "items_fetched"]
+    assert not fetched.passed and fetched.metadata["failed"].value == 2  # notes.jpg and empty.mov
 
-    rows = {r[0]: r[1:] for r in query(resources, "SELECT location, media_type, status, error, media_id FROM uploads")}
     local = {(collection / name).as_uri(): name for name in
              ["grace.jpg", "trip/day 1/copy of grace.jpeg", "trip/clip.mp4", "holiday.png", "portrait.bin",
               "notes.jpg", "empty.mov"]}  # fmt: skip
     s3 = {bucket.location(f"uploads/glass door/{name}"): name for name in ["beach.jpg", "phone/VID_0001.dat"]}
-    assert set(rows) == set(local) | set(s3)  # no hidden files, no other keyword's or stray objects
-    by_name = {**{local[loc]: row for loc, row in rows.items() if loc in local},
-               **{s3[loc]: row for loc, row in rows.items() if loc in s3}}  # fmt: skip
-    kinds = {name: row[:2] for name, row in by_name.items()}
-    assert kinds == {
-        "grace.jpg": ("photo", "stored"),
-        "trip/day 1/copy of grace.jpeg": ("photo", "duplicate"),
-        "trip/clip.mp4": ("video", "stored"),
-        "holiday.png": ("video", "stored"),
-        "portrait.bin": ("photo", "stored"),
+    names = {**local, **s3}  # location -> name
+    status = {
+        names[row["item"]]: row
+        for row in query_dicts(
+            resources,
+            "SELECT item, source, status, media_type, media_id, error, error_stage, duplicate_of FROM media_status",
+        )
+    }
+    assert set(status) == set(names.values())  # no hidden files, no other keyword's or stray objects
+    assert {name: (row["media_type"], row["status"]) for name, row in status.items()} == {
+        "grace.jpg": ("photo", "complete"),
+        "trip/day 1/copy of grace.jpeg": ("photo", "complete"),  # a membership of grace.jpg's media item
+        "trip/clip.mp4": ("video", "complete"),
+        "holiday.png": ("video", "complete"),
+        "portrait.bin": ("photo", "complete"),
         "notes.jpg": (None, "failed"),
         "empty.mov": (None, "failed"),
-        "beach.jpg": ("photo", "stored"),
-        "phone/VID_0001.dat": ("video", "stored"),
+        "beach.jpg": ("photo", "complete"),
+        "phone/VID_0001.dat": ("video", "complete"),
     }
-    assert by_name["notes.jpg"][2] == "neither an image nor a video: not a video: the file holds text"
-    assert by_name["empty.mov"][2] == "neither an image nor a video: empty file (0 bytes)"
-    assert by_name["trip/day 1/copy of grace.jpeg"][2] == f"same content as {(collection / 'grace.jpg').as_uri()}"
+    assert {name: row["source"] for name, row in status.items()} == {
+        **dict.fromkeys(local.values(), "local"),
+        **dict.fromkeys(s3.values(), "s3"),
+    }
+    assert status["notes.jpg"]["error"] == "neither an image nor a video: not a video: the file holds text"
+    assert status["empty.mov"]["error"] == "neither an image nor a video: empty file (0 bytes)"
+    assert status["notes.jpg"]["error_stage"] == status["empty.mov"]["error_stage"] == "media"
+    assert status["trip/day 1/copy of grace.jpeg"]["duplicate_of"] == (collection / "grace.jpg").as_uri()
+    assert [name for name, row in status.items() if row["duplicate_of"]] == ["trip/day 1/copy of grace.jpeg"]
     grace_sha = hashlib.sha256((collection / "grace.jpg").read_bytes()).hexdigest()
-    assert by_name["grace.jpg"][3] == f"local-{grace_sha[:16]}" == by_name["trip/day 1/copy of grace.jpeg"][3]
-    assert by_name["beach.jpg"][3].startswith("s3-")
+    grace_id = f"local-{grace_sha[:16]}"
+    assert status["grace.jpg"]["media_id"] == grace_id == status["trip/day 1/copy of grace.jpeg"]["media_id"]
+    assert status["beach.jpg"]["media_id"].startswith("s3-")
+    stored = {name: row["media_id"] for name, row in status.items() if row["media_id"]}
+    assert all(re.match(MEDIA_ID, media_id) for media_id in stored.values())
 
-    columns = "media_id, source, source_id, query, page_url, image_url, photographer, license, status, width, height"
-    photos = {r[0]: r[1:] for r in query(resources, f"SELECT {columns}, blob_key FROM photos")}
-    grace = photos[by_name["grace.jpg"][3]]
+    media_rows = {r["media_id"]: r for r in query_dicts(resources, "SELECT * FROM media")}
+    assert set(media_rows) == set(stored.values()) and len(media_rows) == 6  # the copy is no media item of its own
+    grace = media_rows[grace_id]
+    assert (grace["media_type"], grace["source"], grace["sha256"]) == ("photo", "local", grace_sha)
+    assert grace["blob_key"] == f"photos/{grace_id}.jpg"
+    assert grace["size_bytes"] == (collection / "grace.jpg").stat().st_size
+    portrait = media_rows[stored["portrait.bin"]]
+    assert (portrait["width"], portrait["height"]) == (64, 96)  # EXIF orientation applied to the recorded size
+    assert portrait["blob_key"].endswith(".jpg")  # the suffix comes from the content, not the name
+    assert sum(r["media_type"] == "photo" for r in media_rows.values()) == 3
+
+    # the license and the location are the registry's, the media item's origin is traceable to them
+    (registry_grace,) = query_dicts(
+        resources, "SELECT * FROM registry WHERE item = ?", (collection / "grace.jpg").as_uri()
+    )
     location = (collection / "grace.jpg").as_uri()
-    assert grace[:8] == ("local", grace_sha[:16], "", location, location, None, "CC BY 4.0", "stored")
-    assert grace[10] == f"photos/local-{grace_sha[:16]}.jpg"
-    assert photos[by_name["portrait.bin"][3]][8:10] == (64, 96)  # EXIF orientation applied to the recorded size
-    assert len(photos) == 3
+    fields = ["source", "url", "page_url", "license", "keyword", "title"]
+    assert [registry_grace[name] for name in fields] == ["local", location, location, "CC BY 4.0", "glass door",
+                                                         "grace.jpg"]  # fmt: skip
+    assert registry_grace["media_id"] is None and registry_grace["media_type"] is None  # named by content later
 
-    videos = query(resources, "SELECT media_id, source, url, status, blob_key, codec, width FROM videos ORDER BY url")
-    assert {(v[1], v[3]) for v in videos} == {("local", "complete"), ("s3", "complete")} and len(videos) == 3
-    assert all(v[4] == f"videos/{v[0]}.mp4" for v in videos)  # the suffix comes from the content, not the name
-    holiday = next(v for v in videos if v[2].endswith("holiday.png"))
-    assert holiday[5] == "mpeg4" and holiday[6] == 320
+    videos = [r for r in media_rows.values() if r["media_type"] == "video"]
+    assert {v["source"] for v in videos} == {"local", "s3"} and len(videos) == 3
+    assert all(v["blob_key"] == f"videos/{v['media_id']}.mp4" for v in videos)  # the suffix comes from the content
+    holiday = media_rows[stored["holiday.png"]]
+    assert (holiday["codec"], holiday["width"], holiday["frame_count"]) == ("mpeg4", 320, 20)
 
-    catalog = query(resources, "SELECT media_id, media_type, count(*), min(source_url) FROM frames GROUP BY ALL")
-    per_media = {r[0]: r[1:] for r in catalog}
-    assert {m for m, (t, *_) in per_media.items() if t == "photo"} == {
-        by_name[n][3] for n in ("grace.jpg", "portrait.bin", "beach.jpg")
+    catalog = {
+        r["media_id"]: r
+        for r in query_dicts(
+            resources,
+            "SELECT media_id, any_value(media_type) AS media_type, count(*) AS n, min(source_url) AS source_url "
+            "FROM frames WHERE partition_key = ? GROUP BY media_id",
+            KEY,
+        )
     }
-    assert {m for m, (t, *_) in per_media.items() if t == "video"} == {v[0] for v in videos}
-    assert per_media[by_name["trip/clip.mp4"][3]][1] == 3  # 30 frames, one in every 10
-    assert per_media[by_name["phone/VID_0001.dat"][3]][2] == bucket.location("uploads/glass door/phone/VID_0001.dat")
+    assert {m for m, r in catalog.items() if r["media_type"] == "photo"} == {
+        stored[n] for n in ("grace.jpg", "portrait.bin", "beach.jpg")
+    }
+    assert {m for m, r in catalog.items() if r["media_type"] == "video"} == {v["media_id"] for v in videos}
+    assert catalog[grace_id]["n"] == 1 and catalog[grace_id]["source_url"] == location  # once, not per copy
+    assert catalog[stored["trip/clip.mp4"]]["n"] == 3  # 30 frames, one in every 10
+    assert catalog[stored["phone/VID_0001.dat"]]["source_url"] == bucket.location(
+        "uploads/glass door/phone/VID_0001.dat"
+    )
 
-    errors = dict(query(resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'media_uploads'"))
-    assert set(errors) == {(collection / "notes.jpg").as_uri(), (collection / "empty.mov").as_uri()}
-    assert query(resources, "SELECT partition_key, keyword FROM keywords") == [(KEY, "glass door")]
+    errors = query_dicts(resources, "SELECT stage, item, reason FROM ingest_errors")
+    assert {(e["stage"], e["item"]) for e in errors} == {
+        ("media", (collection / "notes.jpg").as_uri()),
+        ("media", (collection / "empty.mov").as_uri()),
+    }
+    assert query_dicts(resources, "SELECT partition_key, keyword FROM keywords") == [
+        {"partition_key": KEY, "keyword": "glass door"}
+    ]
 
     # storage keys are made of ids only; nothing lands outside the store
     store = resources["blob_store"]
-    assert all(check_key(key) for key in snapshot(resources)["files"])
+    files = snapshot(resources)["files"]
+    assert all(check_key(key) for key in files)
+    assert all(key.startswith(("photos/", "videos/", "frames/")) and "grace" not in key for key in files)
     assert sorted(p.name for p in (tmp_path / "data" / "blobs").iterdir()) == ["frames", "photos", "videos"]
 
-    # the same input again: the same rows and files, nothing doubled
+    # the same input again: the same rows and files, nothing doubled, nothing stored again
     before = snapshot(resources)
-    ingest_all(instance, resources, collection)
+    again = ingest_all(instance, resources, collection)
     assert snapshot(resources) == before
+    assert meta(again, "media")["fetched_now"] == 0 and meta(again, "media_registry")["new_items"] == 0
     assert len(store.list_keys("photos")) == 3 and len(store.list_keys("videos")) == 3
 
 
-def test_runs_upsert_their_items_and_keep_earlier_errors(instance, resources, collection, s3_endpoint, tmp_path):
-    local_only = {**resources, "uploads": UploadBucket.unconfigured()}
+def test_runs_upsert_their_items_and_keep_earlier_errors(instance, resources, collection, s3_endpoint):
     shutil.rmtree(collection / "trip")
-    first = run(instance, local_only, [media_uploads],
-                media_uploads={"local_dir": str(collection), "s3_keys": ["uploads/glass door/a.jpg"],
-                               "keyword": "robot arm"})  # fmt: skip
-    assert first.success
-    errors = dict(query(local_only, "SELECT item, reason FROM ingest_errors"))
-    assert errors["s3"] == "no upload bucket configured: 1 S3 keys skipped"
-    assert query(local_only, "SELECT count(*) FROM keywords")[0][0] == 0  # 'robot arm' is not this partition's text
-    local_rows = query(local_only, "SELECT * EXCLUDE (registered_at) FROM uploads ORDER BY location")
-    assert len(local_rows) == 5
+    registry = {"local_dir": str(collection), "s3_keys": ["uploads/glass door/a.jpg"], "keyword": "robot arm"}
+    run(instance, resources, selection=[media_registry, media], registry=registry)  # no bucket configured
+    errors = {(e["stage"], e["item"]): e["reason"] for e in query_dicts(resources, "SELECT * FROM ingest_errors")}
+    assert errors[("media_registry", "s3")] == "no upload bucket configured: 1 S3 keys skipped"
+    assert query(resources, "SELECT count(*) FROM keywords")[0][0] == 0  # 'robot arm' is not this partition's text
+    local_rows = query_dicts(resources, "SELECT * EXCLUDE (discovered_at) FROM registry ORDER BY item")
+    assert len(local_rows) == 5 and {r["source"] for r in local_rows} == {"local"}
 
-    bucket = make_bucket(s3_endpoint, tmp_path)
+    bucket = make_bucket(s3_endpoint)
     put(bucket, "uploads/glass door/page.jpg", b"<html><body>Access denied</body></html>")
     put(bucket, "uploads/glass door/tiny.png", encode(scene(2).resize((16, 12)), "PNG"))
     put(bucket, "uploads/robot arm/arm.jpg", encode(scene(4)))
     keys = ["uploads/glass door/page.jpg", "uploads/glass door/tiny.png", "uploads/glass door/gone.jpg",
             "uploads/robot arm/arm.jpg"]  # fmt: skip
-    run(instance, {**resources, "uploads": bucket}, [media_uploads], media_uploads={"s3_keys": keys})
+    run(instance, {**resources, "uploads": bucket}, selection=[media_registry, media], registry={"s3_keys": keys})
 
-    rows = {r[0]: r[1:] for r in query(resources, "SELECT location, media_type, status, error FROM uploads")}
-    assert query(resources, "SELECT * EXCLUDE (registered_at) FROM uploads WHERE source = 'local' ORDER BY location") \
-        == local_rows  # fmt: skip
-    assert rows[bucket.location("uploads/glass door/page.jpg")] == (
-        None, "failed", "neither an image nor a video: not a video: the file holds an HTML page"
-    )  # fmt: skip
-    tiny = rows[bucket.location("uploads/glass door/tiny.png")]
-    assert tiny[:2] == ("photo", "failed") and tiny[2].startswith("too small: 16x12")  # a PNG, never a "video"
-    assert rows[bucket.location("uploads/glass door/gone.jpg")][1:] == (
-        "failed", "not found in the bucket (deleted since it was listed?)"
-    )  # fmt: skip
-    assert bucket.location("uploads/robot arm/arm.jpg") not in rows
-    errors = dict(query(resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'media_uploads'"))
-    assert "s3" not in errors  # the bucket was looked at again: that reason no longer holds
-    assert (collection / "notes.jpg").as_uri() in errors and (collection / "empty.mov").as_uri() in errors
-    assert "not an upload of this keyword" in errors[bucket.location("uploads/robot arm/arm.jpg")]
+    # the local items stay as they were recorded: a run adds its items and fills in, it replaces nothing
+    assert (
+        query_dicts(resources, "SELECT * EXCLUDE (discovered_at) FROM registry WHERE source = 'local' ORDER BY item")
+        == local_rows
+    )
+    status = {r["item"]: r for r in query_dicts(resources, "SELECT * FROM media_status")}
+    page = status[bucket.location("uploads/glass door/page.jpg")]
+    assert (page["status"], page["error"]) == (
+        "failed",
+        "neither an image nor a video: not a video: the file holds an HTML page",
+    )
+    tiny = status[bucket.location("uploads/glass door/tiny.png")]
+    assert tiny["status"] == "failed" and tiny["error"].startswith("too small: 16x12")  # a PNG, never a "video"
+    gone = status[bucket.location("uploads/glass door/gone.jpg")]
+    assert (gone["status"], gone["error"], gone["error_stage"]) == (
+        "failed",
+        "not found in the bucket (deleted since it was listed?)",
+        "media",
+    )
+    assert bucket.location("uploads/robot arm/arm.jpg") not in status
+    assert {r["status"] for r in status.values() if r["source"] == "local"} == {"downloaded", "failed"}
+
+    errors = {(e["stage"], e["item"]): e["reason"] for e in query_dicts(resources, "SELECT * FROM ingest_errors")}
+    assert ("media_registry", "s3") not in errors  # the bucket was looked at again: that reason no longer holds
+    assert ("media", (collection / "notes.jpg").as_uri()) in errors
+    assert ("media", (collection / "empty.mov").as_uri()) in errors
+    assert "not an upload of this keyword" in errors[("media_registry", bucket.location("uploads/robot arm/arm.jpg"))]
     assert len(errors) == 6
-    assert query(resources, "SELECT count(*) FROM photos WHERE status = 'failed'")[0][0] == 1
+    assert query(resources, "SELECT count(*) FROM media WHERE source = 's3'")[0][0] == 0  # nothing failed is stored
 
 
 @pytest.mark.parametrize(
@@ -265,50 +331,109 @@ def test_a_file_name_that_is_not_utf8_is_stored_and_recorded_safely(instance, re
     folder.mkdir()
     name = os.fsdecode(b"caf\xe9 <b>'q'.jpg")  # a Latin-1 byte no UTF-8 decoder accepts, and markup
     (folder / name).write_bytes(encode(scene(11)))
-    resources = {**resources, "uploads": UploadBucket.unconfigured()}  # a local collection needs no bucket
-    run(instance, resources, [media_uploads], media_uploads={"local_dir": str(folder), "keyword": "glass door"})
-    ((location, status, blob_key),) = query(
-        resources,
-        "SELECT u.location, u.status, p.blob_key FROM uploads u JOIN photos p USING (partition_key, media_id)",
-    )
-    assert status == "stored" and location.endswith("/caf%E9%20%3Cb%3E%27q%27.jpg")
-    assert blob_key.startswith("photos/local-") and blob_key.endswith(".jpg")
+    run(instance, resources, selection=[media_registry, media],
+        registry={"local_dir": str(folder), "keyword": "glass door"})  # fmt: skip
+    (row,) = query_dicts(resources, "SELECT item, status, blob_key FROM media_status")
+    assert row["status"] == "downloaded" and row["item"].endswith("/caf%E9%20%3Cb%3E%27q%27.jpg")
+    assert row["blob_key"].startswith("photos/local-") and row["blob_key"].endswith(".jpg")
 
 
 def test_metadata_counts_the_partition_and_the_table(instance, resources, collection):
-    resources = {**resources, "uploads": UploadBucket.unconfigured()}
-    first = run(instance, resources, [media_uploads], media_uploads={"local_dir": str(collection)})
-    second = run(instance, resources, [media_uploads], partition_key="robot-arm",
-                 media_uploads={"local_dir": str(collection), "keyword": "robot arm"})  # fmt: skip
-    # the collection's 7 visible files, one uploads row each, in each partition
-    metadata = meta(second, "media_uploads")
-    assert metadata["dagster/table_name"] == "lake.main.uploads"
-    assert (metadata["dagster/partition_row_count"], metadata["dagster/row_count"]) == (7, 14)
-    assert meta(first, "media_uploads")["dagster/row_count"] == 7
+    first = run(instance, resources, selection=[media_registry, media], registry={"local_dir": str(collection)})
+    second = run(instance, resources, partition_key="robot-arm", selection=[media_registry, media],
+                 registry={"local_dir": str(collection), "keyword": "robot arm"})  # fmt: skip
+    # the collection's 7 visible files, one registry row each, in each partition
+    registry = meta(second, "media_registry")
+    assert registry["dagster/table_name"] == "lake.main.registry"
+    assert (registry["dagster/partition_row_count"], registry["dagster/row_count"]) == (7, 14)
+    assert meta(first, "media_registry")["dagster/row_count"] == 7
+    # 5 of them are media (the copy of grace.jpg a membership of its own): one keyword_media row each
+    members = meta(second, "media")
+    assert members["dagster/table_name"] == "lake.main.keyword_media"
+    assert (members["dagster/partition_row_count"], members["dagster/row_count"]) == (5, 10)
     for result in (first, second):
-        assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
-            "stored_files_exist": True,
-            "unique_key": True,
+        assert {
+            (e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()
+        } == {
+            ("media_registry", "sources_answered"): True,
+            ("media_registry", "unique_key"): True,
+            ("media", "stored_files_exist"): True,
+            ("media", "items_fetched"): False,  # notes.jpg and empty.mov
+            ("media", "unique_key"): True,
         }
-    # a run again upserts by location: nothing doubles
-    again = run(instance, resources, [media_uploads], media_uploads={"local_dir": str(collection)})
-    assert (meta(again, "media_uploads")["dagster/partition_row_count"], meta(again, "media_uploads")[
-        "dagster/row_count"]) == (7, 14)  # fmt: skip
-    photos = query_dicts(resources, "SELECT partition_key, count(*) AS n FROM photos GROUP BY ALL ORDER BY 1")
-    videos = query_dicts(resources, "SELECT partition_key, count(*) AS n FROM videos GROUP BY ALL ORDER BY 1")
-    assert photos == videos == [{"partition_key": KEY, "n": 2}, {"partition_key": "robot-arm", "n": 2}]
+    # a run again upserts by item: nothing doubles
+    again = run(instance, resources, selection=[media_registry, media], registry={"local_dir": str(collection)})
+    registry = meta(again, "media_registry")
+    assert (registry["dagster/partition_row_count"], registry["dagster/row_count"]) == (7, 14)
+    assert (meta(again, "media")["dagster/partition_row_count"], meta(again, "media")["dagster/row_count"]) == (5, 10)
+    # media items are shared by keywords: the second keyword's are the first's, stored once
+    per_keyword = query_dicts(
+        resources,
+        "SELECT k.partition_key, m.media_type, count(*) AS n FROM keyword_media k JOIN media m USING (media_id) "
+        "WHERE k.duplicate_of IS NULL GROUP BY ALL ORDER BY ALL",
+    )
+    assert per_keyword == [
+        {"partition_key": KEY, "media_type": "photo", "n": 2},
+        {"partition_key": KEY, "media_type": "video", "n": 2},
+        {"partition_key": "robot-arm", "media_type": "photo", "n": 2},
+        {"partition_key": "robot-arm", "media_type": "video", "n": 2},
+    ]
+    assert query(resources, "SELECT count(*) FROM media")[0][0] == 4
 
 
-def test_unique_key_fails_on_a_doubled_upload(instance, resources, collection):
-    resources = {**resources, "uploads": UploadBucket.unconfigured()}
+def test_unique_key_fails_on_a_doubled_item(instance, resources, collection):
     # an earlier S3 item recorded twice; this run looks only at the local folder, so it stays as it is
     resources["warehouse"].execute(
-        "INSERT INTO uploads (partition_key, keyword, media_id, source, location, status, registered_at) "
-        "SELECT ?, 'glass door', 's3-0123456789abcdef', 's3', 's3://old/uploads/glass door/a.jpg', 'stored', "
-        "now()::TIMESTAMP FROM range(2)",
+        "INSERT INTO registry (partition_key, keyword, item, source, url, page_url, discovered_at) "
+        "SELECT ?, 'glass door', 's3://old/uploads/glass door/a.jpg', 's3', 's3://old/uploads/glass door/a.jpg', "
+        "'s3://old/uploads/glass door/a.jpg', now()::TIMESTAMP FROM range(2)",
         [KEY],
     )
-    result = run(instance, resources, [media_uploads], media_uploads={"local_dir": str(collection)})
+    result = run(instance, resources, selection=[media_registry], registry={"local_dir": str(collection)})
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_key"]
-    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"uploads": 1}
-    assert meta(result, "media_uploads")["dagster/partition_row_count"] == 7 + 2
+    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"registry": 1}
+    assert meta(result, "media_registry")["dagster/partition_row_count"] == 7 + 2
+
+    # a membership recorded twice for an item no run fetches: media's own check reports it
+    member = {"partition_key": KEY, "item": "file:///gone/a.jpg", "media_id": "local-0123456789abcdef"}
+    for attempt in resources["warehouse"].retrying():
+        with attempt as conn:
+            insert_rows(conn, "keyword_media", pd.DataFrame([member, member]))
+    result = run(instance, resources, selection=[media])
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_key"]
+    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"keyword_media": 1}
+
+
+def test_the_same_photo_uploaded_under_two_keywords_is_stored_once(instance, resources, s3_endpoint):
+    bucket = make_bucket(s3_endpoint)
+    photo = encode(scene(5))
+    put(bucket, "uploads/glass door/door.jpg", photo)
+    put(bucket, "uploads/sliding door/IMG_0042.jpg", photo)
+    resources = {**resources, "uploads": bucket}
+    run(instance, resources, registry={"keyword": "glass door"})
+    second = run(instance, resources, partition_key="sliding-door", registry={"keyword": "sliding door"})
+
+    media_id = f"s3-{hashlib.sha256(photo).hexdigest()[:16]}"
+    assert query_dicts(resources, "SELECT media_id, media_type, source, blob_key FROM media") == [
+        {"media_id": media_id, "media_type": "photo", "source": "s3", "blob_key": f"photos/{media_id}.jpg"}
+    ]
+    assert resources["blob_store"].list_keys("photos") == [f"photos/{media_id}.jpg"]
+    members = query_dicts(resources, "SELECT partition_key, item, media_id, duplicate_of FROM keyword_media ORDER BY 1")
+    assert members == [
+        {"partition_key": KEY, "item": bucket.location("uploads/glass door/door.jpg"), "media_id": media_id,
+         "duplicate_of": None},
+        {"partition_key": "sliding-door", "item": bucket.location("uploads/sliding door/IMG_0042.jpg"),
+         "media_id": media_id, "duplicate_of": None},
+    ]  # fmt: skip
+    # each keyword's catalog has the photo, traceable to its own upload
+    catalog = query_dicts(
+        resources, "SELECT partition_key, keyword, frame_id, media_type, source_url FROM frames ORDER BY 1"
+    )
+    assert catalog == [
+        {"partition_key": KEY, "keyword": "glass door", "frame_id": media_id, "media_type": "photo",
+         "source_url": bucket.location("uploads/glass door/door.jpg")},
+        {"partition_key": "sliding-door", "keyword": "sliding door", "frame_id": media_id, "media_type": "photo",
+         "source_url": bucket.location("uploads/sliding door/IMG_0042.jpg")},
+    ]  # fmt: skip
+    assert {r["status"] for r in query_dicts(resources, "SELECT status FROM media_status")} == {"complete"}
+    assert all(e.passed for e in second.get_asset_check_evaluations())

@@ -1,6 +1,7 @@
 """The vision stages through Dagster, with tiny random models: frames -> filter -> embeddings -> unique frames ->
 detections -> COCO and drawings, bad frames included."""
 
+import hashlib
 import json
 
 import dagster as dg
@@ -99,7 +100,7 @@ def test_vision_path_end_to_end(vision_resources, instance, door_frames):
     assert coco_meta["count_frames"] == 13 and coco_meta["count_unique"] == 8
     pycocotools = pytest.importorskip("pycocotools.coco", reason="pycocotools is not installed")
     store = vision_resources["blob_store"]
-    path = store._path("coco/glass-door/instances.json")
+    path = store.path_for("coco/glass-door/instances.json")
     coco = pycocotools.COCO(str(path))
     assert len(coco.getImgIds()) == 8 and len(coco.getAnnIds()) == coco_meta["annotations"] > 0
     assert {c["name"] for c in coco.loadCats(coco.getCatIds())} >= {"glass door", "handle"}
@@ -121,6 +122,45 @@ def test_vision_path_end_to_end(vision_resources, instance, door_frames):
     assert counts() == before
     assert store.list_keys("embeddings/glass-door") == shards
     assert meta(result, "filtered_frames")["scored_now"] == 0  # same frames, same prompts: scores reused
+
+
+# each stage that writes per-frame outputs, the assets that run it (and its inputs), and the tables it writes
+CONTENT_WRITERS = {
+    "filtered_frames": (VISION[:1], ["frame_scores", "filtered_frames"]),
+    "frame_embeddings": (VISION[:2], ["frame_embeddings"]),
+    "unique_frames": (VISION[:3], ["unique_frames"]),
+    "detections": (VISION[:4], ["detections"]),
+}
+
+
+@pytest.mark.parametrize("stage", CONTENT_WRITERS)
+def test_per_frame_outputs_name_the_frames_content(vision_resources, instance, door_frames, stage):
+    """Every row a stage writes for a frame carries that frame's content hash from the catalog (frames.sha256),
+    frames of equal content included, so outputs can later be shared by content."""
+    assets, tables = CONTENT_WRITERS[stage]
+    names = {asset.key.to_user_string() for asset in assets}
+    run(vision_resources, instance, door_frames, assets, **{k: v for k, v in EVERYTHING_PASSES.items() if k in names})
+    catalog = {row["frame_id"]: row["sha256"] for row in query_dicts(
+        vision_resources, "SELECT frame_id, sha256 FROM frames WHERE partition_key = ?", door_frames)}  # fmt: skip
+    for table in tables:
+        rows = query_dicts(vision_resources, f"SELECT frame_id, frame_sha256 FROM {table} WHERE partition_key = ?",
+                           door_frames)  # fmt: skip
+        assert {row["frame_id"] for row in rows} >= {"dup-a", "f1"}, table
+        assert [row for row in rows if row["frame_sha256"] != catalog[row["frame_id"]]] == [], table
+
+
+def test_a_frame_whose_content_changed_is_scored_again_under_its_new_hash(vision_resources, instance, door_frames):
+    run(vision_resources, instance, door_frames, [filtered_frames], filtered_frames={"threshold": 0.0})
+    store, key = vision_resources["blob_store"], partition_prefix("photos", door_frames) + "/f1.jpg"
+    changed = encode(scene(99))
+    store.put_bytes(key, changed)
+    query(vision_resources, "UPDATE frames SET sha256 = ? WHERE partition_key = ? AND frame_id = 'f1'",
+          hashlib.sha256(changed).hexdigest(), door_frames)  # fmt: skip
+    result, _ = run(vision_resources, instance, door_frames, [filtered_frames], filtered_frames={"threshold": 0.0})
+    assert meta(result, "filtered_frames")["scored_now"] == 1
+    for table in ("frame_scores", "filtered_frames"):
+        hashes = query(vision_resources, f"SELECT DISTINCT frame_sha256 FROM {table} WHERE frame_id = 'f1'")
+        assert hashes == [(hashlib.sha256(changed).hexdigest(),)], table
 
 
 def test_new_threshold_needs_no_model(vision_resources, instance, door_frames, tiny_models, tmp_path):
@@ -176,9 +216,9 @@ def test_video_frames_through_every_stage_on_s3(vision_resources, instance, s3_e
     from dagster_aws.s3 import S3Resource
 
     from mining_assets.frames import frames
-    from mining_assets.video.downloads import raw_videos
+    from mining_assets.sources.media import media
+    from mining_assets.sources.media_registry import media_registry
     from mining_assets.video.frames import video_frames
-    from mining_assets.video.registry import video_registry
     from resources.blob_store import S3BlobStore
 
     credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
@@ -187,8 +227,9 @@ def test_video_frames_through_every_stage_on_s3(vision_resources, instance, s3_e
     store = S3BlobStore(bucket="vision-e2e", prefix="m", s3=S3Resource(endpoint_url=s3_endpoint, **credentials))
     resources = vision_resources | {"blob_store": store}
     partition_key = seed_frames(resources, "robot arm", {})  # registers the keyword; frames come from videos
-    everything = [video_registry, raw_videos, video_frames, frames, *VISION]
+    everything = [media_registry, media, video_frames, frames, *VISION]
     result, checks = run(resources, instance, partition_key, everything,
+                         media_registry={"uploads": False, "stock_sources": []},
                          video_frames={"strategy": "keyframes"}, filtered_frames={"threshold": 0.0},
                          unique_frames={"threshold": 0.9999}, detections={"threshold": 0.0})  # fmt: skip
     checks = checks_by_asset(result)
@@ -211,7 +252,7 @@ def test_hostile_keywords_keep_every_output_inside_the_store(vision_resources, i
                          detections={"threshold": 0.0})  # fmt: skip
     assert all(checks.values())
     assert meta(result, "coco_annotations")["images"] == 3
-    root = vision_resources["blob_store"]._path("x").parent
+    root = vision_resources["blob_store"].path_for("x").parent
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".npy", ".json", ".jpg")]
     assert {p.parts[len(root.parts)] for p in written} == {"photos", "embeddings", "coco", "visualizations"}
     assert all(p.resolve().is_relative_to(root) for p in written)
