@@ -2,29 +2,33 @@
 keywords from the UI's Launchpad.
 
 The three source jobs run the same assets (media_registry -> media -> video_frames -> frames), where every source
-meets; they differ in which sources the registry asks, so no job depends on an asset it never materializes.
+meets; they differ in which sources the registry asks (their `mining/sources` tag), so no job depends on an asset
+it never materializes.
 """
 
 import dagster as dg
 
 from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.sources.media_registry import SOURCES_TAG
 from resources.warehouse import Warehouse
 
 SOURCE_ASSETS = ["media_registry", "media", "video_frames", "frames"]
 VISION_ASSETS = ["filtered_frames", "frame_embeddings", "unique_frames", "detections", "coco_annotations",
                  "detection_visualizations"]  # fmt: skip
 POSE_ASSETS = ["quality_scores", "poses", "pose_datasets"]
-VIDEO_SOURCES = {"youtube_search": True, "uploads": False, "stock_sources": []}
-PHOTO_SOURCES = {"youtube_search": False, "uploads": False}
-UPLOAD_SOURCES = {"youtube_search": False, "stock_sources": []}
+# the sources each job's registry asks, unless its run config says otherwise (media_registry reads the run's tag,
+# which every run of the job carries: launched from the UI, a backfill, a sensor or the CLI)
+VIDEO_SOURCES = "youtube"
+PHOTO_SOURCES = "stock"
+UPLOAD_SOURCES = "uploads"
 
 
-def source_job(name: str, sources: dict, description: str):
-    """A job of the source assets whose registry asks only some sources (editable in the Launchpad)."""
+def source_job(name: str, sources: str, description: str):
+    """A job of the source assets whose registry asks only some sources."""
     return dg.define_asset_job(
         name,
         selection=dg.AssetSelection.assets(*SOURCE_ASSETS),
-        config={"ops": {"media_registry": {"config": sources}}},
+        tags={SOURCES_TAG: sources},
         description=description,
     )
 

@@ -338,11 +338,13 @@ def unique_key_spec(asset: str, tables_owned: Sequence[str]) -> dg.AssetCheckSpe
 
 
 def duplicate_keys(conn: duckdb.DuckDBPyConnection, table: str, partition_key: str) -> int:
-    """How many keys of ``table`` occur more than once in a partition."""
+    """How many keys of ``table`` occur more than once in a partition (in the whole table, for a table shared by
+    every keyword)."""
     key = ", ".join(KEYS[table])
+    partitioned = "partition_key" in tables()[table]["columns"]
+    where, params = ("WHERE partition_key = ?", [partition_key]) if partitioned else ("", [])
     return conn.execute(
-        f"SELECT count(*) FROM (SELECT {key} FROM {table} WHERE partition_key = ? GROUP BY ALL HAVING count(*) > 1)",
-        [partition_key],
+        f"SELECT count(*) FROM (SELECT {key} FROM {table} {where} GROUP BY ALL HAVING count(*) > 1)", params
     ).fetchone()[0]
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import dagster as dg
 
-from mining_assets.jobs import UPLOAD_SOURCES, upload_pipeline
+from mining_assets.jobs import upload_pipeline
 from mining_assets.partitions import keyword_partitions, keyword_slug, normalize_keyword
 from resources.uploads import UploadBucket, UploadedObject
 
@@ -88,7 +88,7 @@ def upload_run_key(bucket: str, objects: Iterable[UploadedObject]) -> str:
 
 def upload_run_config(keys: list[str], keyword: str) -> dict:
     """The run brings these objects, and the keyword text for the warehouse (the sensor does not write it)."""
-    return {"ops": {"media_registry": {"config": {**UPLOAD_SOURCES, "s3_keys": keys, "keyword": keyword}}}}
+    return {"ops": {"media_registry": {"config": {"s3_keys": keys, "keyword": keyword}}}}
 
 
 @dg.sensor(job=upload_pipeline, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)

@@ -213,3 +213,40 @@ def test_every_table_is_written_only_by_the_module_beside_its_ddl():
     assert not wrong, wrong
     assert {"registry", "media", "keyword_media", "video_frames", "video_samples", "keyword_samples", "frames",
             "keywords"} <= set(found)  # fmt: skip
+
+
+def test_each_source_job_runs_green_on_the_embedded_defaults_with_nothing_configured(tmp_path):
+    """`make dev` with nothing set: no network, no API keys, no upload bucket. Each source job succeeds on a new
+    keyword, recording what its sources could not answer."""
+    import importlib
+
+    import mining_assets.definitions as definitions
+
+    fresh = importlib.reload(definitions).defs  # resources read the test's environment (data under tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("keyword", ["glass-door"])
+        for name in SOURCE_JOBS:
+            result = fresh.resolve_job_def(name).execute_in_process(
+                instance=instance, partition_key="glass-door", raise_on_error=False
+            )
+            assert result.success, (name, [e.message for e in result.all_events if e.is_failure])
+    errors = fresh.resources["warehouse"].query_dicts("SELECT stage, item, reason FROM ingest_errors ORDER BY ALL")
+    assert {e["item"] for e in errors} >= {"youtube search", "pexels", "unsplash", "pixabay"}
+    assert all("API_KEY" in e["reason"] or "ACCESS_KEY" in e["reason"] for e in errors if e["item"] != "youtube search")
+
+
+def test_each_source_job_asks_its_own_sources_whatever_run_config_a_launch_gives():
+    from mining_assets.sources.media_registry import MediaRegistryConfig, resolved
+
+    partial = MediaRegistryConfig(local_dir="/photos")  # a Launchpad config that names no source
+    asked = {name: resolved(partial, defs.resolve_job_def(name).tags) for name in SOURCE_JOBS}
+    assert {name: (a.youtube_search, a.uploads, a.stock_sources) for name, a in asked.items()} == {
+        "video_pipeline": (True, False, []),
+        "photo_pipeline": (False, False, ["pexels", "unsplash", "pixabay"]),
+        "upload_pipeline": (False, True, []),
+    }
+    assert all(a.local_dir == "/photos" for a in asked.values())
+    everything = resolved(MediaRegistryConfig(), {})  # the asset materialized on its own asks every source
+    assert (everything.youtube_search, everything.uploads, len(everything.stock_sources)) == (True, True, 3)
+    explicit = resolved(MediaRegistryConfig(youtube_search=True), defs.resolve_job_def("photo_pipeline").tags)
+    assert explicit.youtube_search is True

@@ -36,7 +36,7 @@ def test_two_queued_runs_of_one_partition_run_one_at_a_time(tmp_path):
     Image.effect_noise((160, 120), 40).convert("RGB").save(photos / "door.jpg", quality=90)
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("keyword", ["door"])
-    config = {"ops": {"media_uploads": {"config": {"local_dir": str(photos)}}}}
+    config = {"ops": {"media_registry": {"config": {"local_dir": str(photos)}}}}
     launches = [launch("door", config) for _ in range(2)]
     for process in launches:
         output, _ = process.communicate(timeout=180)

@@ -149,3 +149,43 @@ def test_a_keyword_deleted_while_another_refers_to_its_media_leaves_the_other_wh
     dg.materialize([blob_gc], resources=resources, instance=instance,
                    run_config={"ops": {"blob_gc": {"config": {"min_age_hours": 0}}}})  # fmt: skip
     assert resources["blob_store"].list_keys("videos") == [] and resources["blob_store"].list_keys("frames") == []
+
+
+def test_two_keywords_finding_the_same_videos_at_once_on_postgres_store_them_once(instance, resources,
+                                                                                  production_lake):  # fmt: skip
+    """On a PostgreSQL catalog two inserts of one key by concurrent writers both commit (measured): the table
+    leases of media and video_frames keep the shared rows single."""
+    resources = {**resources, "warehouse": production_lake}
+    keys = ["glass-door", "sliding-door", "glass door"]
+    outcomes: dict[str, bool] = {}
+
+    def one(key: str) -> None:
+        with dg.DagsterInstance.ephemeral() as own:
+            add_keyword_partitions(own, [key])
+            result = dg.materialize(SOURCE, partition_key=key, resources=resources, instance=own,
+                                    run_config={"ops": VIDEO_ONLY}, raise_on_error=False)  # fmt: skip
+            outcomes[key] = result.success
+
+    threads = [threading.Thread(target=one, args=(key,)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert outcomes == dict.fromkeys(keys, True)
+    assert_every_catalog_whole(resources, keys)
+    assert query(resources, "SELECT count(*), count(DISTINCT media_id) FROM media")[0] == (2, 2)
+    assert query(resources, "SELECT count(*) FROM video_samples")[0][0] == 2
+    assert query(resources, "SELECT count(*) FROM video_frames")[0][0] == 7
+
+
+def test_unique_key_covers_the_shared_tables_too(instance, resources):
+    add_keyword_partitions(instance, ["glass-door"])
+    run(instance, resources, "glass-door")
+    resources["warehouse"].execute("INSERT INTO media SELECT * FROM media LIMIT 1")
+    resources["warehouse"].execute("INSERT INTO video_samples SELECT * FROM video_samples LIMIT 1")
+    result = run(instance, resources, "glass-door", [media, video_frames], {"video_frames": VIDEO_ONLY["video_frames"]})
+    found = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    assert found[("media", "unique_key")].metadata["duplicated_keys"].value == {"keyword_media": 0, "media": 1}
+    assert not found[("media", "unique_key")].passed and not found[("video_frames", "unique_key")].passed
+    assert found[("video_frames", "unique_key")].metadata["duplicated_keys"].value == {
+        "keyword_samples": 0, "video_samples": 1, "video_frames": 0}  # fmt: skip

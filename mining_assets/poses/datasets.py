@@ -242,7 +242,7 @@ def delete_originals(
     metadata=table_definition_metadata("pose_datasets"),
     check_specs=[
         dg.AssetCheckSpec("files_verified", asset="pose_datasets"),
-        unique_key_spec("pose_datasets", ["pose_datasets"]),
+        unique_key_spec("pose_datasets", ["pose_datasets", "deleted_sources"]),
     ],
 )
 def pose_datasets(
@@ -316,7 +316,9 @@ def pose_datasets(
                     )
                 # a video that was to go and could not is recorded with the reason (a shared one above all)
                 record_errors(conn, partition_key, STAGE, problems + refused)
-    table_meta, unique_key = table_report(warehouse, partition_key, "pose_datasets")
+    table_meta, unique_key = table_report(
+        warehouse, partition_key, "pose_datasets", ["pose_datasets", "deleted_sources"]
+    )
     keep = [key for f in stored.values() for key in (f.blob_key, f.sidecar_key)]
     orphans, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored
     for item, reason in [*problems, *kept][:20]:

@@ -32,6 +32,7 @@ from resources.warehouse import Warehouse
 from resources.youtube import YouTubeResource
 
 STAGE = "media"
+OWNED = ["keyword_media", "media"]  # the tables whose keys the `unique_key` check covers
 MEDIA_LEASE = "table:media"  # media is shared by every keyword: two keywords storing one media id take turns
 MEDIA_COLUMNS = [name for name in tables()["media"]["columns"] if name != "stored_at"]
 STORE_MEDIA = f"""
@@ -111,7 +112,7 @@ def reason_of(error: BaseException) -> str:
     check_specs=[
         dg.AssetCheckSpec("stored_files_exist", asset="media"),
         dg.AssetCheckSpec("items_fetched", asset="media", blocking=False),
-        unique_key_spec("media", ["keyword_media"]),
+        unique_key_spec("media", OWNED),
     ],
 )
 def media(
@@ -231,7 +232,7 @@ def media(
                 "WHERE k.partition_key = ? AND k.duplicate_of IS NULL GROUP BY m.media_type",
                 [partition_key],
             )
-    table, unique = table_report(warehouse, partition_key, "keyword_media")
+    table, unique = table_report(warehouse, partition_key, "keyword_media", OWNED)
     keys = sorted({key for row in summary for key in row["keys"]})
     missing = [key for key in keys if not blob_store.exists(key)]
     counts = Counter({row["media_type"]: row["items"] for row in summary})

@@ -36,16 +36,20 @@ WHEN NOT MATCHED THEN INSERT ({", ".join(COLUMNS)}, discovered_at)
 """
 
 
-class MediaRegistryConfig(dg.Config):
-    """Which sources a keyword's registry asks; the shipped jobs each turn on their own."""
+SOURCES_TAG = "mining/sources"  # a job's sources (youtube, uploads, stock): what the registry asks when not told
 
-    youtube_search: bool = True  # search YouTube for the keyword
+
+class MediaRegistryConfig(dg.Config):
+    """Which sources a keyword's registry asks. Unset (None): those of the run's job (its `mining/sources` tag:
+    video_pipeline YouTube, photo_pipeline the stock APIs, upload_pipeline the upload bucket), or all of them."""
+
+    youtube_search: bool | None = None  # search YouTube for the keyword
     max_results: int = 10
     urls: list[str] = []  # video pages to add (YouTube or any page yt-dlp reads)
     local_dir: str | None = None  # a folder of photos and videos, read recursively; hidden files skipped
-    uploads: bool = True  # the upload bucket's folders of this keyword, when a bucket is configured
+    uploads: bool | None = None  # the upload bucket's folders of this keyword, when a bucket is configured
     s3_keys: list[str] | None = None  # only these objects of the bucket (the uploads sensor); None: list the folders
-    stock_sources: list[str] = list(STOCK_SOURCES)
+    stock_sources: list[str] | None = None  # of pexels, unsplash, pixabay
     per_query: int = 30  # photos asked of each stock source for each query
     queries: list[str] | None = None  # stock-photo queries; None: the keyword itself
     keyword: str | None = None  # the keyword as uploaded (the S3 folder name), recorded when the partition is new
@@ -59,6 +63,18 @@ def upload_rows(items, license_text: str) -> list[dict]:
          "title": item.location.rsplit("/", 1)[-1], "license": license_text}
         for item in items
     ]  # fmt: skip
+
+
+def resolved(config: MediaRegistryConfig, tags: dict[str, str]) -> MediaRegistryConfig:
+    """The config with each unset source filled in from the run's job (``SOURCES_TAG``), or on when untagged."""
+    tagged = tags.get(SOURCES_TAG)
+    chosen = {name.strip() for name in tagged.split(",")} if tagged is not None else {"youtube", "uploads", "stock"}
+    return config.model_copy(update={
+        "youtube_search": "youtube" in chosen if config.youtube_search is None else config.youtube_search,
+        "uploads": "uploads" in chosen if config.uploads is None else config.uploads,
+        "stock_sources": (list(STOCK_SOURCES) if "stock" in chosen else []) if config.stock_sources is None
+        else config.stock_sources,
+    })  # fmt: skip
 
 
 def gather(
@@ -140,6 +156,7 @@ def media_registry(
         with attempt as conn:
             keyword = keyword_text(conn, partition_key)
     stock = {"pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
+    config = resolved(config, context.run.tags)
     rows, errors, asked = gather(config, partition_key, keyword, youtube, uploads, stock)
     frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("partition_key", "keyword")])
     frame = frame.assign(partition_key=partition_key, keyword=keyword)[COLUMNS].astype(object)

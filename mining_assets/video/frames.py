@@ -26,6 +26,7 @@ from resources.blob_store import BlobStore
 from resources.warehouse import Warehouse
 
 STAGE = "video_frames"
+OWNED = ["keyword_samples", "video_samples", "video_frames"]  # covered by the `unique_key` check
 SAMPLES_LEASE = "table:video_frames"  # samples are shared by every keyword: two keywords storing one take turns
 FRAME_COLUMNS = ["media_id", "sampling", "frame_index", "frame_id", "timestamp_s", "width", "height", "blob_key",
                  "uri", "sha256"]  # fmt: skip
@@ -126,7 +127,7 @@ def sample_is_whole(sample: dict | None, frame_keys: list[str], blob_store: Blob
     metadata=table_definition_metadata("video_frames"),
     check_specs=[
         dg.AssetCheckSpec("frames_stored", asset="video_frames"),
-        unique_key_spec("video_frames", ["keyword_samples"]),
+        unique_key_spec("video_frames", OWNED),
     ],
 )
 def video_frames(
@@ -212,7 +213,7 @@ def video_frames(
     )
     replace_stage_rows(warehouse, partition_key, "keyword_samples", members, STAGE,
                        [(media_id, problem) for media_id, _, problem in outcomes if problem])  # fmt: skip
-    table, unique = table_report(warehouse, partition_key, "keyword_samples")
+    table, unique = table_report(warehouse, partition_key, "keyword_samples", OWNED)
     missing = [key for key in frame_rows["blob_key"] if not blob_store.exists(key)]
     return dg.MaterializeResult(
         metadata={

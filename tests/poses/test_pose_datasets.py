@@ -407,7 +407,7 @@ def test_unique_key_fails_when_a_row_is_written_twice(resources, instance, monke
     instance.add_dynamic_partitions("keyword", [partition_key])
     result = dg.materialize([pose_datasets], partition_key=partition_key, resources=resources, instance=instance)
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_key"]
-    assert not check.passed and check.metadata["duplicated_keys"].value == {"pose_datasets": 1}
+    assert not check.passed and check.metadata["duplicated_keys"].value == {"pose_datasets": 1, "deleted_sources": 0}
     assert query_dicts(resources, "SELECT count(*) AS n FROM pose_datasets") == [{"n": 4}]
 
 

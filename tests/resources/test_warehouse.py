@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mining_assets.warehouse import KEYS, replace_partition_rows, tables, unique_key_check
+from mining_assets.warehouse import KEYS, insert_rows, replace_partition_rows, tables, unique_key_check
 from resources.warehouse import LeaseTimeout, Warehouse, WarehouseUnavailable, close_all, is_transient
 
 
@@ -294,15 +294,31 @@ def test_two_runs_of_one_empty_partition_around_the_queue_leave_the_rows_of_one(
     frames_sql = "SELECT count(*), count(DISTINCT frame_id) FROM frames WHERE partition_key = 'door'"
     for attempt in lake.retrying():
         with attempt as conn:
-            video = pd.DataFrame({"partition_key": ["door"], "keyword": ["door"], "media_id": ["v1"],
-                                  "source": ["local"], "url": ["file:///v1.mp4"], "status": ["framed"]})  # fmt: skip
-            replace_partition_rows(conn, "videos", "door", video)
-            ids = [f"v1-{i}" for i in range(20)]
-            frame_rows = pd.DataFrame({"partition_key": "door", "keyword": "door", "frame_id": ids,
-                                       "media_id": "v1", "source": "local", "frame_index": range(20),
-                                       "timestamp_s": 0.0, "width": 64, "height": 48, "blob_key": "b", "uri": "u",
-                                       "sha256": "s"})  # fmt: skip
-            replace_partition_rows(conn, "video_frames", "door", frame_rows)
+            conn.execute(
+                "INSERT INTO registry (partition_key, keyword, item, source, media_id, url, page_url) "
+                "VALUES ('door', 'door', 'v1', 'local', 'v1', 'file:///v1.mp4', 'file:///v1.mp4')"
+            )
+            conn.execute("INSERT INTO keyword_media (partition_key, item, media_id) VALUES ('door', 'v1', 'v1')")
+            conn.execute(
+                "INSERT INTO media (media_id, media_type, source, blob_key, uri, sha256, size_bytes, width, "
+                "height) VALUES ('v1', 'video', 'local', 'videos/v1.mp4', 'u', 's', 1, 64, 48)"
+            )
+            conn.execute("INSERT INTO keyword_samples (partition_key, media_id, sampling) VALUES ('door', 'v1', 's1')")
+            frame_rows = pd.DataFrame(
+                {
+                    "media_id": "v1",
+                    "sampling": "s1",
+                    "frame_index": range(20),
+                    "frame_id": [f"v1_{i:07d}" for i in range(20)],
+                    "timestamp_s": 0.0,
+                    "width": 64,
+                    "height": 48,
+                    "blob_key": "b",
+                    "uri": "u",
+                    "sha256": "s",
+                }
+            )
+            insert_rows(conn, "video_frames", frame_rows)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     runs = [context.Process(target=_materialize_frames, args=(settings_of(lake), "door", barrier)) for _ in range(2)]

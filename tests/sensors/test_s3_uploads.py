@@ -14,10 +14,10 @@ from harness import query, query_dicts
 from vision_support import encode, scene
 
 from mining_assets.frames import frames
-from mining_assets.jobs import UPLOAD_SOURCES, upload_pipeline
+from mining_assets.jobs import upload_pipeline
 from mining_assets.partitions import is_slug, keyword_slug
 from mining_assets.sources.media import media
-from mining_assets.sources.media_registry import media_registry
+from mining_assets.sources.media_registry import SOURCES_TAG, MediaRegistryConfig, media_registry, resolved
 from mining_assets.video.frames import video_frames
 from mining_assets.video.synthetic import make_video
 from resources.blob_store import check_key
@@ -77,9 +77,13 @@ def test_new_uploads_become_slug_partitions_with_one_run_per_keyword(instance, b
     assert all(is_slug(key) and "/" not in key and ".." not in key for key in expected)
     keywords = {r.partition_key: registry_config(r)["keyword"] for r in result.run_requests}
     assert keywords == {keyword_slug(folder): folder for folder in folders}
-    # the registry asks the upload bucket only: no YouTube search, no stock photos, nothing but the new objects
-    assert all(registry_config(r) == {**UPLOAD_SOURCES, "s3_keys": requested(result)[r.partition_key],
+    # the registry asks the upload bucket only (the job's sources): no YouTube search, no stock photos, nothing but
+    # the new objects
+    assert all(registry_config(r) == {"s3_keys": requested(result)[r.partition_key],
                                       "keyword": keywords[r.partition_key]} for r in result.run_requests)  # fmt: skip
+    asked = resolved(MediaRegistryConfig(**registry_config(result.run_requests[0])), upload_pipeline.tags)
+    assert (asked.youtube_search, asked.uploads, asked.stock_sources) == (False, True, [])
+    assert upload_pipeline.tags[SOURCES_TAG] == "uploads"
     assert all(set(r.run_config["ops"]) == {"media_registry"} for r in result.run_requests)
     assert len({r.run_key for r in result.run_requests}) == 4
     assert all(r.run_key.startswith("s3-uploads-") for r in result.run_requests)

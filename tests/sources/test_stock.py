@@ -18,12 +18,17 @@ from PIL import Image
 from vision_support import encode, rotated_jpeg, scene
 
 from mining_assets.frames import frames
-from mining_assets.jobs import PHOTO_SOURCES
 from mining_assets.sources.media import media
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import video_frames
 from mining_assets.warehouse import insert_rows, unique_key_check
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
+
+PHOTO_SOURCES = {
+    "youtube_search": False,
+    "uploads": False,
+    "stock_sources": ["pexels", "unsplash", "pixabay"],
+}  # what the job's tag asks, spelled out
 
 
 def bomb_png() -> bytes:
@@ -322,7 +327,7 @@ def test_unique_key_fails_on_a_doubled_membership(photo_resources, instance):
     result = materialize(photo_resources, instance, [media_registry, media])
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["media"]
                      and e.check_name == "unique_key"]  # fmt: skip
-    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"keyword_media": 1}
+    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"keyword_media": 1, "media": 0}
     for attempt in photo_resources["warehouse"].retrying():
         with attempt as conn:
             assert unique_key_check(conn, "glass-window", ["keyword_media"]).passed  # another partition is unaffected
