@@ -384,7 +384,10 @@ def warehouse_group() -> None:
 @click.option("--replace", is_flag=True, help="Empty the tables the export holds before loading them.")
 def warehouse_import(folder: Path, replace: bool) -> None:
     """Load an `EXPORT DATABASE ... (FORMAT parquet)` of an older warehouse file into the lake, by column name."""
-    report = _with_warehouse(lambda warehouse: import_export(warehouse, folder, replace), create=True)
+    try:
+        report = _with_warehouse(lambda warehouse: import_export(warehouse, folder, replace), create=True)
+    except ValueError as error:  # an export of the earlier data model into a lake that already has rows
+        raise click.ClickException(str(error)) from error
     for table, outcome in report.items():
         click.echo(f"{table}: {outcome}")
 

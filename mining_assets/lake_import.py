@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mining_assets.keywords import KEYWORDS_LEASE
-from mining_assets.warehouse import tables
+from mining_assets.warehouse import LEGACY_TABLES, migrating, tables, views
 
 if TYPE_CHECKING:
     import duckdb
@@ -40,10 +40,51 @@ def import_export(warehouse: Warehouse, folder: Path, replace: bool = False) -> 
     Columns are matched by name; a column the lake has and the export lacks is NULL (timestamps: now()), a column
     only the export has is left out and named. A lake table that already holds rows is left alone unless
     ``replace``, which empties it first. Returns what happened to each table of the export.
+
+    An export of the earlier data model (``videos``, ``photos``, ``uploads`` tables) is loaded as it is into an
+    empty lake and then converted by ``mining warehouse migrate``'s conversion.
     """
+    if any(table in LEGACY_TABLES for table in export_files(folder)):
+        return import_earlier_model(warehouse, folder)
     for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
         with attempt as conn:
             report = load_tables(conn, folder, replace)
+    return report
+
+
+def import_earlier_model(warehouse: Warehouse, folder: Path) -> dict[str, str]:
+    """Load an export of the earlier data model table by table as it is (the lake must hold no rows), then convert
+    the lake to the current model."""
+    from mining_assets.migrate import migrate_lake
+
+    files = export_files(folder)
+    with migrating():
+        for attempt in warehouse.retrying(lease=KEYWORDS_LEASE):
+            with attempt as conn:
+                filled = [t for t in tables() if t != "partition_leases"
+                          and conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]]  # fmt: skip
+                if filled:
+                    raise ValueError(
+                        f"this export is of the earlier data model, and it can only be imported into an empty lake "
+                        f"(this one has rows in {', '.join(filled[:5])})"
+                    )
+                for view in views():
+                    conn.execute(f"DROP VIEW IF EXISTS {view}")
+                report: dict[str, str] = {}
+                for table, path in files.items():
+                    if table not in tables() and table not in (*LEGACY_TABLES, "ingest_errors"):
+                        report[table] = "left out: not a table of this warehouse"
+                        continue
+                    source = f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')"
+                    if table in tables():
+                        conn.execute(f"DROP TABLE {table}")  # the empty current table: the earlier one replaces it
+                    conn.execute(f"CREATE TABLE {table} AS SELECT * FROM {source}")
+                    report[table] = f"{conn.execute(f'SELECT count(*) FROM {table}').fetchone()[0]} rows"
+    converted = migrate_lake(warehouse)
+    report["(converted)"] = (
+        f"earlier tables {', '.join(converted['legacy_tables'])} converted to the current data model; "
+        f"media: {converted['rows']['media']} rows, registry: {converted['rows']['registry']} rows"
+    )
     return report
 
 

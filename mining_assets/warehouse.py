@@ -104,6 +104,20 @@ def views() -> dict[str, str]:
     return found
 
 
+@cache
+def normalized_views() -> dict[str, str]:
+    """Each view's SQL as DuckDB stores it (made once per process on empty tables in memory), to tell whether a
+    lake's view is current."""
+    import duckdb
+
+    with duckdb.connect() as scratch:
+        for table in tables():
+            scratch.execute(table_ddl(table))
+        for view, select in views().items():
+            scratch.execute(f"CREATE VIEW {view} AS\n{select}")
+        return dict(scratch.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
+
+
 class _Keys(dict):
     """The key of each table (``KEYS["media"] == ("media_id",)``), read from the DDL files."""
 
@@ -205,8 +219,13 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                     default = re.search(r"DEFAULT\s+(\S+)", constraint)
                     extra = f" DEFAULT {default.group(1)}" if default else ""
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}{extra}")
+        # a view is written only when it is missing or its SQL changed: every process attaches, and DDL on each
+        # attach would make concurrent attaches conflict in the catalog
+        current = dict(conn.execute(
+            "SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND NOT internal", [LAKE]
+        ).fetchall())  # fmt: skip
         for view, select in views().items():
-            if view not in existing:
+            if view not in existing and current.get(view) != normalized_views()[view]:
                 conn.execute(f"CREATE OR REPLACE VIEW {view} AS\n{select}")
         conn.execute("COMMIT")
     except BaseException:

@@ -212,3 +212,34 @@ def test_the_cli_migrates_the_environments_lake_and_then_finds_nothing_to_do(tmp
     assert "glass-door" in status.stdout and "uploads-kw" in status.stdout
     again = CliRunner().invoke(cli.main, ["warehouse", "migrate"])
     assert again.exit_code == 0 and "nothing changed" in again.stdout
+
+
+def test_an_export_of_an_earlier_warehouse_file_is_imported_and_converted(tmp_path, monkeypatch):
+    """An earlier single-file warehouse (EXPORT DATABASE ... FORMAT parquet) goes into an empty lake through
+    `mining warehouse import`, and comes out in the current model with the same rows as a migrated lake."""
+    from click.testing import CliRunner
+
+    from mining_assets import cli
+
+    old = duckdb.connect(str(tmp_path / "old.duckdb"))
+    old.execute((LAKE_V1 / "schema.sql").read_text(encoding="utf-8"))
+    for path in sorted(LAKE_V1.glob("*.csv")):
+        old.execute(f"COPY {path.stem} FROM '{path}' (HEADER, ALLOW_QUOTED_NULLS false)")
+    for path in sorted(LAKE_V1.glob("*.json")):
+        old.execute(f"COPY {path.stem} FROM '{path}' (FORMAT JSON)")
+    old.execute(f"EXPORT DATABASE '{tmp_path / 'export'}' (FORMAT parquet)")
+    old.close()
+    monkeypatch.setenv("MINING_LAKE_CATALOG", f"sqlite:{tmp_path / 'lake' / 'catalog.sqlite'}")
+    monkeypatch.setenv("MINING_LAKE_DATA_PATH", f"{tmp_path / 'lake' / 'data'}/")
+    result = CliRunner().invoke(cli.main, ["warehouse", "import", str(tmp_path / "export")])
+    assert result.exit_code == 0, result.output
+    assert "videos: 4 rows" in result.stdout and "media: 11 rows" in result.stdout
+    from resources.warehouse import warehouse_from_env
+
+    lake = warehouse_from_env()
+    assert lake.query_dicts("SELECT count(*) AS n FROM registry") == [{"n": 19}]
+    assert lake.query_dicts("SELECT count(*) AS n FROM frames") == [{"n": 18}]
+    statuses = lake.query_dicts("SELECT status, count(*) AS n FROM media_status GROUP BY ALL ORDER BY ALL")
+    assert statuses == [{"status": "complete", "n": 13}, {"status": "failed", "n": 6}]
+    again = CliRunner().invoke(cli.main, ["warehouse", "import", str(tmp_path / "export")])
+    assert again.exit_code == 1 and "only be imported into an empty lake" in again.stderr
