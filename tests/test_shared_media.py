@@ -42,6 +42,26 @@ def catalog(resources, key: str) -> set[tuple]:
             for r in query_dicts(resources, "SELECT * FROM frames WHERE partition_key = ?", key)}  # fmt: skip
 
 
+def run_at_once(resources, keys: list[str]) -> dict[str, bool]:
+    """The source path of every key at the same moment, each run with its own instance (as a run of another process
+    has; one ephemeral instance is not shared by threads); whether each succeeded."""
+    outcomes: dict[str, bool] = {}
+
+    def one(key: str) -> None:
+        with dg.DagsterInstance.ephemeral() as own:
+            add_keyword_partitions(own, [key])
+            result = dg.materialize(SOURCE, partition_key=key, resources=resources, instance=own,
+                                    run_config={"ops": VIDEO_ONLY}, raise_on_error=False)  # fmt: skip
+            outcomes[key] = result.success
+
+    threads = [threading.Thread(target=one, args=(key,)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return outcomes
+
+
 def assert_every_catalog_whole(resources, keys: list[str]) -> None:
     store = resources["blob_store"]
     for key in keys:
@@ -68,23 +88,7 @@ def test_colliding_keys_and_one_video_found_by_every_keyword_at_the_same_moment(
     """Every keyword finds the same two videos at once: each fetches and samples them (done twice), and each is
     stored once (one media row, one sample, one file per frame)."""
     keys = keys_of(resources, COLLIDING, instance)
-    outcomes: dict[str, bool] = {}
-
-    def one(key: str) -> None:
-        # a run of its own instance, as a run of another process would have (one ephemeral instance is not shared
-        # by threads)
-        with dg.DagsterInstance.ephemeral() as own:
-            add_keyword_partitions(own, [key])
-            result = dg.materialize(SOURCE, partition_key=key, resources=resources, instance=own,
-                                    run_config={"ops": VIDEO_ONLY}, raise_on_error=False)  # fmt: skip
-            outcomes[key] = result.success
-
-    threads = [threading.Thread(target=one, args=(key,)) for key in keys]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert outcomes == dict.fromkeys(keys, True)
+    assert run_at_once(resources, keys) == dict.fromkeys(keys, True)
     assert_every_catalog_whole(resources, keys)
     assert query(resources, "SELECT count(*), count(DISTINCT media_id) FROM media")[0] == (2, 2)
     assert query(resources, "SELECT count(*) FROM video_samples")[0][0] == 2
@@ -157,21 +161,7 @@ def test_two_keywords_finding_the_same_videos_at_once_on_postgres_store_them_onc
     leases of media and video_frames keep the shared rows single."""
     resources = {**resources, "warehouse": production_lake}
     keys = ["glass-door", "sliding-door", "glass door"]
-    outcomes: dict[str, bool] = {}
-
-    def one(key: str) -> None:
-        with dg.DagsterInstance.ephemeral() as own:
-            add_keyword_partitions(own, [key])
-            result = dg.materialize(SOURCE, partition_key=key, resources=resources, instance=own,
-                                    run_config={"ops": VIDEO_ONLY}, raise_on_error=False)  # fmt: skip
-            outcomes[key] = result.success
-
-    threads = [threading.Thread(target=one, args=(key,)) for key in keys]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert outcomes == dict.fromkeys(keys, True)
+    assert run_at_once(resources, keys) == dict.fromkeys(keys, True)
     assert_every_catalog_whole(resources, keys)
     assert query(resources, "SELECT count(*), count(DISTINCT media_id) FROM media")[0] == (2, 2)
     assert query(resources, "SELECT count(*) FROM video_samples")[0][0] == 2
