@@ -309,6 +309,7 @@ blob_gc_job = dg.define_asset_job(
     "blob_gc_job",
     selection=dg.AssetSelection.assets(blob_gc),
     description="Delete stored blobs that no warehouse row refers to (older than the configured minimum age).",
+    executor_def=dg.in_process_executor,  # one step
 )
 
 blob_gc_schedule = dg.ScheduleDefinition(

@@ -11,6 +11,7 @@ from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
 from mining_assets.jobs import (
     add_keywords,
+    curation_pipeline,
     mongo_export_job,
     photo_pipeline,
     pose_pipeline,
@@ -153,6 +154,7 @@ defs = dg.Definitions(
         upload_pipeline,
         vision_pipeline,
         pose_pipeline,
+        curation_pipeline,
         mongo_export_job,
         add_keywords,
         add_preset_keywords,

@@ -4,6 +4,14 @@ keywords from the UI's Launchpad.
 The three source jobs run the same assets (media_registry -> media -> video_frames -> frames), where every source
 meets; they differ in which sources the registry asks (their `mining/sources` tag), so no job depends on an asset
 it never materializes.
+
+Executors, per job:
+- in-process: the source jobs, vision_pipeline, pose_pipeline, the export and the keyword and maintenance jobs. Each
+  is one chain of steps (the stages fan work out to threads themselves), so a process per step would only add its
+  start (2-4 s) to every step.
+- multiprocess: curation_pipeline, whose vision and pose branches run side by side once the frames are catalogued;
+  the model pools (mining_assets/pools.py, limits in dagster.yaml) keep each kind of model to its limit.
+Assets materialized from the asset graph use the Definitions' default (multiprocess).
 """
 
 import dagster as dg
@@ -30,6 +38,7 @@ def source_job(name: str, sources: str, description: str):
         selection=dg.AssetSelection.assets(*SOURCE_ASSETS),
         tags={SOURCES_TAG: sources},
         description=description,
+        executor_def=dg.in_process_executor,
     )
 
 
@@ -50,6 +59,7 @@ vision_pipeline = dg.define_asset_job(
     "vision_pipeline",
     selection=dg.AssetSelection.assets(*VISION_ASSETS),
     description="Filter, embed, de-duplicate and detect on the frames of one keyword, up to COCO and drawings.",
+    executor_def=dg.in_process_executor,
 )
 
 pose_pipeline = dg.define_asset_job(
@@ -58,6 +68,15 @@ pose_pipeline = dg.define_asset_job(
     description="Score frames for pose training, extract body and hand keypoints, and write the HDF5 datasets. "
     "The MongoDB export is the job mongo_export_job: it needs a MongoDB (MONGODB_URI), which the embedded defaults "
     "do not have.",
+    executor_def=dg.in_process_executor,
+)
+
+curation_pipeline = dg.define_asset_job(
+    "curation_pipeline",
+    selection=dg.AssetSelection.assets(*VISION_ASSETS, *POSE_ASSETS),
+    description="The vision and pose paths of one keyword side by side (one process per step), from its frames "
+    "catalog: COCO, drawings and the HDF5 pose datasets.",
+    executor_def=dg.multiprocess_executor,
 )
 
 mongo_export_job = dg.define_asset_job(
@@ -65,6 +84,7 @@ mongo_export_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("mongo_export"),
     description="Export a keyword's pose datasets to MongoDB. Not part of pose_pipeline: it needs MONGODB_URI set to "
     "a MongoDB, and the embedded defaults have none.",
+    executor_def=dg.in_process_executor,
 )
 
 
@@ -87,6 +107,9 @@ def register_keyword_partitions(
         raise dg.Failure(f"no keyword added: {len(rejected)} refused", metadata={"refused": len(rejected)})
 
 
-@dg.job(description="Add keyword partitions. Launchpad config: ops.register_keyword_partitions.config.keywords")
+@dg.job(
+    description="Add keyword partitions. Launchpad config: ops.register_keyword_partitions.config.keywords",
+    executor_def=dg.in_process_executor,
+)
 def add_keywords() -> None:
     register_keyword_partitions()

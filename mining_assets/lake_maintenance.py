@@ -63,6 +63,7 @@ lake_maintenance_job = dg.define_asset_job(
     "lake_maintenance_job",
     selection=dg.AssetSelection.assets(lake_maintenance),
     description="Merge the lake's small files, expire old snapshots, delete files no snapshot needs.",
+    executor_def=dg.in_process_executor,  # one step
 )
 
 lake_maintenance_schedule = dg.ScheduleDefinition(

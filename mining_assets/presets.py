@@ -92,6 +92,9 @@ def register_preset_partitions(context: dg.OpExecutionContext, config: PresetCon
         context.log.error(f"refused {text!r}: {reason}")
 
 
-@dg.job(description="Add a preset's keyword partitions (actions: 8 robot actions x 5 queries). Config: preset")
+@dg.job(
+    description="Add a preset's keyword partitions (actions: 8 robot actions x 5 queries). Config: preset",
+    executor_def=dg.in_process_executor,
+)
 def add_preset_keywords() -> None:
     register_preset_partitions()

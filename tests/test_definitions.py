@@ -46,9 +46,24 @@ def test_every_per_keyword_asset_shares_the_keyword_partitions():
         assert graph.get(key).partitions_def == keyword_partitions, key
 
 
-def test_no_warehouse_pool_serializes_the_assets():
-    for assets_def in defs.assets:
-        assert assets_def.op.pool is None, assets_def.key
+def test_only_the_model_stages_are_in_pools():
+    pools = {assets_def.key.to_user_string(): assets_def.op.pool for assets_def in defs.assets}
+    assert {asset: pool for asset, pool in pools.items() if pool} == {
+        "filtered_frames": "vision_models", "frame_embeddings": "vision_models", "detections": "vision_models",
+        "quality_scores": "pose_models", "poses": "pose_models",
+    }  # fmt: skip
+
+
+def test_each_job_has_the_executor_its_shape_needs():
+    executors = {job.name: job.executor_def.name for job in (defs.resolve_job_def(j.name) for j in defs.jobs)}
+    assert executors.pop("curation_pipeline") == "multiprocess"  # its vision and pose branches run side by side
+    assert set(executors.values()) == {"in_process"}, executors  # one chain each: no process start per step
+    graph = defs.resolve_asset_graph()
+    curation = {k.to_user_string() for k in defs.resolve_job_def("curation_pipeline").asset_layer.selected_asset_keys}
+    # the two branches share nothing but the frames catalog: neither waits for the other
+    for asset in ("filtered_frames", "quality_scores"):
+        assert {p.to_user_string() for p in graph.get(dg.AssetKey(asset)).parent_keys} == {"frames"}
+    assert {"filtered_frames", "detections", "quality_scores", "pose_datasets"} <= curation
 
 
 def test_tables_show_their_name_and_columns_before_any_run():
@@ -77,6 +92,7 @@ def test_jobs_sensors_and_resources_are_registered():
         "upload_pipeline",
         "vision_pipeline",
         "pose_pipeline",
+        "curation_pipeline",
         "mongo_export_job",
         "add_keywords",
         "add_preset_keywords",
@@ -178,6 +194,7 @@ def test_downstream_jobs_start_from_what_the_source_jobs_materialize():
     sourced = {key.to_user_string() for key in defs.resolve_job_def("upload_pipeline").asset_layer.selected_asset_keys}
     assert upstream_outside("vision_pipeline") == {"frames"} and "frames" in sourced
     assert upstream_outside("pose_pipeline") == {"frames"}
+    assert upstream_outside("curation_pipeline") == {"frames"}
     assert upstream_outside("mongo_export_job") == {"pose_datasets"}
     pose_job = defs.resolve_job_def("pose_pipeline")
     assert "mongo_export" not in {key.to_user_string() for key in pose_job.asset_layer.selected_asset_keys}

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.pools import POSE_MODELS
 from mining_assets.poses.quality import MIN_POSE_SIDE, quality_scores
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
@@ -170,6 +171,7 @@ def iter_sample(rows: list[dict], count: int = 10) -> Iterator[list]:
     deps=[quality_scores],
     group_name="poses",
     kinds={"mediapipe", "duckdb"},
+    pool=POSE_MODELS,
     metadata=table_definition_metadata("poses"),
     check_specs=[dg.AssetCheckSpec("landmarks_well_formed", asset="poses"), unique_key_spec("poses", ["poses"])],
 )

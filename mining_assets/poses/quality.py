@@ -9,6 +9,7 @@ import pandas as pd
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.pools import POSE_MODELS
 from mining_assets.poses.scoring import DEFAULT_THRESHOLD, RATING_NAMES, ImageMeasures, image_measures, quality_score
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
@@ -115,6 +116,7 @@ def score_summary(table: pd.DataFrame) -> dict[str, Any]:
     deps=[dg.AssetKey("frames")],
     group_name="poses",
     kinds={"mediapipe", "duckdb"},
+    pool=POSE_MODELS,
     metadata=table_definition_metadata("quality_scores"),
     check_specs=[
         dg.AssetCheckSpec("every_frame_scored", asset="quality_scores"),

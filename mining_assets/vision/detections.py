@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from mining_assets.partitions import keyword_partitions
+from mining_assets.pools import VISION_MODELS
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.vision.images import MIN_SIDE
@@ -103,6 +104,7 @@ def boxes_outside(table: pd.DataFrame) -> int:
     deps=[unique_frames],
     group_name="vision",
     kinds={"pytorch", "duckdb"},
+    pool=VISION_MODELS,
     metadata=table_definition_metadata("detections"),
     check_specs=[
         dg.AssetCheckSpec("boxes_inside_image", asset="detections"),

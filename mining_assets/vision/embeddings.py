@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mining_assets.partitions import keyword_partitions
+from mining_assets.pools import VISION_MODELS
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import content_key, frame_loader, partition_prefix, remove_orphans
 from mining_assets.vision.filtered import filtered_frames
@@ -84,6 +85,7 @@ def embed_frames(
     deps=[filtered_frames],
     group_name="vision",
     kinds={"pytorch", "duckdb"},
+    pool=VISION_MODELS,
     metadata=table_definition_metadata("frame_embeddings"),
     check_specs=[
         dg.AssetCheckSpec("finite_unit_norm", asset="frame_embeddings"),

@@ -10,6 +10,7 @@ import pandas as pd
 from mining_assets.frames import frames
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.pools import VISION_MODELS
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.vision.images import MIN_SIDE
@@ -106,6 +107,7 @@ def score_frames(
     deps=[frames],
     group_name="vision",
     kinds={"pytorch", "duckdb"},
+    pool=VISION_MODELS,
     metadata=table_definition_metadata("filtered_frames"),
     check_specs=[
         dg.AssetCheckSpec("every_frame_accounted", asset="filtered_frames"),
