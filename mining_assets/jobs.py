@@ -14,6 +14,9 @@ Executors, per job:
 Assets materialized from the asset graph use the Definitions' default (multiprocess).
 """
 
+import json
+import os
+
 import dagster as dg
 
 from mining_assets.keywords import add_keyword_partitions, register_keywords
@@ -29,6 +32,16 @@ POSE_ASSETS = ["quality_scores", "poses", "pose_datasets"]
 VIDEO_SOURCES = "youtube"
 PHOTO_SOURCES = "stock"
 UPLOAD_SOURCES = "uploads"
+
+
+def model_job_tags() -> dict[str, str]:
+    """On Kubernetes (dagster-k8s's K8sRunLauncher), a run of a model job asks for MINING_K8S_GPUS_PER_RUN GPUs
+    (default 0: none), so the scheduler places it on a GPU node; elsewhere the tag is ignored."""
+    gpus = int(os.environ.get("MINING_K8S_GPUS_PER_RUN", "0") or 0)
+    if gpus <= 0:
+        return {}
+    resources = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    return {"dagster-k8s/config": json.dumps({"container_config": {"resources": resources}})}
 
 
 def source_job(name: str, sources: str, description: str):
@@ -59,6 +72,7 @@ vision_pipeline = dg.define_asset_job(
     "vision_pipeline",
     selection=dg.AssetSelection.assets(*VISION_ASSETS),
     description="Filter, embed, de-duplicate and detect on the frames of one keyword, up to COCO and drawings.",
+    tags=model_job_tags(),
     executor_def=dg.in_process_executor,
 )
 
@@ -68,6 +82,7 @@ pose_pipeline = dg.define_asset_job(
     description="Score frames for pose training, extract body and hand keypoints, and write the HDF5 datasets. "
     "The MongoDB export is the job mongo_export_job: it needs a MongoDB (MONGODB_URI), which the embedded defaults "
     "do not have.",
+    tags=model_job_tags(),
     executor_def=dg.in_process_executor,
 )
 
@@ -76,6 +91,7 @@ curation_pipeline = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*VISION_ASSETS, *POSE_ASSETS),
     description="The vision and pose paths of one keyword side by side (one process per step), from its frames "
     "catalog: COCO, drawings and the HDF5 pose datasets.",
+    tags=model_job_tags(),
     executor_def=dg.multiprocess_executor,
 )
 
