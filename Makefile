@@ -29,3 +29,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/poses.py
 	$(BIN)/python bench/warehouse.py
+	$(BIN)/python bench/backfill.py
