@@ -31,7 +31,8 @@ DEFAULT_INSTANCE_YAML = """\
 # Written by `mining`: the embedded SQLite instance. See deploy/dagster.production.yaml for Postgres and S3.
 telemetry:
   enabled: false
-# at most one run per keyword partition at a time; other keywords side by side (no warehouse pool)
+# at most one run per keyword partition at a time; other keywords side by side (no warehouse pool);
+# one model step at a time in each model pool (vision_models, pose_models)
 concurrency:
   runs:
     max_concurrent_runs: 4
@@ -40,6 +41,19 @@ concurrency:
         value:
           applyLimitPerUniqueValue: true
         limit: 1
+  pools:
+    default_limit: 1
+# a crashed run is failed, its pool slots freed after 5 s, and it is retried from the failed step (not a step
+# that raised: the steps' own retry policies handle those)
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 5
+  free_slots_after_run_end_seconds: 5
+  start_timeout_seconds: 180
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
 """
 EXPORT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet"}
 COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "json": "FORMAT json", "parquet": "FORMAT parquet"}

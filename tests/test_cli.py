@@ -519,17 +519,17 @@ def test_dev_command_prepares_home_and_builds_argv(tmp_path):
     assert os.environ["DAGSTER_HOME"] == str(home)
     assert (tmp_path / "data").is_dir()
     config = yaml.safe_load((home / "dagster.yaml").read_text())
-    assert config == {
-        "telemetry": {"enabled": False},
-        "concurrency": {
-            "runs": {
-                "max_concurrent_runs": 4,
-                "tag_concurrency_limits": [
-                    {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
-                ],
-            }
-        },
-    }, "one run per keyword partition at a time, and no warehouse pool"
+    assert config["telemetry"] == {"enabled": False}
+    assert config["concurrency"]["runs"] == {
+        "max_concurrent_runs": 4,
+        "tag_concurrency_limits": [
+            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        ],
+    }, "one run per keyword partition at a time"
+    assert config["concurrency"]["pools"] == {"default_limit": 1}, "one model step of each pool at a time"
+    assert config["run_monitoring"]["enabled"] and config["run_retries"]["enabled"]
+    assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
+    assert set(config) == {"telemetry", "concurrency", "run_monitoring", "run_retries"}
     with dg.DagsterInstance.get() as instance:
         assert instance.root_directory == str(home)
 
