@@ -113,15 +113,17 @@ def model_resources() -> dict:
 
 
 def resources() -> dict:
+    warehouse = warehouse_from_env()
     return {
         "blob_store": blob_store_resource(),
-        "warehouse": warehouse_from_env(),
-        "youtube": YouTubeResource(),
+        "warehouse": warehouse,
+        # the request budgets of the external APIs live in the warehouse: one budget per API for all runs
+        "youtube": YouTubeResource(warehouse=warehouse),
         "uploads": uploads_resource(),
         # keys are read from PEXELS_API_KEY, UNSPLASH_ACCESS_KEY, PIXABAY_API_KEY when a search runs
-        "pexels": PexelsSource(),
-        "unsplash": UnsplashSource(),
-        "pixabay": PixabayPhotoSource(),
+        "pexels": PexelsSource(warehouse=warehouse),
+        "unsplash": UnsplashSource(warehouse=warehouse),
+        "pixabay": PixabayPhotoSource(warehouse=warehouse),
         "pose_estimator": pose_resource(),
         # the URI is read from MONGODB_URI only when mongo_export runs, and never shown
         "mongo": MongoResource(),

@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS partition_leases (  -- key: name, holder; who may wri
     taken_at TIMESTAMP NOT NULL,
     expires_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_budgets (  -- key: api; each API's latest request slots, for all runs (resources.budgets)
+    api VARCHAR NOT NULL,             -- pexels, unsplash, pixabay, youtube
+    slots DOUBLE[] NOT NULL,          -- start times (Unix seconds) of its latest requests, at most one window's worth
+    updated_at TIMESTAMP NOT NULL
+);
 """
 
 MEDIA_STATUSES = ("pending", "downloaded", "framed", "complete", "failed", "source_deleted")

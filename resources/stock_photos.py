@@ -1,25 +1,26 @@
 """Stock-photo search clients: Pexels, Unsplash and Pixabay through their public JSON APIs.
 
-Each client keeps the photographer, license and page URL of every photo, paces its requests with a per-source rate
-limiter (shared by every client of that source in the process), waits out a 429's ``Retry-After`` when it is
+Each client keeps the photographer, license and page URL of every photo, paces its API requests with the source's
+request budget (``resources.budgets``: shared through the warehouse by every run and machine when the client is
+given one, else by every client of that source in the process), waits out a 429's ``Retry-After`` when it is
 short, and turns every failure into a ``StockPhotoError`` whose message never holds the API key.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import Field
+
+from resources.budgets import BudgetExceeded, SharedBudget
+from resources.warehouse import Warehouse
 
 USER_AGENT = "visual-mining/0.1 (+https://github.com/visual-mining)"
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # a photo larger than this is refused before it fills memory
@@ -46,65 +47,6 @@ class PhotoHit:
     download_location: str | None = None  # Unsplash: the endpoint to call when the photo is used
 
 
-class RateLimiter:
-    """At most ``limit`` calls in any ``period`` seconds (a sliding window); ``acquire`` waits for a free slot."""
-
-    def __init__(
-        self,
-        limit: int,
-        period: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        if limit < 1 or period <= 0:
-            raise ValueError("a rate limit needs limit >= 1 and period > 0")
-        self.limit, self.period = limit, period
-        self._clock, self._sleep = clock, sleep
-        self._calls: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def wait_time(self) -> float:
-        """Seconds until a call may start (0 when one may start now)."""
-        now = self._clock()
-        while self._calls and now - self._calls[0] >= self.period:
-            self._calls.popleft()
-        return 0.0 if len(self._calls) < self.limit else self.period - (now - self._calls[0])
-
-    def acquire(self, max_wait: float = float("inf")) -> None:
-        """Take a slot, sleeping until one frees up.
-
-        Raises:
-            StockPhotoError: the wait would be longer than ``max_wait``.
-        """
-        with self._lock:
-            delay = self.wait_time()
-            if delay > max_wait:
-                raise StockPhotoError(f"request budget used up: next request allowed in {delay:.0f} s")
-            if delay > 0:
-                self._sleep(delay)
-                self.wait_time()
-            self._calls.append(self._clock())
-
-    def push_back(self, seconds: float) -> None:
-        """After a 429: treat the window as full for ``seconds`` from now."""
-        with self._lock:
-            start = self._clock() + seconds - self.period
-            self._calls = deque([start] * self.limit)
-
-
-_LIMITERS: dict[str, RateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def limiter_for(source: str, limit: int, period: float) -> RateLimiter:
-    """The process-wide limiter of a source (one per source, limit and period)."""
-    key = f"{source}:{limit}/{period}"
-    with _LIMITERS_LOCK:
-        if key not in _LIMITERS:
-            _LIMITERS[key] = RateLimiter(limit, period)
-        return _LIMITERS[key]
-
-
 def retry_after_seconds(value: str | None, default: float) -> float:
     """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date); ``default`` when absent or unreadable."""
     if not value:
@@ -122,7 +64,12 @@ def retry_after_seconds(value: str | None, default: float) -> float:
 
 class StockPhotoSource(dg.ConfigurableResource):
     """What the three stock-photo clients share: the key from an environment variable (read when a search runs,
-    through ``dg.EnvVar``), pacing, retries and downloads. Subclasses build requests and read replies."""
+    through ``dg.EnvVar``), pacing, retries and downloads. Subclasses build requests and read replies.
+
+    With ``warehouse`` set, the source's budget (``requests_per_period`` in any ``period_s``) is one row of the
+    warehouse shared by every run and machine, so a backfill together stays within the API's limit; without it,
+    the budget is this process's.
+    """
 
     base_url: str
     api_key: str | None = Field(default=None, description="set with dg.EnvVar; by default the source's variable")
@@ -131,7 +78,9 @@ class StockPhotoSource(dg.ConfigurableResource):
     timeout_s: float = 30.0
     retries: int = 3  # for 429 and 5xx replies
     backoff_s: float = 1.0  # first wait after a 5xx without Retry-After; doubles each attempt
-    max_retry_wait_s: float = 120.0  # a longer Retry-After fails the search instead of stalling the run
+    max_retry_wait_s: float = 120.0  # a longer Retry-After or budget wait fails the search instead of stalling the run
+    budget_margin_s: float = 1.0  # room for a request that leaves late after its slot (see resources.budgets)
+    warehouse: Warehouse | None = None  # where the request budget is shared; None: this process only
 
     name: ClassVar[str] = "stock"
     key_variable: ClassVar[str] = ""
@@ -153,14 +102,19 @@ class StockPhotoSource(dg.ConfigurableResource):
             raise StockPhotoError(f"no API key: set {self.key_variable}")
         return key.strip()
 
-    def _limiter(self) -> RateLimiter:
-        return limiter_for(self.name, self.requests_per_period, self.period_s)
+    def budget(self) -> SharedBudget:
+        """The source's request budget: in the warehouse when the client has one, else this process's."""
+        return SharedBudget(self.name, self.requests_per_period, self.period_s, warehouse=self.warehouse,
+                            margin_s=self.budget_margin_s)  # fmt: skip
 
     def _get(self, url: str, headers: dict[str, str], what: str, paced: bool) -> bytes:
         """GET with pacing and retries; ``what`` names the request in errors (the URL may hold the key)."""
         for attempt in range(self.retries + 1):
             if paced:
-                self._limiter().acquire(max_wait=self.max_retry_wait_s)
+                try:
+                    self.budget().acquire(max_wait=self.max_retry_wait_s)
+                except BudgetExceeded as error:
+                    raise StockPhotoError(f"{what}: {error}") from None
             request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
@@ -177,7 +131,7 @@ class StockPhotoSource(dg.ConfigurableResource):
                 if status == 429 or status >= 500:
                     wait = retry_after_seconds(error.headers.get("Retry-After"), default=self.backoff_s * 2.0**attempt)
                     if status == 429 and paced:
-                        self._limiter().push_back(wait)
+                        self.budget().push_back(wait)
                     if attempt < self.retries and wait <= self.max_retry_wait_s:
                         time.sleep(wait if not (status == 429 and paced) else 0)
                         continue

@@ -1,4 +1,9 @@
-"""Video search and download through yt-dlp: YouTube by default, any page yt-dlp understands by URL."""
+"""Video search and download through yt-dlp: YouTube by default, any page yt-dlp understands by URL.
+
+Every yt-dlp call on YouTube (a search, a description, a download) takes a slot of the ``youtube`` request budget
+(``resources.budgets``): shared through the warehouse by every run and machine when the resource is given one,
+else by this process. Other sites are not paced: their limits are not YouTube's.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+
+from resources.budgets import BudgetExceeded, SharedBudget
+from resources.warehouse import Warehouse
 
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
@@ -72,6 +80,14 @@ def youtube_id(url: str) -> str | None:
     return candidate if _YOUTUBE_ID.match(candidate) else None
 
 
+def is_youtube_target(target: str) -> bool:
+    """Whether a yt-dlp target asks YouTube: a ``ytsearch`` query or a youtube.com / youtu.be URL."""
+    if target.startswith("ytsearch"):
+        return True
+    host = (urllib.parse.urlparse(target).hostname or "").lower()
+    return host in ("youtu.be", "youtube.com") or host.endswith(".youtube.com")
+
+
 def media_id_for_url(url: str, extractor: str | None = None, video_id: str | None = None) -> str:
     """A stable, path-safe id: ``youtube-<id>`` for YouTube, else ``web-<hash of the URL>``.
 
@@ -105,6 +121,11 @@ class YouTubeResource(dg.ConfigurableResource):
 
     ``search_url_template`` replaces YouTube search with a results page yt-dlp can read (``{query}`` is filled
     in, URL-quoted), e.g. ``https://www.youtube.com/results?search_query={query}`` or a local test page.
+
+    YouTube's pace: at most ``requests_per_period`` yt-dlp calls on YouTube in any ``period_s`` seconds (YouTube
+    publishes no limit for pages; this keeps a backfill from looking like a scraper), shared by every run and
+    machine through ``warehouse`` when it is set. A call whose slot is more than ``max_pace_wait_s`` away fails
+    with a "rate limited" reason instead of stalling the run.
     """
 
     search_url_template: str | None = None
@@ -112,6 +133,10 @@ class YouTubeResource(dg.ConfigurableResource):
     socket_timeout_s: float = 30.0
     retries: int = 3
     max_filesize_mb: int = 4096
+    requests_per_period: int = 30
+    period_s: float = 60.0
+    max_pace_wait_s: float = 600.0
+    warehouse: Warehouse | None = None  # where the pace is shared; None: this process only
 
     def _options(self, **extra) -> dict:
         return {
@@ -124,10 +149,23 @@ class YouTubeResource(dg.ConfigurableResource):
             **extra,
         }
 
+    def budget(self) -> SharedBudget:
+        """YouTube's request budget: in the warehouse when the resource has one, else this process's."""
+        return SharedBudget("youtube", self.requests_per_period, self.period_s, warehouse=self.warehouse)
+
+    def _pace(self, target: str) -> None:
+        if not is_youtube_target(target):
+            return
+        try:
+            self.budget().acquire(max_wait=self.max_pace_wait_s)
+        except BudgetExceeded as error:
+            raise VideoSourceError(f"rate limited (YouTube pace): {error}") from None
+
     def _extract(self, target: str, download: bool = False, **options) -> dict:
         from yt_dlp import YoutubeDL
         from yt_dlp.utils import YoutubeDLError
 
+        self._pace(target)
         try:
             with YoutubeDL(self._options(**options)) as ydl:
                 return ydl.sanitize_info(ydl.extract_info(target, download=download))

@@ -1,22 +1,26 @@
-"""The stock-photo clients against a scripted local server: their JSON shapes, paging, pacing, and every failure
-turned into a reason that names the key's variable but never holds the key."""
+"""The stock-photo clients against a scripted local server: their JSON shapes, paging, pacing (one budget per API
+shared by every run through the warehouse), and every failure turned into a reason that names the key's variable
+but never holds the key."""
 
 import http.server
 import json
+import multiprocessing
 import threading
+import time
 import urllib.parse
 from typing import ClassVar
 
+import dagster as dg
 import pytest
 
 from resources.stock_photos import (
     PexelsSource,
     PixabayPhotoSource,
-    RateLimiter,
     StockPhotoError,
     UnsplashSource,
     retry_after_seconds,
 )
+from resources.warehouse import Warehouse
 
 SECRET = "k3y-s3cret-value"
 
@@ -174,42 +178,14 @@ def test_downloads_report_http_status_and_refuse_other_schemes(server):
         source.download("file:///etc/passwd")
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-def test_rate_limiter_allows_the_limit_per_window_then_waits():
-    clock = FakeClock()
-    limiter = RateLimiter(3, 60.0, clock=clock, sleep=clock.sleep)
-    for _ in range(3):
-        limiter.acquire()
-    assert clock.slept == []
-    clock.now = 10.0
-    limiter.acquire()  # the 4th call waits until the first leaves the window
-    assert clock.slept == [50.0]
-    limiter.acquire()
-    limiter.acquire()  # three calls at t=60 fill the window again
-    assert clock.slept == [50.0]
-    with pytest.raises(StockPhotoError, match="budget used up"):
-        limiter.acquire(max_wait=1.0)
-
-
-def test_rate_limiter_push_back_after_a_429():
-    clock = FakeClock()
-    limiter = RateLimiter(100, 60.0, clock=clock, sleep=clock.sleep)
-    limiter.push_back(30.0)
-    assert limiter.wait_time() == pytest.approx(30.0)
-    limiter.acquire()
-    assert clock.slept == [pytest.approx(30.0)]
+def test_a_search_past_its_budget_fails_with_the_reason_instead_of_stalling(server):
+    _Script.replies = [reply(pexels_page([1], total=1))]
+    source = PexelsSource(base_url=server + "/v1", api_key=SECRET, requests_per_period=1, period_s=3599.0,
+                          max_retry_wait_s=5.0)  # fmt: skip
+    assert len(source.search("door", 1)) == 1
+    with pytest.raises(StockPhotoError, match="pexels search page 1: request budget used up: next request allowed in"):
+        source.search("door", 1)
+    assert len(_Script.requests) == 1
 
 
 @pytest.mark.parametrize(
@@ -217,3 +193,103 @@ def test_rate_limiter_push_back_after_a_429():
 )
 def test_retry_after_header(header, seconds):
     assert retry_after_seconds(header, default=5.0) == seconds
+
+
+class _Clocked(http.server.BaseHTTPRequestHandler):
+    """A Pexels search API that notes when each request arrived and answers one photo."""
+
+    arrivals: list[tuple[float, str]] = []
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)["query"][0]
+        type(self).arrivals.append((time.time(), query))
+        body = json.dumps(pexels_page([len(type(self).arrivals)], total=1)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def settings_of(warehouse: Warehouse) -> dict:
+    """A warehouse's settings, to rebuild it in another process (resources don't pickle)."""
+    return {name: getattr(warehouse, name) for name in Warehouse.model_fields}
+
+
+# the margin is the room each request has to reach the server late after its slot (the reservation's commit)
+BUDGET = {"requests_per_period": 6, "period_s": 3.0, "budget_margin_s": 2.0}
+
+
+def _backfill_run(base: str, settings: dict | None, run: str, barrier, queue) -> None:
+    """One run of a backfill: six stock searches of its own keywords, through the run's own clients."""
+    warehouse = Warehouse(**settings) if settings else None
+    pexels = PexelsSource(base_url=base, api_key=SECRET, warehouse=warehouse, **BUDGET)
+    try:
+        if warehouse is not None:
+            warehouse.execute("SELECT 1")  # attached before the start, so that the two runs overlap
+        barrier.wait(timeout=120)
+        queue.put(("ok", sum(len(pexels.search(f"{run}-{i}", 1)) for i in range(6))))
+    except Exception as error:  # reported to the parent, which fails the test with it
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def most_in_any_window(times: list[float], period_s: float) -> int:
+    """The largest number of times in one half-open window [t, t + period_s)."""
+    ordered = sorted(times)
+    return max(sum(1 for u in ordered[i:] if u < t + period_s) for i, t in enumerate(ordered))
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared budget", "each run its own"])
+def test_two_backfill_runs_at_once_stay_within_the_limit_together(tmp_path, shared):
+    """Two runs search Pexels at once with a budget of 6 requests per 3 s. Sharing it through the warehouse, the
+    API sees at most 6 of their 12 requests in any 3 s; each run with its own budget, it sees more (the check
+    can fail)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Clocked)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _Clocked.arrivals = []
+    lake = Warehouse(catalog=f"sqlite:{tmp_path}/lake/catalog.sqlite", data_path=f"{tmp_path}/lake/data/")
+    lake.execute("SELECT 1")  # schema made before the runs start
+    base = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(2), context.Queue()
+    settings = settings_of(lake) if shared else None
+    runs = [context.Process(target=_backfill_run, args=(base, settings, run, barrier, queue)) for run in "ab"]
+    try:
+        for run in runs:
+            run.start()
+        outcomes = [queue.get(timeout=240) for _ in runs]
+        for run in runs:
+            run.join(timeout=30)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert outcomes == [("ok", 6), ("ok", 6)]
+    assert sorted(query[0] for _, query in _Clocked.arrivals) == ["a"] * 6 + ["b"] * 6
+    busiest = most_in_any_window([arrived for arrived, _ in _Clocked.arrivals], BUDGET["period_s"])
+    if shared:
+        assert busiest <= BUDGET["requests_per_period"]
+        assert lake.query_dicts("SELECT api FROM api_budgets") == [{"api": "pexels"}]
+    else:
+        assert busiest > BUDGET["requests_per_period"]
+
+
+def test_a_run_shares_the_budget_through_its_nested_warehouse(server, tmp_path):
+    """In a Dagster run the source's nested warehouse resource holds the budget: the run's request is a slot in
+    the lake, which a client outside the run sees."""
+    _Script.replies = [reply(pexels_page([1], total=1))]
+    lake = Warehouse(catalog=f"sqlite:{tmp_path}/lake/catalog.sqlite", data_path=f"{tmp_path}/lake/data/")
+    pexels = PexelsSource(base_url=server + "/v1", api_key=SECRET, requests_per_period=1, period_s=3598.0,
+                          warehouse=lake)  # fmt: skip
+
+    @dg.asset
+    def searched(pexels: PexelsSource) -> int:
+        return len(pexels.search("door", 1))
+
+    assert dg.materialize([searched], resources={"pexels": pexels, "warehouse": lake}).success
+    assert len(_Script.requests) == 1
+    outside = PexelsSource(base_url=server + "/v1", api_key=SECRET, requests_per_period=1, period_s=3598.0,
+                           warehouse=lake.model_copy())  # fmt: skip
+    assert outside.budget().wait_time() > 3500

@@ -1,6 +1,13 @@
 import pytest
 
-from resources.youtube import VideoSourceError, YouTubeResource, describe_failure, media_id_for_url
+from resources.warehouse import Warehouse
+from resources.youtube import (
+    VideoSourceError,
+    YouTubeResource,
+    describe_failure,
+    is_youtube_target,
+    media_id_for_url,
+)
 
 
 @pytest.fixture
@@ -122,3 +129,57 @@ def test_other_urls_are_web_media(url):
     from resources.youtube import candidate_for_url
 
     assert media_id_for_url(url).startswith("web-") and candidate_for_url(url).source == "web"
+
+
+@pytest.mark.parametrize(
+    ("target", "paced"),
+    [
+        ("ytsearch5:glass door", True),
+        ("https://www.youtube.com/watch?v=dQw4w9WgXcQ", True),
+        ("https://m.youtube.com/watch?v=dQw4w9WgXcQ", True),
+        ("https://youtu.be/dQw4w9WgXcQ", True),
+        ("http://127.0.0.1:8000/search.html?q=door", False),
+        ("https://notyoutube.com/watch?v=dQw4w9WgXcQ", False),
+    ],
+)
+def test_only_youtube_is_paced(target, paced):
+    assert is_youtube_target(target) is paced
+
+
+class _FakeYoutubeDL:
+    """yt-dlp's YoutubeDL answering every extraction with one video, offline."""
+
+    def __init__(self, options):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def extract_info(self, target, download=False):
+        return {"_type": "url", "ie_key": "Youtube", "id": "dQw4w9WgXcQ", "url": "https://youtu.be/dQw4w9WgXcQ"}
+
+    def sanitize_info(self, info):
+        return info
+
+
+def test_youtube_calls_take_slots_of_the_pace_shared_through_the_warehouse(monkeypatch, tmp_path, media_server):
+    """Two resources on one lake share YouTube's pace: once the first has used it up, the second's call fails with
+    a "rate limited" reason instead of stalling; a local page is never paced."""
+    import yt_dlp
+
+    lake = Warehouse(catalog=f"sqlite:{tmp_path}/lake/catalog.sqlite", data_path=f"{tmp_path}/lake/data/")
+    pace = {"requests_per_period": 2, "period_s": 3600.0, "max_pace_wait_s": 5.0}
+    first, second = YouTubeResource(warehouse=lake, **pace), YouTubeResource(warehouse=lake.model_copy(), **pace)
+    with monkeypatch.context() as patched:
+        patched.setattr(yt_dlp, "YoutubeDL", _FakeYoutubeDL)
+        assert first.search("glass door", 1)[0].media_id == "youtube-dQw4w9WgXcQ"
+        assert first.describe("https://www.youtube.com/watch?v=dQw4w9WgXcQ").source == "youtube"
+        with pytest.raises(VideoSourceError, match=r"rate limited \(YouTube pace\): request budget used up"):
+            second.search("glass door", 1)
+    assert lake.query_dicts("SELECT api, len(slots) AS used FROM api_budgets") == [{"api": "youtube", "used": 2}]
+    local = YouTubeResource(search_url_template=media_server + "/search.html?q={query}", retries=0, warehouse=lake,
+                            **pace)  # fmt: skip
+    assert len(local.search("door", 2)) == 2
