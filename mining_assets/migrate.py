@@ -13,16 +13,17 @@ to their stage's error table; every output table gains ``frame_sha256`` from ``f
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from mining_assets.sources.stock import STOCK_SOURCES
 from mining_assets.warehouse import (
     ERRORS_SUFFIX,
     LEGACY_TABLES,
+    add_missing_columns,
     ensure_schema,
     legacy_tables,
     migrating,
+    partition_by_key,
     table_ddl,
     tables,
     views,
@@ -75,12 +76,7 @@ def create_table(conn: duckdb.DuckDBPyConnection, table: str, name: str | None =
     its own name: DuckLake fails to commit a table made, partitioned and renamed in one transaction)."""
     conn.execute(table_ddl(table).replace(f"CREATE TABLE {table} (", f"CREATE TABLE {name or table} (", 1))
     if name is None:
-        partition(conn, table)
-
-
-def partition(conn: duckdb.DuckDBPyConnection, table: str) -> None:
-    if "partition_key" in tables()[table]["columns"]:
-        conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_key)")
+        partition_by_key(conn, table)
 
 
 def _first(columns: list[str]) -> str:
@@ -315,18 +311,14 @@ def convert(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
                     f"{table} lacks {', '.join(missing)}: no way to fill it from its rows; nothing changed"
                 )
             staged[table] = STAGING_PREFIX + table
-    for table, spec in schema.items():
+    for table in schema:
         if table in staged:
             create_table(conn, table, staged[table])
         elif table not in existing:
             create_table(conn, table)
         else:
-            partition(conn, table)  # the earlier model may have left it unpartitioned; new files follow the key
-            for column, (kind, constraint, _) in spec["columns"].items():
-                if column not in existing[table]:
-                    default = re.search(r"DEFAULT\s+(\S+)", constraint)
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
-                                 + (f" DEFAULT {default.group(1)}" if default else ""))  # fmt: skip
+            partition_by_key(conn, table)  # the earlier model may have left it unpartitioned; new files follow it
+            add_missing_columns(conn, table, existing[table])
     old_frames = "video_frames" if "video_frames" in staged else None
     fill_registry(conn)
     fill_media(conn)
@@ -353,7 +345,7 @@ GROUP BY p.media_id
         conn.execute(f"DROP TABLE {table}")
     for table, staging in staged.items():
         conn.execute(f"ALTER TABLE {staging} RENAME TO {table}")
-        partition(conn, table)  # the rows moved over stay in their files; what stages write next is partitioned
+        partition_by_key(conn, table)  # the rows moved over stay in their files; what stages write next is partitioned
     for view, select in views().items():
         conn.execute(f"CREATE OR REPLACE VIEW {view} AS\n{select}")
     return {

@@ -123,26 +123,11 @@ def normalized_views() -> dict[str, str]:
         return dict(scratch.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
 
 
-class _Keys(dict):
-    """The key of each table (``KEYS["media"] == ("media_id",)``), read from the DDL files."""
-
-    def __missing__(self, table: str) -> tuple[str, ...]:
-        return tables()[table]["key"]
-
-    def __contains__(self, table: object) -> bool:
-        return table in tables()
-
-    def __iter__(self):
-        return iter(tables())
-
-    def __len__(self) -> int:
-        return len(tables())
-
-    def items(self):
-        return [(name, spec["key"]) for name, spec in tables().items()]
-
-
-KEYS: dict[str, tuple[str, ...]] = _Keys()
+def __getattr__(name: str) -> Any:
+    """``KEYS``: the key of each table (``KEYS["media"] == ("media_id",)``), read from the DDL files when asked."""
+    if name == "KEYS":
+        return {table: spec["key"] for table, spec in tables().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def table_ddl(table: str) -> str:
@@ -185,6 +170,21 @@ def legacy_tables(existing: dict[str, set[str]]) -> list[str]:
     return found
 
 
+def partition_by_key(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Partition a table with a ``partition_key`` by it, so writers of different keywords share no data file."""
+    if "partition_key" in tables()[table]["columns"]:
+        conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_key)")
+
+
+def add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str, existing: set[str]) -> None:
+    """Add the DDL's columns a lake's table lacks (NULL for its rows, or the column's literal default)."""
+    for column, (kind, constraint, _) in tables()[table]["columns"].items():
+        if column not in existing:
+            default = re.search(r"DEFAULT\s+(\S+)", constraint)
+            extra = f" DEFAULT {default.group(1)}" if default else ""
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}{extra}")
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the tables that do not exist (partitioned by partition_key), add the columns a table lacks, and
     (re)create the views.
@@ -213,17 +213,12 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                 f"this lake holds tables of the earlier data model ({', '.join(legacy)}): "
                 "convert it with `mining warehouse migrate`"
             )
-        for table, spec in tables().items():
+        for table in tables():
             if table not in existing:
                 conn.execute(table_ddl(table))
-                if "partition_key" in spec["columns"]:
-                    conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_key)")
-                continue
-            for column, (kind, constraint, _) in spec["columns"].items():
-                if column not in existing[table]:
-                    default = re.search(r"DEFAULT\s+(\S+)", constraint)
-                    extra = f" DEFAULT {default.group(1)}" if default else ""
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}{extra}")
+                partition_by_key(conn, table)
+            else:
+                add_missing_columns(conn, table, existing[table])
         # a view is written only when it is missing or its SQL changed: every process attaches, and DDL on each
         # attach would make concurrent attaches conflict in the catalog
         current = dict(conn.execute(
@@ -357,14 +352,14 @@ def table_report(
 
 def unique_key_spec(asset: str, tables_owned: Sequence[str]) -> dg.AssetCheckSpec:
     """The `unique_key` check of an asset that owns tables: their keys (``KEYS``) are unique in the partition."""
-    keys = "; ".join(f"{table}: {', '.join(KEYS[table])}" for table in tables_owned)
+    keys = "; ".join(f"{table}: {', '.join(tables()[table]['key'])}" for table in tables_owned)
     return dg.AssetCheckSpec("unique_key", asset=asset, description=f"No two rows share a key ({keys}).")
 
 
 def duplicate_keys(conn: duckdb.DuckDBPyConnection, table: str, partition_key: str) -> int:
     """How many keys of ``table`` occur more than once in a partition (in the whole table, for a table shared by
     every keyword)."""
-    key = ", ".join(KEYS[table])
+    key = ", ".join(tables()[table]["key"])
     partitioned = "partition_key" in tables()[table]["columns"]
     where, params = ("WHERE partition_key = ?", [partition_key]) if partitioned else ("", [])
     return conn.execute(

@@ -263,3 +263,21 @@ def mongo_resources(resources, request, monkeypatch, _bulk_updates_without_sort)
     monkeypatch.setenv("MONGODB_URI", URI)
     yield {**resources, "mongo": MongomockResource(store=request.node.nodeid)}
     STORES.pop(request.node.nodeid, None)
+
+
+@pytest.fixture
+def stubbed_s3(monkeypatch):
+    """An S3 blob store whose client answers only what the test stubs (botocore's Stubber)."""
+    import boto3
+    from botocore.stub import Stubber
+    from dagster_aws.s3 import S3Resource
+
+    from resources.blob_store import S3BlobStore
+
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+    client = boto3.client("s3", **credentials)
+    monkeypatch.setattr(S3Resource, "get_client", lambda self: client)
+    store = S3BlobStore(bucket="b", prefix="mining", s3=S3Resource(**credentials))
+    with Stubber(client) as stubber:
+        yield store, stubber
+        stubber.assert_no_pending_responses()

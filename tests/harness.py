@@ -29,3 +29,8 @@ def query(resources: dict, sql: str, *params):
 def query_dicts(resources: dict, sql: str, *params) -> list[dict]:
     """Rows of a query against the warehouse the resources write, as dicts by column name."""
     return resources["warehouse"].query_dicts(sql, params)
+
+
+def checks_by_asset(result) -> dict[tuple[str, str], bool]:
+    """A run's check results by (asset, check): several assets have a check named `unique_key`."""
+    return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}

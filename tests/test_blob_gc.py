@@ -10,7 +10,6 @@ import boto3
 import dagster as dg
 import pandas as pd
 import pytest
-from botocore.stub import Stubber
 from dagster_aws.s3 import S3Resource
 
 from mining_assets.blob_gc import (
@@ -350,15 +349,6 @@ def test_prefixes_are_folders_without_overlap():
 
 
 # ---------------------------------------------------------------------- S3 refusing some deletes
-@pytest.fixture
-def stubbed_s3(monkeypatch):
-    """An S3 blob store whose client answers only what the test stubs (botocore's Stubber)."""
-    client = boto3.client("s3", **CREDENTIALS)
-    monkeypatch.setattr(S3Resource, "get_client", lambda self: client)
-    store = S3BlobStore(bucket="b", prefix="mining", s3=S3Resource(**CREDENTIALS))
-    with Stubber(client) as stubber:
-        yield store, stubber
-        stubber.assert_no_pending_responses()
 
 
 def test_s3_keys_the_store_refuses_are_recorded_and_not_counted(stubbed_s3):

@@ -15,8 +15,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from dagster._config import Shape, process_config
-from dagster._core.instance.config import dagster_instance_config_schema, validate_concurrency_config
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,18 +26,23 @@ PHOTOS = 240  # enough for the media step to take a few seconds, so the kill lan
 KILLED_STEP = "media"
 
 
-def _check(config: dict) -> None:
-    result = process_config(Shape(dagster_instance_config_schema()), config)
-    assert result.success, [error.message for error in result.errors]
-    validate_concurrency_config(config)
+def _check(config: dict, folder: Path) -> None:
+    """Dagster loads the file (its schema and the concurrency settings are checked on load). A production file's
+    Postgres storage and S3 compute logs are swapped for local ones, which need no server: the rest is as written
+    (tests/test_production_backfill.py loads its storage against a real PostgreSQL)."""
+    local = {**config, "storage": {"sqlite": {"base_dir": str(folder)}}}
+    local.pop("compute_logs", None)
+    (folder / "dagster.yaml").write_text(yaml.safe_dump(local))
+    with dg.DagsterInstance.from_config(str(folder)):
+        pass
 
 
 @pytest.mark.parametrize("path", [EMBEDDED, PRODUCTION], ids=["embedded", "production"])
-def test_instance_files_monitor_runs_retry_crashes_and_limit_model_pools(path, monkeypatch):
+def test_instance_files_monitor_runs_retry_crashes_and_limit_model_pools(path, monkeypatch, tmp_path):
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB", "MINING_S3_BUCKET"):
         monkeypatch.setenv(name, "x")  # the production file's `env:` values, which the schema resolves
     config = yaml.safe_load(path.read_text())
-    _check(config)
+    _check(config, tmp_path)
     monitoring, retries = config["run_monitoring"], config["run_retries"]
     assert monitoring["enabled"] is True
     assert 0 < monitoring["poll_interval_seconds"] <= 30  # seconds, not the default two minutes

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from harness import meta, query, query_dicts
+from harness import checks_by_asset, meta, query, query_dicts
 from PIL import Image
 
 from mining_assets.frames import frames
@@ -37,11 +37,6 @@ def materialize(instance, resources, key, ops=None, selection=VIDEO_ASSETS):
     )
     assert result.success
     return result
-
-
-def checks_by_asset(result) -> dict[tuple[str, str], bool]:
-    """A run's check results by (asset, check): several assets have a check named `unique_key`."""
-    return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
 
 
 def test_search_download_sample_and_catalog(instance, resources, media_server):

@@ -3,7 +3,6 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from botocore.stub import Stubber
 from dagster_aws.s3 import S3Resource
 
 from resources.blob_store import BlobDeleteError, LocalBlobStore, S3BlobStore, check_key
@@ -121,17 +120,6 @@ def test_a_local_delete_that_fails_names_the_key_and_deletes_the_rest(tmp_path):
 
 
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
-
-
-@pytest.fixture
-def stubbed_s3(monkeypatch):
-    """An S3 blob store whose client answers only what the test stubs (botocore's Stubber)."""
-    client = boto3.client("s3", **CREDENTIALS)
-    monkeypatch.setattr(S3Resource, "get_client", lambda self: client)
-    store = S3BlobStore(bucket="b", prefix="mining", s3=S3Resource(**CREDENTIALS))
-    with Stubber(client) as stubber:
-        yield store, stubber
-        stubber.assert_no_pending_responses()
 
 
 def delete_request(keys: list[str]) -> dict:

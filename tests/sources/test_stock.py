@@ -13,7 +13,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from harness import meta, query, query_dicts
+from harness import checks_by_asset, meta, query, query_dicts
 from PIL import Image
 from vision_support import encode, rotated_jpeg, scene
 
@@ -155,10 +155,6 @@ def materialize(resources, instance, assets=None, partition_key="glass-door", re
                             run_config=run_config)  # fmt: skip
     assert result.success
     return result
-
-
-def checks_by_asset(result) -> dict[tuple[str, str], bool]:
-    return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
 
 
 def test_photos_are_stored_once_with_their_license_and_reach_the_catalog(photo_resources, instance):
