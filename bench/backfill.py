@@ -3,10 +3,11 @@
 Backfill: ``--keywords`` keywords x ``--videos`` videos of ``--mb`` MB each, served by a loopback HTTP server that
 throttles every download to ``--rate-mb`` MB/s, fetched and sampled at 1 frame a second through ``frames``
 (``media_registry`` -> ``media`` -> ``video_frames`` -> ``frames``, the source job's in-process executor). The
-runs go one at a time, then ``--parallel`` at once (each run a process of its own, as the run launcher starts
-them), each time on a new lake. Printed: wall times and the speed-up (goal: 3x or more with 4 runs), and the share
-of the steps' time spent inside warehouse transactions (goal: under 5%). The physical limit is the download: with
-every video throttled, a run cannot be faster than its largest file at the throttled rate.
+runs go one at a time, then ``--parallel`` at once (in as many worker processes, started and warmed up before the
+clock starts, as a run worker has its imports done before its first step), each time on a new lake. Printed: wall
+times and the speed-up (goal: 3x or more with 4 runs), and the share of the steps' time spent inside warehouse
+transactions (goal: under 5%). The physical limit is the download: with every video throttled, a run cannot be
+faster than its largest file at the throttled rate.
 
 Overhead: a one-keyword upload run (``upload_pipeline`` through ``execute_in_process``) of 5 and of 100 photos:
 the time from the run's creation to its success against the sum of its steps' own time (goal: under 20% at 100).
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 SPEEDUP_GOAL = 3.0
 TRANSACTION_GOAL = 0.05
 OVERHEAD_GOAL = 0.20
+QUIET = {"console": {"config": {"log_level": "WARNING"}}}  # the runs' event log stays whole; only the console is quiet
 
 
 class ThrottledHandler(http.server.SimpleHTTPRequestHandler):
@@ -63,16 +66,22 @@ class ThrottledHandler(http.server.SimpleHTTPRequestHandler):
                 time.sleep(ahead)
 
 
-def padded_video(path: Path, megabytes: float) -> Path:
-    """A 10 s synthetic video grown to ``megabytes`` with a trailing MP4 ``free`` box (legal anywhere)."""
+def padded_videos(folder: Path, names: list[str], megabytes: float) -> Path:
+    """One 10 s synthetic video written under every name, each grown to ``megabytes`` with a trailing MP4 ``free``
+    box (legal anywhere) that holds the file's name: every file has bytes of its own, so each is a media item of its
+    own, downloaded, stored and sampled once."""
     from mining_assets.video.synthetic import make_video
 
-    make_video(path, frames=300, fps=30, size=(320, 240))
-    size = int(megabytes * 1024 * 1024) - path.stat().st_size
-    if size > 8:
-        with path.open("ab") as handle:
-            handle.write(struct.pack(">I4s", size, b"free") + bytes(size - 8))
-    return path
+    folder.mkdir(parents=True, exist_ok=True)
+    base = make_video(folder / "base.mp4", frames=300, fps=30, size=(320, 240)).read_bytes()
+    size = max(int(megabytes * 1024 * 1024) - len(base), 8 + 64)
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = name.encode().ljust(64, b" ") + bytes(size - 8 - 64)
+        path.write_bytes(base + struct.pack(">I4s", size, b"free") + body)
+    (folder / "base.mp4").unlink()
+    return folder / names[0]
 
 
 def serve(folder: Path, rate: float) -> tuple[str, http.server.ThreadingHTTPServer]:
@@ -135,12 +144,14 @@ def one_run(root: str, key: str, urls: list[str]) -> dict:
     config = {"media_registry": {"config": {"youtube_search": False, "uploads": False, "stock_sources": [],
                                             "urls": urls}},
               "video_frames": {"config": {"strategy": "time", "every_s": 1.0}}}  # fmt: skip
-    lake.execute("SELECT 1")  # attached, as a step's process is before its first write
+    lake.execute("SELECT 1")  # attached, as the warehouse resource does before the run's first step
+    inside[0] = 0.0
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("keyword", [key])
         result = dg.materialize([media_registry, media, video_frames, frames], partition_key=key,
-                                resources=resources, instance=instance, run_config={"ops": config})  # fmt: skip
+                                resources=resources, instance=instance,
+                                run_config={"ops": config, "loggers": QUIET})  # fmt: skip
         steps = step_seconds(instance, result.run_id)
     wall = time.perf_counter() - started
     rows = lake.execute("SELECT count(*) FROM frames WHERE partition_key = ?", [key])[0][0]
@@ -156,12 +167,26 @@ def backfill(root: Path, base: str, keywords: int, videos: int, parallel: int) -
     jobs = [(str(root), f"kw-{k}", [f"{base}/kw{k}/v{v}.mp4" for v in range(videos)]) for k in range(keywords)]
     context = multiprocessing.get_context("spawn")
     # the lake's schema once, before the runs (every later attach finds it)
-    with context.Pool(1) as pool:
-        pool.apply(prepare_lake, (str(root),))
-    started = time.perf_counter()
-    with context.Pool(parallel) as pool:
-        runs = pool.starmap(one_run, jobs, chunksize=1)
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        pool.submit(prepare_lake, str(root)).result()
+    with ProcessPoolExecutor(parallel, mp_context=context, initializer=warm_up) as pool:
+        list(pool.map(warm_up_wait, range(parallel)))  # every worker started and its imports done
+        started = time.perf_counter()
+        runs = list(pool.map(one_run, *zip(*jobs, strict=True)))
     return time.perf_counter() - started, runs
+
+
+def warm_up() -> None:
+    """A worker's imports, as a run worker has them before its first step."""
+    import dagster  # noqa: F401
+
+    import mining_assets.frames
+    import mining_assets.sources.media
+    import mining_assets.video.frames  # noqa: F401
+
+
+def warm_up_wait(_: int) -> None:
+    time.sleep(0.5)  # long enough that each worker takes one of these
 
 
 def prepare_lake(root: str) -> None:
@@ -193,7 +218,7 @@ def upload_overhead(root: Path, photos: int) -> dict:
         instance.add_dynamic_partitions("keyword", ["uploads"])
         result = job.execute_in_process(
             instance=instance, partition_key="uploads",
-            run_config={"ops": {"media_registry": {"config": {"local_dir": str(folder)}}}},
+            run_config={"ops": {"media_registry": {"config": {"local_dir": str(folder)}}}, "loggers": QUIET},
         )  # fmt: skip
         record = instance.get_run_record_by_id(result.run_id)
         total = record.end_time - record.create_timestamp.timestamp()
@@ -214,11 +239,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     try:
         served = work / "served"
-        source = padded_video(work / "source.mp4", args.mb)
-        for keyword in range(args.keywords):
-            (served / f"kw{keyword}").mkdir(parents=True)
-            for video in range(args.videos):  # a URL each: every keyword's videos are its own
-                os.link(source, served / f"kw{keyword}" / f"v{video}.mp4")
+        names = [f"kw{k}/v{v}.mp4" for k in range(args.keywords) for v in range(args.videos)]
+        source = padded_videos(served, names, args.mb)
         base, server = serve(served, args.rate_mb * 1024 * 1024)
         print(f"{os.cpu_count()} cores; {args.keywords} keywords x {args.videos} videos of "
               f"{source.stat().st_size / 2**20:.1f} MB at {args.rate_mb} MB/s each, 1 frame a second")  # fmt: skip

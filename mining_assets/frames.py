@@ -6,7 +6,7 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.sources.media import media
 from mining_assets.video.frames import video_frames
-from mining_assets.warehouse import table_definition_metadata, table_metadata, unique_key_check, unique_key_spec
+from mining_assets.warehouse import table_definition_metadata, table_report, unique_key_spec
 from resources.warehouse import Warehouse
 
 CATALOG_VIDEO_FRAMES = """
@@ -57,31 +57,21 @@ def frames(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Materi
             conn.execute("DELETE FROM frames WHERE partition_key = ?", [partition_key])
             conn.execute(CATALOG_VIDEO_FRAMES, [partition_key])
             conn.execute(CATALOG_PHOTOS, [partition_key])
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            by_type = dict(
-                conn.execute(
-                    "SELECT media_type, count(*) FROM frames WHERE partition_key = ? GROUP BY media_type",
-                    [partition_key],
-                ).fetchall()
-            )
-            duplicates = conn.execute(
-                "SELECT count(*) - count(DISTINCT frame_id) FROM frames WHERE partition_key = ?", [partition_key]
-            ).fetchone()[0]
-            untraceable = conn.execute(
-                "SELECT count(*) FROM frames WHERE partition_key = ? AND (source_url IS NULL OR source_url = '')",
+            # what is reported is read in the same transaction: what it commits
+            by_type = dict(conn.execute(
+                "SELECT media_type, count(*) FROM frames WHERE partition_key = ? GROUP BY media_type", [partition_key]
+            ).fetchall())  # fmt: skip
+            duplicates, untraceable, sources = conn.execute(
+                "SELECT count(*) - count(DISTINCT frame_id), count(*) FILTER (WHERE source_url IS NULL OR "
+                "source_url = ''), count(DISTINCT media_id) FROM frames WHERE partition_key = ?",
                 [partition_key],
-            ).fetchone()[0]
-            sources = conn.execute(
-                "SELECT count(DISTINCT media_id) FROM frames WHERE partition_key = ?", [partition_key]
-            ).fetchone()[0]
+            ).fetchone()
             sample = conn.execute(
                 "SELECT frame_id, media_type, timestamp_s, source_url, uri FROM frames WHERE partition_key = ? "
                 "ORDER BY media_id, frame_index LIMIT 10",
                 [partition_key],
             ).fetchall()
-            table = table_metadata(conn, "frames", partition_key)
-            unique = unique_key_check(conn, partition_key, ["frames"])
+            table, unique = table_report(conn, partition_key, "frames")
     return dg.MaterializeResult(
         metadata={
             **table,

@@ -31,16 +31,10 @@ if TYPE_CHECKING:
 
     from resources.warehouse import Warehouse
 
-# The resource's own table; every other table's DDL stands beside the asset that owns it, in a ``.sql`` file named
+# The resources' own table; every other table's DDL stands beside the asset that owns it, in a ``.sql`` file named
 # after the asset's module (``video/frames.sql`` beside ``video/frames.py``). The first line of each CREATE TABLE
 # names its key (``-- key: a, b``), unique per row, kept by the one writer and checked by the owner's `unique_key`.
 CORE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS partition_leases (  -- key: name, holder; who may write a partition now (resources.warehouse)
-    name VARCHAR NOT NULL,            -- a partition key, or table:<name> for a shared table
-    holder VARCHAR NOT NULL,
-    taken_at TIMESTAMP NOT NULL,
-    expires_at TIMESTAMP NOT NULL
-);
 CREATE TABLE IF NOT EXISTS api_budgets (  -- key: api; each API's latest request slots, for all runs (resources.budgets)
     api VARCHAR NOT NULL,             -- pexels, unsplash, pixabay, youtube
     slots DOUBLE[] NOT NULL,          -- start times (Unix seconds) of its latest requests, at most one window's worth
@@ -213,6 +207,8 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                 f"this lake holds tables of the earlier data model ({', '.join(legacy)}): "
                 "convert it with `mining warehouse migrate`"
             )
+        if "partition_leases" in existing:  # the write leases moved out of the lake (resources.warehouse)
+            conn.execute("DROP TABLE partition_leases")
         for table in tables():
             if table not in existing:
                 conn.execute(table_ddl(table))
@@ -289,13 +285,17 @@ def replace_stage_rows(
     errors: Sequence[tuple[str, str]],
     where: str = "",
     params: Sequence[Any] = (),
-) -> None:
+    owned: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], dg.AssetCheckResult]:
     """A stage's write: its rows of ``table`` and its recorded errors replaced for a partition, in one transaction
-    under the partition's lease."""
+    under the partition's lease; returns the table's report (``table_report`` over ``owned``) from that
+    transaction."""
     for attempt in warehouse.retrying(lease=partition_key):
         with attempt as conn:
             replace_partition_rows(conn, table, partition_key, rows, where, params)
             record_errors(conn, partition_key, stage, errors)
+            report = table_report(conn, partition_key, table, owned)
+    return report
 
 
 def keyword_text(conn: duckdb.DuckDBPyConnection, partition_key: str) -> str:
@@ -339,15 +339,12 @@ def table_metadata(conn: duckdb.DuckDBPyConnection, table: str, partition_key: s
 
 
 def table_report(
-    warehouse: Warehouse, partition_key: str, table: str, owned: Sequence[str] | None = None
+    conn: duckdb.DuckDBPyConnection, partition_key: str, table: str, owned: Sequence[str] | None = None
 ) -> tuple[dict[str, Any], dg.AssetCheckResult]:
     """What the owner of ``table`` reports after its write: the table's metadata and the `unique_key` check over
-    the tables it owns (``owned``, default just ``table``), read in one snapshot."""
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            metadata = table_metadata(conn, table, partition_key)
-            check = unique_key_check(conn, partition_key, owned or [table])
-    return metadata, check
+    the tables it owns (``owned``, default just ``table``). Read in the writing block, it reports what that block
+    commits, in the same transaction."""
+    return table_metadata(conn, table, partition_key), unique_key_check(conn, partition_key, owned or [table])
 
 
 def unique_key_spec(asset: str, tables_owned: Sequence[str]) -> dg.AssetCheckSpec:

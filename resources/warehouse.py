@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import duckdb
 
 LAKE = "lake"  # the attached catalog's name in SQL: lake.main.frames, or just frames after USE lake
+LEASES = "lake_leases"  # the catalog's database attached a second time, for the write leases
+LEASE_TABLE = "mining_leases"
 CATALOG_SETTING = "MINING_LAKE_CATALOG"
 DATA_PATH_SETTING = "MINING_LAKE_DATA_PATH"
 EXTENSIONS = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
@@ -50,6 +52,8 @@ PERMANENT = re.compile(
     r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|\b403\b|NoSuchBucket",
     re.IGNORECASE,
 )
+# A lease's row inserted by another taker first (primary key): the lease is held, not the warehouse broken.
+TAKEN = re.compile(r"duplicate key|UNIQUE constraint failed|PRIMARY KEY or UNIQUE constraint", re.IGNORECASE)
 # Errors after which the attached instance is dropped and the lake attached again.
 REATTACH = re.compile(
     r"connection|server closed|terminating|ALLOW_CONNECTIONS|does not allow connections|Unable to", re.I
@@ -266,12 +270,30 @@ class Warehouse(dg.ConfigurableResource):
                 )
                 options.append("METADATA_PARAMETERS MAP {'SECRET': 'lake_catalog'}")
             conn.execute(f"ATTACH {_quote('ducklake:' + self.catalog)} AS {LAKE} ({', '.join(options)})")
+            self._attach_leases(conn)
             # commits that collide are retried by this module with its own backoff; DuckLake's own retries stay short
             conn.execute("SET ducklake_max_retry_count = 5")
+            conn.execute("SET ducklake_retry_wait_ms = 10")  # not 100: a commit takes a few milliseconds here
         except Exception:
             conn.close()
             raise
         return _Lake(conn)
+
+    def _attach_leases(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """The lease table: in the catalog's PostgreSQL database, or in a SQLite file beside the catalog's (so that
+        taking a lease never waits on SQLite's lock held by a lake commit)."""
+        kind, location = self.catalog.split(":", 1)
+        if kind == "sqlite":
+            location = leases_file(location)
+            prepare_sqlite_catalog(location)
+            conn.execute(f"ATTACH {_quote(location)} AS {LEASES} (TYPE sqlite)")
+        else:
+            secret = ", SECRET lake_catalog" if self.catalog_password else ""
+            conn.execute(f"ATTACH {_quote(location)} AS {LEASES} (TYPE postgres{secret})")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {LEASES}.{LEASE_TABLE} "
+            "(name VARCHAR PRIMARY KEY, holder VARCHAR NOT NULL, expires_at DOUBLE NOT NULL)"
+        )
 
     def _s3_secret(self) -> str:
         fields = {"KEY_ID": self.s3_access_key_id, "SECRET": self.s3_secret_access_key,
@@ -321,32 +343,39 @@ class Warehouse(dg.ConfigurableResource):
         return self._lake().cursor()
 
     # ------------------------------------------------------------------ retried work
-    def retrying(self, lease: str | None = None) -> Iterator[Attempt]:
+    def retrying(self, lease: str | Sequence[str] | None = None) -> Iterator[Attempt]:
         """Attempts of one transaction, each a fresh cursor; stops after the first that commits.
 
         Args:
-            lease: Take this partition's write lease for the whole block (see ``lease``), so that two writers of
-                one partition never both commit into it.
+            lease: Take this write lease (a partition, a shared table), or these, for the whole block (see
+                ``lease``), so that two writers of one partition never both commit into it. Several are taken in
+                sorted order, so two blocks that want the same ones never each hold one and wait for the other.
         """
-        with self.lease(lease) if lease else nullcontext():
-            delay = self.retry_backoff_seconds
-            attempts = max(1, self.max_attempts)
-            for number in range(1, attempts + 1):
-                last = number == attempts
-                try:
-                    cursor = self.cursor()
-                    cursor.execute("BEGIN TRANSACTION")
-                except Exception as error:
-                    if last or not is_transient(error):
-                        raise self.unavailable(error) from error
-                    self.forget(error)
-                else:
-                    attempt = Attempt(self, cursor, last)
-                    yield attempt
-                    if attempt.error is None:
-                        return
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+        names = sorted({lease} if isinstance(lease, str) else set(lease or ()))
+        with ExitStack() as held:
+            for name in names:
+                held.enter_context(self.lease(name))
+            yield from self._attempts()
+
+    def _attempts(self) -> Iterator[Attempt]:
+        delay = self.retry_backoff_seconds
+        attempts = max(1, self.max_attempts)
+        for number in range(1, attempts + 1):
+            last = number == attempts
+            try:
+                cursor = self.cursor()
+                cursor.execute("BEGIN TRANSACTION")
+            except Exception as error:
+                if last or not is_transient(error):
+                    raise self.unavailable(error) from error
+                self.forget(error)
+            else:
+                attempt = Attempt(self, cursor, last)
+                yield attempt
+                if attempt.error is None:
+                    return
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
 
     def query_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows of one query as dicts by column name, retried."""
@@ -366,55 +395,58 @@ class Warehouse(dg.ConfigurableResource):
     # ------------------------------------------------------------------ leases
     @contextmanager
     def lease(self, name: str, wait_seconds: float | None = None) -> Iterator[None]:
-        """Hold the write lease ``name`` (a partition) until the block ends; wait while another holder has it.
+        """Hold the write lease ``name`` (a partition, a shared table) until the block ends; wait while another
+        holder has it.
 
-        A lease is a row: a taker deletes expired rows and adds its own, then wins if its row is the first live one
-        committed (lowest snapshot). Two takers that both added rows agree on the winner; the loser removes its row
-        and waits. A holder that dies leaves a row that expires after ``lease_seconds``.
+        A lease is a row of ``mining_leases``, a plain table in the catalog's own database (the PostgreSQL
+        database, or a SQLite file beside the catalog's), whose primary key lets one holder in: taking is one short
+        transaction (drop the row if it has expired, add ours if none is left), releasing another. No Parquet file
+        is written for it. A holder that dies leaves a row that expires after ``lease_seconds``.
         """
         holder = uuid.uuid4().hex
         deadline = time.monotonic() + (self.lease_seconds + 30 if wait_seconds is None else wait_seconds)
-        delay = 0.02
-        while True:
-            for attempt in self.retrying():
-                with attempt as conn:
-                    held = conn.execute(
-                        "SELECT holder FROM partition_leases WHERE name = ? AND expires_at > now()::TIMESTAMP",
-                        [name],
-                    ).fetchall()
-                    if not held:
-                        conn.execute(
-                            "DELETE FROM partition_leases WHERE name = ? AND expires_at <= now()::TIMESTAMP", [name]
-                        )
-                        conn.execute(
-                            "INSERT INTO partition_leases VALUES (?, ?, now()::TIMESTAMP, "
-                            "now()::TIMESTAMP + to_microseconds(?::BIGINT))",
-                            [name, holder, int(self.lease_seconds * 1_000_000)],
-                        )
-            if not held:
-                for attempt in self.retrying():
-                    with attempt as conn:
-                        first = conn.execute(
-                            "SELECT holder FROM partition_leases WHERE name = ? AND expires_at > now()::TIMESTAMP "
-                            "ORDER BY snapshot_id, rowid LIMIT 1",
-                            [name],
-                        ).fetchone()
-                if first and first[0] == holder:
-                    break
-                self._release(name, holder)
+        delay = 0.01
+        while not self._take(name, holder):
             if time.monotonic() > deadline:
                 raise LeaseTimeout(f"the write lease of {name!r} stayed taken by another run ({self.describe()})")
+            # holders keep a lease for one short transaction, and a try costs a few milliseconds: poll often, so a
+            # waiter is not still asleep long after the lease came free
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 1.5, 0.05)
         try:
             yield
         finally:
             self._release(name, holder)
 
+    def _take(self, name: str, holder: str) -> bool:
+        """Add the lease's row unless a live one exists; True if this holder has it now."""
+        table = f"{LEASES}.{LEASE_TABLE}"
+        now = time.time()
+        try:
+            for attempt in self.retrying():
+                with attempt as conn:
+                    conn.execute(f"DELETE FROM {table} WHERE name = ? AND expires_at <= ?", [name, now])
+                    added = conn.execute(
+                        f"INSERT INTO {table} SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE name = ?)",
+                        [name, holder, now + self.lease_seconds, name],
+                    ).fetchone()[0]
+        except Exception as error:  # another taker's row committed between our check and our insert
+            if TAKEN.search(str(error)):
+                return False
+            raise
+        return bool(added)
+
+    def held_leases(self) -> list[str]:
+        """The names of the leases held now (live rows), for inspection and tests."""
+        rows = self.execute(
+            f"SELECT name FROM {LEASES}.{LEASE_TABLE} WHERE expires_at > ? ORDER BY name", [time.time()]
+        )
+        return [name for (name,) in rows]
+
     def _release(self, name: str, holder: str) -> None:
         for attempt in self.retrying():
             with attempt as conn:
-                conn.execute("DELETE FROM partition_leases WHERE name = ? AND holder = ?", [name, holder])
+                conn.execute(f"DELETE FROM {LEASES}.{LEASE_TABLE} WHERE name = ? AND holder = ?", [name, holder])
 
 
 def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -422,6 +454,12 @@ def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]
     cursor = conn.execute(sql, list(params))
     columns = [column[0] for column in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def leases_file(catalog_file: str) -> str:
+    """The SQLite file of an embedded lake's write leases: ``catalog.sqlite`` -> ``catalog.leases.sqlite``."""
+    path = Path(catalog_file)
+    return str(path.with_name(f"{path.stem}.leases{path.suffix or '.sqlite'}"))
 
 
 def prepare_sqlite_catalog(path: str) -> None:

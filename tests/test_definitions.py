@@ -213,7 +213,6 @@ def test_every_table_is_written_only_by_the_module_beside_its_ddl():
 
     repo = Path(__file__).resolve().parents[1]
     owners = {name: spec["owner"].removesuffix(".sql") for name, spec in tables().items()}
-    owners["partition_leases"] = "resources/warehouse"
     owners["api_budgets"] = "resources/budgets"
     write = re.compile(r"(?:INSERT INTO|DELETE FROM|UPDATE|MERGE INTO)\s+(\w+)|"
                        r"(?:replace_partition_rows|insert_rows)\(\s*\w+,\s*\"(\w+)\"|"

@@ -316,9 +316,11 @@ def pose_datasets(
                     )
                 # a video that was to go and could not is recorded with the reason (a shared one above all)
                 record_errors(conn, partition_key, STAGE, problems + refused)
-    table_meta, unique_key = table_report(
-        warehouse, partition_key, "pose_datasets", ["pose_datasets", "deleted_sources"]
-    )
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            table_meta, unique_key = table_report(
+                conn, partition_key, "pose_datasets", ["pose_datasets", "deleted_sources"]
+            )
     keep = [key for f in stored.values() for key in (f.blob_key, f.sidecar_key)]
     orphans, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored
     for item, reason in [*problems, *kept][:20]:

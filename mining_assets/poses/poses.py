@@ -18,7 +18,6 @@ from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import (
     replace_stage_rows,
     table_definition_metadata,
-    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -200,8 +199,7 @@ def poses(
     table = pd.DataFrame(rows).assign(partition_key=partition_key, models=models) if rows else pd.DataFrame()
     if rows:
         table["frame_sha256"] = table["frame_id"].map({frame["frame_id"]: frame["sha256"] for frame in todo})
-    replace_stage_rows(warehouse, partition_key, "poses", table, STAGE, errors)
-    table_meta, unique_key = table_report(warehouse, partition_key, "poses")
+    table_meta, unique_key = replace_stage_rows(warehouse, partition_key, "poses", table, STAGE, errors)
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")

@@ -16,7 +16,6 @@ from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import (
     replace_stage_rows,
     table_definition_metadata,
-    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -145,8 +144,7 @@ def quality_scores(
         rows, errors = score_frames(catalog.to_dict("records"), pose_estimator, load, config.threshold)
     table = pd.DataFrame(rows, columns=QUALITY_COLUMNS).assign(partition_key=partition_key, models=models)
     table["frame_sha256"] = table["frame_id"].map(dict(zip(catalog["frame_id"], catalog["sha256"], strict=True)))
-    replace_stage_rows(warehouse, partition_key, "quality_scores", table, STAGE, errors)
-    table_meta, unique_key = table_report(warehouse, partition_key, "quality_scores")
+    table_meta, unique_key = replace_stage_rows(warehouse, partition_key, "quality_scores", table, STAGE, errors)
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")

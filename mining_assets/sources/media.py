@@ -4,6 +4,7 @@ downloads and uploads meet; a keyword's partition holds membership rows (``keywo
 import dataclasses
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -30,6 +31,9 @@ from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSou
 from resources.uploads import UploadBucket
 from resources.warehouse import Warehouse
 from resources.youtube import YouTubeResource
+
+if TYPE_CHECKING:
+    import duckdb
 
 STAGE = "media"
 OWNED = ["keyword_media", "media"]  # the tables whose keys the `unique_key` check covers
@@ -174,21 +178,38 @@ def media(
     by_sha = {m["sha256"]: m["media_id"] for m in stored.values()}
     fetched = 0
 
-    def flush() -> None:
+    def flush(final: bool = False) -> tuple[dict, dg.AssetCheckResult, list[dict]] | None:
+        """Write the new media rows (a block of their own: the media table's lease, which every keyword's run waits
+        on, is held for that write alone), then this run's memberships under the partition's lease; the last flush
+        adds the errors and reads what the step reports in the same transaction."""
         media_rows = pd.DataFrame(new_media, columns=MEDIA_COLUMNS).drop_duplicates("media_id", keep="last")
         if len(media_rows):
             for attempt in warehouse.retrying(lease=MEDIA_LEASE):
                 with attempt as conn:
                     execute_with_rows(conn, STORE_MEDIA, media_rows)
+        new_media.clear()
         rows = pd.DataFrame(members, columns=MEMBER_COLUMNS[1:]).assign(partition_key=partition_key)
-        if len(rows):
+        report = None
+        if len(rows) or final:
             for attempt in warehouse.retrying(lease=partition_key):
                 with attempt as conn:
                     conn.execute("DELETE FROM keyword_media WHERE partition_key = ? AND item IN "
                                  "(SELECT unnest(?::VARCHAR[]))", [partition_key, list(rows["item"])])  # fmt: skip
                     execute_with_rows(conn, ADD_MEMBERS, rows)
-        new_media.clear()
+                    if final:
+                        record_errors(conn, partition_key, STAGE, sorted(failures + notes))
+                        report = (*table_report(conn, partition_key, "keyword_media", OWNED), summary_of(conn))
         members.clear()
+        return report
+
+    def summary_of(conn: "duckdb.DuckDBPyConnection") -> list[dict]:
+        return query_dicts(
+            conn,
+            "SELECT m.media_type, count(*) AS items, sum(m.size_bytes) AS bytes, sum(m.duration_s) AS seconds, "
+            "list(m.blob_key) AS keys FROM keyword_media k JOIN media m USING (media_id) "
+            "WHERE k.partition_key = ? AND k.duplicate_of IS NULL GROUP BY m.media_type",
+            [partition_key],
+        )
 
     flush()  # memberships of media other keywords stored
     with ThreadPoolExecutor(max_workers=max(1, config.max_concurrent_downloads), thread_name_prefix="fetch") as pool:
@@ -221,18 +242,7 @@ def media(
             add_member(row["item"], media_id)
             if done % FLUSH_EVERY == 0:
                 flush()
-    flush()
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            record_errors(conn, partition_key, STAGE, sorted(failures + notes))
-            summary = query_dicts(
-                conn,
-                "SELECT m.media_type, count(*) AS items, sum(m.size_bytes) AS bytes, sum(m.duration_s) AS seconds, "
-                "list(m.blob_key) AS keys FROM keyword_media k JOIN media m USING (media_id) "
-                "WHERE k.partition_key = ? AND k.duplicate_of IS NULL GROUP BY m.media_type",
-                [partition_key],
-            )
-    table, unique = table_report(warehouse, partition_key, "keyword_media", OWNED)
+    table, unique, summary = flush(final=True)
     keys = sorted({key for row in summary for key in row["keys"]})
     missing = [key for key in keys if not blob_store.exists(key)]
     counts = Counter({row["media_type"]: row["items"] for row in summary})

@@ -176,7 +176,7 @@ def media_registry(
             by_source = dict(conn.execute(
                 "SELECT source, count(*) FROM registry WHERE partition_key = ? GROUP BY source ORDER BY source",
                 [partition_key]).fetchall())  # fmt: skip
-    table, unique = table_report(warehouse, partition_key, "registry")
+            table, unique = table_report(conn, partition_key, "registry")
     for item, reason in errors:
         context.log.warning(f"{item}: {reason}")
     new = [row for row in rows if row["item"] not in known]

@@ -19,7 +19,6 @@ from mining_assets.warehouse import (
     query_dicts,
     replace_stage_rows,
     table_definition_metadata,
-    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -192,11 +191,17 @@ def video_frames(
 
     frame_rows = pd.DataFrame(new_frames, columns=FRAME_COLUMNS)
     sample_rows = pd.DataFrame(new_samples, columns=SAMPLE_COLUMNS)
+    members = pd.DataFrame(
+        [(partition_key, media_id, sampling) for media_id, count, _ in outcomes if count],
+        columns=["partition_key", "media_id", "sampling"],
+    )
+    problems = [(media_id, problem) for media_id, _, problem in outcomes if problem]
     if len(sample_rows):
-        # a sample that another keyword stored meanwhile is replaced by this one, which is the same (same video, same
-        # settings, same encoder, same keys): it is stored once whoever got there first
+        # the shared table's lease is held for this write alone: every keyword's run waits on it
         for attempt in warehouse.retrying(lease=SAMPLES_LEASE):
             with attempt as conn:
+                # a sample that another keyword stored meanwhile is replaced by this one, which is the same (same
+                # video, same settings, same encoder, same keys): it is stored once whoever got there first
                 conn.execute(
                     "DELETE FROM video_frames WHERE sampling = ? AND media_id IN (SELECT unnest(?::VARCHAR[]))",
                     [sampling, list(sample_rows["media_id"])],
@@ -207,13 +212,8 @@ def video_frames(
                 )
                 insert_rows(conn, "video_samples", sample_rows)
                 insert_rows(conn, "video_frames", frame_rows)
-    members = pd.DataFrame(
-        [(partition_key, media_id, sampling) for media_id, count, _ in outcomes if count],
-        columns=["partition_key", "media_id", "sampling"],
-    )
-    replace_stage_rows(warehouse, partition_key, "keyword_samples", members, STAGE,
-                       [(media_id, problem) for media_id, _, problem in outcomes if problem])  # fmt: skip
-    table, unique = table_report(warehouse, partition_key, "keyword_samples", OWNED)
+    table, unique = replace_stage_rows(warehouse, partition_key, "keyword_samples", members, STAGE, problems,
+                                       owned=OWNED)  # fmt: skip
     missing = [key for key in frame_rows["blob_key"] if not blob_store.exists(key)]
     return dg.MaterializeResult(
         metadata={

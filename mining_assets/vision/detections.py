@@ -16,7 +16,6 @@ from mining_assets.warehouse import (
     keyword_text,
     replace_stage_rows,
     table_definition_metadata,
-    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -141,8 +140,9 @@ def detections(
         partition_key=partition_key, detector=detector.describe()
     )
     table["frame_sha256"] = table["frame_id"].map(dict(zip(todo["frame_id"], todo["sha256"], strict=True)))
-    replace_stage_rows(warehouse, partition_key, "detections", table, "detections", errors)
-    stored_metadata, unique_key = table_report(warehouse, partition_key, "detections")
+    stored_metadata, unique_key = replace_stage_rows(
+        warehouse, partition_key, "detections", table, "detections", errors
+    )
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
     outside = boxes_outside(table)

@@ -17,7 +17,6 @@ from mining_assets.vision.images import MIN_SIDE
 from mining_assets.warehouse import (
     replace_stage_rows,
     table_definition_metadata,
-    table_report,
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
@@ -128,8 +127,9 @@ def frame_embeddings(
         partition_key=partition_key, model=model, dim=vectors.shape[1] if len(ids) else 0
     )
     table["frame_sha256"] = table["frame_id"].map(dict(zip(todo["frame_id"], todo["sha256"], strict=True)))
-    replace_stage_rows(warehouse, partition_key, "frame_embeddings", table, "frame_embeddings", errors)
-    stored_metadata, unique_key = table_report(warehouse, partition_key, "frame_embeddings")
+    stored_metadata, unique_key = replace_stage_rows(
+        warehouse, partition_key, "frame_embeddings", table, "frame_embeddings", errors
+    )
     removed, missing = remove_orphans(blob_store, prefix, table["blob_key"])
 
     # the check reads back what was stored, not what was computed

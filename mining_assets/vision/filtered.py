@@ -168,7 +168,7 @@ def filtered_frames(
             replace_partition_rows(conn, "filtered_frames", partition_key, result)
             replace_partition_rows(conn, "prompt_sets", partition_key, prompt_rows)
             record_errors(conn, partition_key, "filtered_frames", errors)
-    stored_metadata, unique_key = table_report(warehouse, partition_key, "filtered_frames", OWNED_TABLES)
+            stored_metadata, unique_key = table_report(conn, partition_key, "filtered_frames", OWNED_TABLES)
 
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")

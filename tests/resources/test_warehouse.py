@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 
 from mining_assets.warehouse import KEYS, insert_rows, replace_partition_rows, tables, unique_key_check
-from resources.warehouse import LeaseTimeout, Warehouse, WarehouseUnavailable, close_all, is_transient
+from resources.warehouse import (
+    LEASE_TABLE,
+    LEASES,
+    LeaseTimeout,
+    Warehouse,
+    WarehouseUnavailable,
+    close_all,
+    is_transient,
+)
 
 
 def embedded_lake(folder) -> Warehouse:
@@ -38,7 +46,8 @@ def test_schema_has_every_table_partitioned_by_partition_key(lake):
     names = {
         row[0] for row in lake.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake'")
     }
-    assert set(tables()) | {"partition_leases"} <= names
+    assert set(tables()) <= names
+    assert "partition_leases" not in names  # the leases live in the catalog's database, not in the lake
     partitioned = {
         row[0]
         for row in lake.execute(
@@ -157,15 +166,13 @@ def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
         50,
         "fast",
     )
-    assert lake.execute("SELECT count(*) FROM partition_leases")[0][0] == 0  # both released
+    assert lake.held_leases() == []  # both released
 
 
 def test_a_dead_holders_lease_expires_by_itself(tmp_path):
     short = embedded_lake(tmp_path).model_copy(update={"lease_seconds": 1.0})
-    short.execute(
-        "INSERT INTO partition_leases VALUES ('k', 'a run that was killed', now()::TIMESTAMP, "
-        "now()::TIMESTAMP + INTERVAL 1 SECOND)"
-    )
+    short.execute(f"INSERT INTO {LEASES}.{LEASE_TABLE} VALUES ('k', 'a run that was killed', ?)", [time.time() + 1])
+    assert short.held_leases() == ["k"]
     with pytest.raises(LeaseTimeout, match="'k'"), short.lease("k", wait_seconds=0.2):
         pass
     started = time.monotonic()
