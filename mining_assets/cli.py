@@ -43,6 +43,14 @@ concurrency:
         limit: 1
   pools:
     default_limit: 1
+# a queued run waits out a code location that can't be loaded (a redeploy, an import error): retried every 5 s,
+# 60 times, instead of failed at once (the run limits stay in `concurrency`: Dagster refuses them in both places)
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_user_code_failure_retries: 60
+    user_code_failure_retry_delay: 5
 # a crashed run is failed, its pool slots freed after 5 s, and it is retried from the failed step (not a step
 # that raised: the steps' own retry policies handle those)
 run_monitoring:

@@ -529,7 +529,7 @@ def test_dev_command_prepares_home_and_builds_argv(tmp_path):
     assert config["concurrency"]["pools"] == {"default_limit": 1}, "one model step of each pool at a time"
     assert config["run_monitoring"]["enabled"] and config["run_retries"]["enabled"]
     assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
-    assert set(config) == {"telemetry", "concurrency", "run_monitoring", "run_retries"}
+    assert set(config) == {"telemetry", "concurrency", "run_monitoring", "run_retries", "run_coordinator"}
     with dg.DagsterInstance.get() as instance:
         assert instance.root_directory == str(home)
 

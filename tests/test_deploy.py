@@ -56,6 +56,9 @@ def test_the_values_keep_the_instance_files_limits():
     assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
     assert daemon["runRetries"]["retryOnAssetOrOpFailure"] is False
     assert chart["concurrency"]["pools"]["defaultLimit"] >= 1
+    coordinator = daemon["runCoordinator"]["config"]["customRunCoordinator"]
+    assert (coordinator["module"], coordinator["class"]) == ("dagster.core.run_coordinator", "QueuedRunCoordinator")
+    assert coordinator["config"] == production["run_coordinator"]["config"]
 
 
 def test_model_jobs_ask_kubernetes_for_gpus_only_when_told(monkeypatch):

@@ -50,6 +50,8 @@ def test_instance_files_monitor_runs_retry_crashes_and_limit_model_pools(path, m
     assert retries == {"enabled": True, "max_retries": retries["max_retries"], "retry_on_asset_or_op_failure": False}
     assert retries["max_retries"] >= 1  # Dagster's default, 0, never retries
     assert config["concurrency"]["pools"]["default_limit"] >= 1
+    waits = config["run_coordinator"]["config"]  # queued runs wait out a code location that fails to load
+    assert waits["max_user_code_failure_retries"] * waits["user_code_failure_retry_delay"] >= 120
     assert config["concurrency"]["runs"]["tag_concurrency_limits"] == [
         {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     ]
