@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from resources.leases import PostgresLeases, SqliteLeases, leases_file
+
 if TYPE_CHECKING:
     import duckdb
 
 LAKE = "lake"  # the attached catalog's name in SQL: lake.main.frames, or just frames after USE lake
-LEASES = "lake_leases"  # the catalog's database attached a second time, for the write leases
-LEASE_TABLE = "mining_leases"
 CATALOG_SETTING = "MINING_LAKE_CATALOG"
 DATA_PATH_SETTING = "MINING_LAKE_DATA_PATH"
 EXTENSIONS = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
@@ -52,8 +52,6 @@ PERMANENT = re.compile(
     r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|\b403\b|NoSuchBucket",
     re.IGNORECASE,
 )
-# A lease's row inserted by another taker first (primary key): the lease is held, not the warehouse broken.
-TAKEN = re.compile(r"duplicate key|UNIQUE constraint failed|PRIMARY KEY or UNIQUE constraint", re.IGNORECASE)
 # Errors after which the attached instance is dropped and the lake attached again.
 REATTACH = re.compile(
     r"connection|server closed|terminating|ALLOW_CONNECTIONS|does not allow connections|Unable to", re.I
@@ -108,6 +106,7 @@ class _Lake:
 
 
 _LAKES: dict[str, _Lake] = {}
+_LEASE_STORES: dict[str, SqliteLeases | PostgresLeases] = {}
 _LAKES_LOCK = threading.Lock()
 
 
@@ -270,7 +269,10 @@ class Warehouse(dg.ConfigurableResource):
                 )
                 options.append("METADATA_PARAMETERS MAP {'SECRET': 'lake_catalog'}")
             conn.execute(f"ATTACH {_quote('ducklake:' + self.catalog)} AS {LAKE} ({', '.join(options)})")
-            self._attach_leases(conn)
+            if kind == "postgres":
+                PostgresLeases.attach(
+                    conn, self.catalog.split(":", 1)[1], "lake_catalog" if self.catalog_password else None
+                )
             # commits that collide are retried by this module with its own backoff; DuckLake's own retries stay short
             conn.execute("SET ducklake_max_retry_count = 5")
             conn.execute("SET ducklake_retry_wait_ms = 10")  # not 100: a commit takes a few milliseconds here
@@ -278,22 +280,6 @@ class Warehouse(dg.ConfigurableResource):
             conn.close()
             raise
         return _Lake(conn)
-
-    def _attach_leases(self, conn: duckdb.DuckDBPyConnection) -> None:
-        """The lease table: in the catalog's PostgreSQL database, or in a SQLite file beside the catalog's (so that
-        taking a lease never waits on SQLite's lock held by a lake commit)."""
-        kind, location = self.catalog.split(":", 1)
-        if kind == "sqlite":
-            location = leases_file(location)
-            prepare_sqlite_catalog(location)
-            conn.execute(f"ATTACH {_quote(location)} AS {LEASES} (TYPE sqlite)")
-        else:
-            secret = ", SECRET lake_catalog" if self.catalog_password else ""
-            conn.execute(f"ATTACH {_quote(location)} AS {LEASES} (TYPE postgres{secret})")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {LEASES}.{LEASE_TABLE} "
-            "(name VARCHAR PRIMARY KEY, holder VARCHAR NOT NULL, expires_at DOUBLE NOT NULL)"
-        )
 
     def _s3_secret(self) -> str:
         fields = {"KEY_ID": self.s3_access_key_id, "SECRET": self.s3_secret_access_key,
@@ -393,60 +379,48 @@ class Warehouse(dg.ConfigurableResource):
         return rows
 
     # ------------------------------------------------------------------ leases
+    @property
+    def leases(self) -> SqliteLeases | PostgresLeases:
+        """Where this lake's write leases are kept (``resources.leases``)."""
+        store = _LEASE_STORES.get(self.fingerprint)
+        if store is None:
+            kind, location = self.kind, self.catalog.split(":", 1)[1]
+            store = SqliteLeases(location) if kind == "sqlite" else PostgresLeases(self)
+            _LEASE_STORES[self.fingerprint] = store
+        return store
+
     @contextmanager
     def lease(self, name: str, wait_seconds: float | None = None) -> Iterator[None]:
         """Hold the write lease ``name`` (a partition, a shared table) until the block ends; wait while another
-        holder has it.
-
-        A lease is a row of ``mining_leases``, a plain table in the catalog's own database (the PostgreSQL
-        database, or a SQLite file beside the catalog's), whose primary key lets one holder in: taking is one short
-        transaction (drop the row if it has expired, add ours if none is left), releasing another. No Parquet file
-        is written for it. A holder that dies leaves a row that expires after ``lease_seconds``.
-        """
+        holder has it, at most ``lease_seconds`` and a half minute (a dead holder's lease expires in that time)."""
         holder = uuid.uuid4().hex
         deadline = time.monotonic() + (self.lease_seconds + 30 if wait_seconds is None else wait_seconds)
         delay = 0.01
-        while not self._take(name, holder):
+        while not self._lease_call("take", name, holder, self.lease_seconds):
             if time.monotonic() > deadline:
                 raise LeaseTimeout(f"the write lease of {name!r} stayed taken by another run ({self.describe()})")
-            # holders keep a lease for one short transaction, and a try costs a few milliseconds: poll often, so a
-            # waiter is not still asleep long after the lease came free
+            # holders keep a lease for one short transaction, and a try costs a few milliseconds at most: poll
+            # often, so a waiter is not still asleep long after the lease came free
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 0.05)
         try:
             yield
         finally:
-            self._release(name, holder)
-
-    def _take(self, name: str, holder: str) -> bool:
-        """Add the lease's row unless a live one exists; True if this holder has it now."""
-        table = f"{LEASES}.{LEASE_TABLE}"
-        now = time.time()
-        try:
-            for attempt in self.retrying():
-                with attempt as conn:
-                    conn.execute(f"DELETE FROM {table} WHERE name = ? AND expires_at <= ?", [name, now])
-                    added = conn.execute(
-                        f"INSERT INTO {table} SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE name = ?)",
-                        [name, holder, now + self.lease_seconds, name],
-                    ).fetchone()[0]
-        except Exception as error:  # another taker's row committed between our check and our insert
-            if TAKEN.search(str(error)):
-                return False
-            raise
-        return bool(added)
+            self._lease_call("release", name, holder)
 
     def held_leases(self) -> list[str]:
         """The names of the leases held now (live rows), for inspection and tests."""
-        rows = self.execute(
-            f"SELECT name FROM {LEASES}.{LEASE_TABLE} WHERE expires_at > ? ORDER BY name", [time.time()]
-        )
-        return [name for (name,) in rows]
+        return self._lease_call("held")
 
-    def _release(self, name: str, holder: str) -> None:
-        for attempt in self.retrying():
-            with attempt as conn:
-                conn.execute(f"DELETE FROM {LEASES}.{LEASE_TABLE} WHERE name = ? AND holder = ?", [name, holder])
+    def _lease_call(self, method: str, *args: Any) -> Any:
+        import sqlite3
+
+        try:
+            return getattr(self.leases, method)(*args)
+        except sqlite3.Error as error:  # the embedded leases' file: full disk, a lock held past the busy timeout
+            raise WarehouseUnavailable(
+                f"write leases unavailable ({leases_file(self.catalog.split(':', 1)[1])}): {error}"
+            ) from error
 
 
 def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -454,12 +428,6 @@ def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]
     cursor = conn.execute(sql, list(params))
     columns = [column[0] for column in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-
-
-def leases_file(catalog_file: str) -> str:
-    """The SQLite file of an embedded lake's write leases: ``catalog.sqlite`` -> ``catalog.leases.sqlite``."""
-    path = Path(catalog_file)
-    return str(path.with_name(f"{path.stem}.leases{path.suffix or '.sqlite'}"))
 
 
 def prepare_sqlite_catalog(path: str) -> None:

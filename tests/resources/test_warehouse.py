@@ -12,8 +12,6 @@ import pytest
 
 from mining_assets.warehouse import KEYS, insert_rows, replace_partition_rows, tables, unique_key_check
 from resources.warehouse import (
-    LEASE_TABLE,
-    LEASES,
     LeaseTimeout,
     Warehouse,
     WarehouseUnavailable,
@@ -171,7 +169,7 @@ def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
 
 def test_a_dead_holders_lease_expires_by_itself(tmp_path):
     short = embedded_lake(tmp_path).model_copy(update={"lease_seconds": 1.0})
-    short.execute(f"INSERT INTO {LEASES}.{LEASE_TABLE} VALUES ('k', 'a run that was killed', ?)", [time.time() + 1])
+    short.leases.plant("k", "a run that was killed", time.time() + 1)
     assert short.held_leases() == ["k"]
     with pytest.raises(LeaseTimeout, match="'k'"), short.lease("k", wait_seconds=0.2):
         pass
