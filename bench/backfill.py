@@ -106,6 +106,33 @@ def step_seconds(instance, run_id: str) -> float:
     return total
 
 
+_INSIDE = [0.0]  # seconds inside warehouse blocks in this process, since the last reset
+
+
+def time_warehouse_blocks(warehouse_class) -> list[float]:
+    """Count the time of every outermost retried block (a lease's own blocks are inside it, and lease waits are
+    counted) into ``_INSIDE``; patched once per process."""
+    if getattr(warehouse_class.retrying, "timed", False):
+        return _INSIDE
+    depth = threading.local()
+    original = warehouse_class.retrying
+
+    def timed(self, lease=None):
+        outer = not getattr(depth, "n", 0)
+        depth.n = getattr(depth, "n", 0) + 1
+        started = time.perf_counter()
+        try:
+            yield from original(self, lease)
+        finally:
+            depth.n -= 1
+            if outer:
+                _INSIDE[0] += time.perf_counter() - started
+
+    timed.timed = True
+    warehouse_class.retrying = timed
+    return _INSIDE
+
+
 def one_run(root: str, key: str, urls: list[str]) -> dict:
     """One keyword's run in this process: its wall time, its steps' time and the time inside warehouse blocks."""
     import dagster as dg
@@ -120,23 +147,8 @@ def one_run(root: str, key: str, urls: list[str]) -> dict:
     from resources.uploads import UploadBucket
     from resources.youtube import YouTubeResource
 
-    inside = [0.0]
-    depth = threading.local()
-    original = warehouse_module.Warehouse.retrying
-
-    def timed(self, lease=None):
-        """Time of the outermost retried block (a lease's own blocks are inside it), lease waits included."""
-        outer = not getattr(depth, "n", 0)
-        depth.n = getattr(depth, "n", 0) + 1
-        started = time.perf_counter()
-        try:
-            yield from original(self, lease)
-        finally:
-            depth.n -= 1
-            if outer:
-                inside[0] += time.perf_counter() - started
-
-    warehouse_module.Warehouse.retrying = timed
+    inside = time_warehouse_blocks(warehouse_module.Warehouse)
+    inside[0] = 0.0
     lake = warehouse_module.Warehouse(catalog=f"sqlite:{root}/lake/catalog.sqlite", data_path=f"{root}/lake/data/")
     resources = {"warehouse": lake, "blob_store": LocalBlobStore(root=f"{root}/blobs"), "youtube": YouTubeResource(),
                  "uploads": UploadBucket.unconfigured(), "pexels": PexelsSource(), "unsplash": UnsplashSource(),
@@ -153,14 +165,15 @@ def one_run(root: str, key: str, urls: list[str]) -> dict:
                                 resources=resources, instance=instance,
                                 run_config={"ops": config, "loggers": QUIET})  # fmt: skip
         steps = step_seconds(instance, result.run_id)
-    wall = time.perf_counter() - started
+    wall, spent = time.perf_counter() - started, inside[0]
     rows = lake.execute("SELECT count(*) FROM frames WHERE partition_key = ?", [key])[0][0]
-    return {"key": key, "wall": wall, "steps": steps, "warehouse": inside[0], "frames": rows,
+    return {"key": key, "wall": wall, "steps": steps, "warehouse": spent, "frames": rows,
             "ok": result.success}  # fmt: skip
 
 
 def backfill(root: Path, base: str, keywords: int, videos: int, parallel: int) -> tuple[float, list[dict]]:
-    """All keywords' runs, ``parallel`` at a time, each in a fresh process; wall time and each run's figures."""
+    """All keywords' runs, ``parallel`` at a time in as many warm worker processes; wall time and each run's
+    figures."""
     if root.exists():
         shutil.rmtree(root)
     (root / "lake").mkdir(parents=True)
@@ -169,24 +182,23 @@ def backfill(root: Path, base: str, keywords: int, videos: int, parallel: int) -
     # the lake's schema once, before the runs (every later attach finds it)
     with ProcessPoolExecutor(1, mp_context=context) as pool:
         pool.submit(prepare_lake, str(root)).result()
-    with ProcessPoolExecutor(parallel, mp_context=context, initializer=warm_up) as pool:
-        list(pool.map(warm_up_wait, range(parallel)))  # every worker started and its imports done
+    with ProcessPoolExecutor(parallel, mp_context=context, initializer=warm_up, initargs=(str(root), base)) as pool:
+        list(pool.map(wait_a_moment, range(parallel)))  # every worker started and warmed up
         started = time.perf_counter()
         runs = list(pool.map(one_run, *zip(*jobs, strict=True)))
     return time.perf_counter() - started, runs
 
 
-def warm_up() -> None:
-    """A worker's imports, as a run worker has them before its first step."""
-    import dagster  # noqa: F401
+def warm_up(root: str, base: str) -> None:
+    """A worker's first run, on a lake of its own and a small video: what a run worker has imported and cached
+    once it has run once (Dagster's first run in a process, yt-dlp's extractors, PyAV), out of the figures."""
+    scratch = Path(root).parent / f"warm-up-{os.getpid()}"
+    (scratch / "lake").mkdir(parents=True)
+    one_run(str(scratch), "warm-up", [f"{base}/warm-up.mp4"])
 
-    import mining_assets.frames
-    import mining_assets.sources.media
-    import mining_assets.video.frames  # noqa: F401
 
-
-def warm_up_wait(_: int) -> None:
-    time.sleep(0.5)  # long enough that each worker takes one of these
+def wait_a_moment(_: int) -> None:
+    time.sleep(0.5)  # long enough that each worker, once warm, takes one of these
 
 
 def prepare_lake(root: str) -> None:
@@ -241,6 +253,7 @@ def main() -> None:
         served = work / "served"
         names = [f"kw{k}/v{v}.mp4" for k in range(args.keywords) for v in range(args.videos)]
         source = padded_videos(served, names, args.mb)
+        padded_videos(served, ["warm-up.mp4"], 0.1)
         base, server = serve(served, args.rate_mb * 1024 * 1024)
         print(f"{os.cpu_count()} cores; {args.keywords} keywords x {args.videos} videos of "
               f"{source.stat().st_size / 2**20:.1f} MB at {args.rate_mb} MB/s each, 1 frame a second")  # fmt: skip

@@ -11,11 +11,13 @@ itself. Expiry compares the machines' clocks, so they must agree within seconds 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,7 @@ DDL = (
     f"CREATE TABLE IF NOT EXISTS {LEASE_TABLE} "
     "(name VARCHAR PRIMARY KEY, holder VARCHAR NOT NULL, expires_at DOUBLE NOT NULL)"
 )
+_LISTED = "(SELECT value FROM json_each(?))"  # the names, passed as one JSON list
 # A lease's row inserted by another taker first (primary key): the lease is held, not the store broken.
 TAKEN = re.compile(r"duplicate key|UNIQUE constraint failed|PRIMARY KEY or UNIQUE constraint", re.IGNORECASE)
 
@@ -69,21 +72,27 @@ class SqliteLeases:
             self.local.db, self.local.pid = db, os.getpid()
         return db
 
-    def take(self, name: str, holder: str, seconds: float) -> bool:
-        now = time.time()
+    def take(self, names: Sequence[str], holder: str, seconds: float) -> bool:
+        """All of ``names`` for ``holder``, or none of them (some are held)."""
+        now, listed = time.time(), json.dumps(list(names))
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute(f"DELETE FROM {LEASE_TABLE} WHERE name = ? AND expires_at <= ?", [name, now])
-            added = db.execute(f"INSERT OR IGNORE INTO {LEASE_TABLE} VALUES (?, ?, ?)", [name, holder, now + seconds])
+            db.execute(f"DELETE FROM {LEASE_TABLE} WHERE expires_at <= ? AND name IN {_LISTED}", [now, listed])
+            (held,) = db.execute(f"SELECT count(*) FROM {LEASE_TABLE} WHERE name IN {_LISTED}", [listed]).fetchone()
+            if not held:
+                rows = [(name, holder, now + seconds) for name in names]
+                db.executemany(f"INSERT INTO {LEASE_TABLE} VALUES (?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return added.rowcount == 1
+        return not held
 
-    def release(self, name: str, holder: str) -> None:
-        self._connect().execute(f"DELETE FROM {LEASE_TABLE} WHERE name = ? AND holder = ?", [name, holder])
+    def release(self, names: Sequence[str], holder: str) -> None:
+        self._connect().execute(
+            f"DELETE FROM {LEASE_TABLE} WHERE holder = ? AND name IN {_LISTED}", [holder, json.dumps(list(names))]
+        )
 
     def plant(self, name: str, holder: str, expires_at: float) -> None:
         """Write a lease row as a holder would have (a holder that died, in tests and drills)."""
@@ -112,27 +121,38 @@ class PostgresLeases:
         conn.execute(f"ATTACH {_quote(conninfo)} AS {LEASES} (TYPE postgres{option})")
         conn.execute(DDL.replace(f"EXISTS {LEASE_TABLE}", f"EXISTS {LEASES}.{LEASE_TABLE}"))
 
-    def take(self, name: str, holder: str, seconds: float) -> bool:
+    def take(self, names: Sequence[str], holder: str, seconds: float) -> bool:
+        """All of ``names`` for ``holder``, or none of them (some are held, or another taker's rows committed
+        between our check and our insert: the primary key refuses ours)."""
         table = f"{LEASES}.{LEASE_TABLE}"
-        now = time.time()
+        now, listed = time.time(), list(names)
         try:
             for attempt in self.warehouse.retrying():
                 with attempt as conn:
-                    conn.execute(f"DELETE FROM {table} WHERE name = ? AND expires_at <= ?", [name, now])
-                    added = conn.execute(
-                        f"INSERT INTO {table} SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE name = ?)",
-                        [name, holder, now + seconds, name],
-                    ).fetchone()[0]
-        except Exception as error:  # another taker's row committed between our check and our insert
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE expires_at <= ? AND name IN (SELECT unnest(?::VARCHAR[]))",
+                        [now, listed],
+                    )
+                    (held,) = conn.execute(
+                        f"SELECT count(*) FROM {table} WHERE name IN (SELECT unnest(?::VARCHAR[]))", [listed]
+                    ).fetchone()
+                    if not held:
+                        conn.execute(
+                            f"INSERT INTO {table} SELECT unnest(?::VARCHAR[]), ?, ?", [listed, holder, now + seconds]
+                        )
+        except Exception as error:
             if TAKEN.search(str(error)):
                 return False
             raise
-        return bool(added)
+        return not held
 
-    def release(self, name: str, holder: str) -> None:
+    def release(self, names: Sequence[str], holder: str) -> None:
         for attempt in self.warehouse.retrying():
             with attempt as conn:
-                conn.execute(f"DELETE FROM {LEASES}.{LEASE_TABLE} WHERE name = ? AND holder = ?", [name, holder])
+                conn.execute(
+                    f"DELETE FROM {LEASES}.{LEASE_TABLE} WHERE holder = ? AND name IN (SELECT unnest(?::VARCHAR[]))",
+                    [holder, list(names)],
+                )
 
     def plant(self, name: str, holder: str, expires_at: float) -> None:
         self.warehouse.execute(f"INSERT INTO {LEASES}.{LEASE_TABLE} VALUES (?, ?, ?)", [name, holder, expires_at])

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -333,14 +333,10 @@ class Warehouse(dg.ConfigurableResource):
         """Attempts of one transaction, each a fresh cursor; stops after the first that commits.
 
         Args:
-            lease: Take this write lease (a partition, a shared table), or these, for the whole block (see
-                ``lease``), so that two writers of one partition never both commit into it. Several are taken in
-                sorted order, so two blocks that want the same ones never each hold one and wait for the other.
+            lease: Take this write lease (a partition, a shared table), or all of these, for the whole block (see
+                ``lease``), so that two writers of one partition never both commit into it.
         """
-        names = sorted({lease} if isinstance(lease, str) else set(lease or ()))
-        with ExitStack() as held:
-            for name in names:
-                held.enter_context(self.lease(name))
+        with self.lease(lease or ()):
             yield from self._attempts()
 
     def _attempts(self) -> Iterator[Attempt]:
@@ -390,15 +386,22 @@ class Warehouse(dg.ConfigurableResource):
         return store
 
     @contextmanager
-    def lease(self, name: str, wait_seconds: float | None = None) -> Iterator[None]:
-        """Hold the write lease ``name`` (a partition, a shared table) until the block ends; wait while another
-        holder has it, at most ``lease_seconds`` and a half minute (a dead holder's lease expires in that time)."""
+    def lease(self, names: str | Sequence[str], wait_seconds: float | None = None) -> Iterator[None]:
+        """Hold the write lease ``names`` (a partition, a shared table, a shared row), or all of several at once,
+        until the block ends; wait while another holder has any of them, at most ``lease_seconds`` and a half
+        minute (a dead holder's lease expires in that time). Several are taken together or not at all, so two
+        holders never each keep one while waiting for the other."""
+        wanted = sorted({names} if isinstance(names, str) else set(names))
+        if not wanted:
+            yield
+            return
         holder = uuid.uuid4().hex
         deadline = time.monotonic() + (self.lease_seconds + 30 if wait_seconds is None else wait_seconds)
         delay = 0.01
-        while not self._lease_call("take", name, holder, self.lease_seconds):
+        while not self._lease_call("take", wanted, holder, self.lease_seconds):
             if time.monotonic() > deadline:
-                raise LeaseTimeout(f"the write lease of {name!r} stayed taken by another run ({self.describe()})")
+                shown = ", ".join(repr(name) for name in wanted[:5]) + (" ..." if len(wanted) > 5 else "")
+                raise LeaseTimeout(f"the write lease of {shown} stayed taken by another run ({self.describe()})")
             # holders keep a lease for one short transaction, and a try costs a few milliseconds at most: poll
             # often, so a waiter is not still asleep long after the lease came free
             time.sleep(delay * (0.5 + random.random()))
@@ -406,7 +409,7 @@ class Warehouse(dg.ConfigurableResource):
         try:
             yield
         finally:
-            self._lease_call("release", name, holder)
+            self._lease_call("release", wanted, holder)
 
     def held_leases(self) -> list[str]:
         """The names of the leases held now (live rows), for inspection and tests."""

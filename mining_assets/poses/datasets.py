@@ -35,6 +35,7 @@ from mining_assets.poses.hdf5 import (
     write_keyword_file,
     write_media_file,
 )
+from mining_assets.sources.media import media_leases
 from mining_assets.video.probe import file_sha256
 from mining_assets.vision.common import metadata_location, partition_prefix, remove_orphans
 from mining_assets.warehouse import (
@@ -87,9 +88,6 @@ UNION SELECT 'registry', partition_key FROM registry WHERE media_id = $1 AND par
 UNION SELECT 'media', media_id FROM media WHERE blob_key = $3 AND media_id <> $1
 ORDER BY 1, 2
 """
-# the lease media writes its shared rows under (sources/media.py MEDIA_LEASE): an original stored or stored again
-# by another keyword meanwhile waits until the users were read and the original deleted
-ORIGINALS_LEASE = "table:media"
 
 
 class PoseDatasetsConfig(dg.Config):
@@ -295,7 +293,9 @@ def pose_datasets(
         originals, kept = deletable(provenance, set(stored), {m for m in deleted_before if still_deleted(m)})
         # originals go only once their files' rows are committed, and outside any retried block: a retried block
         # must not delete twice (the second time would find the blob gone and report it kept)
-        with warehouse.lease(ORIGINALS_LEASE):
+        # the leases media writes those rows under (media_leases): an original stored or stored again by another
+        # keyword meanwhile waits until its users were read and it was deleted
+        with warehouse.lease(media_leases(originals)):
             for attempt in warehouse.retrying():
                 with attempt as conn:
                     users = original_users(conn, partition_key, originals)

@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 
 STAGE = "media"
 OWNED = ["keyword_media", "media"]  # the tables whose keys the `unique_key` check covers
-MEDIA_LEASE = "table:media"  # media is shared by every keyword: two keywords storing one media id take turns
+
+
+def media_leases(media_ids) -> list[str]:
+    """The leases of media rows: media is shared by every keyword, so two keywords storing one media id (or one
+    deleting its original while another stores it) take turns on that id; other ids go side by side."""
+    return sorted({f"media:{media_id}" for media_id in media_ids})
+
+
 MEDIA_COLUMNS = [name for name in tables()["media"]["columns"] if name != "stored_at"]
 STORE_MEDIA = f"""
 MERGE INTO media USING (SELECT * FROM _incoming) AS incoming ON media.media_id = incoming.media_id
@@ -179,12 +186,12 @@ def media(
     fetched = 0
 
     def flush(final: bool = False) -> tuple[dict, dg.AssetCheckResult, list[dict]] | None:
-        """Write the new media rows (a block of their own: the media table's lease, which every keyword's run waits
-        on, is held for that write alone), then this run's memberships under the partition's lease; the last flush
+        """Write the new media rows (a block of their own, under their ids' leases, which other keywords' runs may
+        wait on), then this run's memberships under the partition's lease; the last flush
         adds the errors and reads what the step reports in the same transaction."""
         media_rows = pd.DataFrame(new_media, columns=MEDIA_COLUMNS).drop_duplicates("media_id", keep="last")
         if len(media_rows):
-            for attempt in warehouse.retrying(lease=MEDIA_LEASE):
+            for attempt in warehouse.retrying(lease=media_leases(media_rows["media_id"])):
                 with attempt as conn:
                     execute_with_rows(conn, STORE_MEDIA, media_rows)
         new_media.clear()

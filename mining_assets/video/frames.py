@@ -26,7 +26,6 @@ from resources.warehouse import Warehouse
 
 STAGE = "video_frames"
 OWNED = ["keyword_samples", "video_samples", "video_frames"]  # covered by the `unique_key` check
-SAMPLES_LEASE = "table:video_frames"  # samples are shared by every keyword: two keywords storing one take turns
 FRAME_COLUMNS = ["media_id", "sampling", "frame_index", "frame_id", "timestamp_s", "width", "height", "blob_key",
                  "uri", "sha256"]  # fmt: skip
 SAMPLE_COLUMNS = ["media_id", "sampling", "strategy", "every_n_frames", "every_s", "max_frames", "jpeg_quality",
@@ -197,8 +196,10 @@ def video_frames(
     )
     problems = [(media_id, problem) for media_id, _, problem in outcomes if problem]
     if len(sample_rows):
-        # the shared table's lease is held for this write alone: every keyword's run waits on it
-        for attempt in warehouse.retrying(lease=SAMPLES_LEASE):
+        # samples are shared by every keyword: two keywords storing one sample take turns on its lease, held for
+        # this write alone
+        leases = [f"video_samples:{media_id}:{sampling}" for media_id in sample_rows["media_id"]]
+        for attempt in warehouse.retrying(lease=leases):
             with attempt as conn:
                 # a sample that another keyword stored meanwhile is replaced by this one, which is the same (same
                 # video, same settings, same encoder, same keys): it is stored once whoever got there first

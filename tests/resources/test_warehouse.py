@@ -167,6 +167,18 @@ def test_the_lease_keeps_two_writers_of_one_partition_apart(lake):
     assert lake.held_leases() == []  # both released
 
 
+def test_several_leases_are_taken_together_or_not_at_all(lake):
+    with lake.lease(["a", "b"]):
+        with pytest.raises(LeaseTimeout, match="'b', 'c'"), lake.lease(["c", "b"], wait_seconds=0.3):
+            pass
+        assert lake.held_leases() == ["a", "b"]  # the refused taker kept none (not c) while waiting for b
+        with lake.lease("c"):  # a lease nobody holds is taken at once
+            assert lake.held_leases() == ["a", "b", "c"]
+    with lake.lease(["b", "c"]):
+        assert lake.held_leases() == ["b", "c"]
+    assert lake.held_leases() == []
+
+
 def test_a_dead_holders_lease_expires_by_itself(tmp_path):
     short = embedded_lake(tmp_path).model_copy(update={"lease_seconds": 1.0})
     short.leases.plant("k", "a run that was killed", time.time() + 1)
