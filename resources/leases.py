@@ -17,7 +17,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,22 @@ DDL = (
 _LISTED = "(SELECT value FROM json_each(?))"  # the names, passed as one JSON list
 # A lease's row inserted by another taker first (primary key): the lease is held, not the store broken.
 TAKEN = re.compile(r"duplicate key|UNIQUE constraint failed|PRIMARY KEY or UNIQUE constraint", re.IGNORECASE)
+
+
+@contextmanager
+def commit_turn(catalog_file: str) -> Iterator[None]:
+    """Wait for this machine's turn to commit into an embedded lake's SQLite catalog (an exclusive ``flock`` on a
+    file beside it, for the commit alone). SQLite admits one committer at a time and DuckDB's SQLite scanner
+    refuses a second at once ("database is locked"), which would cost that transaction a retry and a backoff
+    sleep; in turn, it waits only for the commit ahead of it. The kernel drops the lock of a process that dies."""
+    import fcntl
+
+    with open(f"{catalog_file}.commit-lock", "a") as handle:  # an open file of its own: threads take turns too
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def leases_file(catalog_file: str) -> str:

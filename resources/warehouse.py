@@ -23,13 +23,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from resources.leases import PostgresLeases, SqliteLeases, leases_file
+from resources.leases import PostgresLeases, SqliteLeases, commit_turn, leases_file
 
 if TYPE_CHECKING:
     import duckdb
@@ -132,10 +132,11 @@ def close_all() -> None:
 class Attempt:
     """One try of a retried block: a cursor in an open transaction, committed when the block ends."""
 
-    def __init__(self, warehouse: Warehouse, cursor: duckdb.DuckDBPyConnection, last: bool):
+    def __init__(self, warehouse: Warehouse, cursor: duckdb.DuckDBPyConnection, last: bool, turn_held: bool):
         self.warehouse = warehouse
         self.cursor = cursor
         self.last = last
+        self.turn_held = turn_held  # the block holds the catalog's turn already (taking it again would deadlock)
         self.error: BaseException | None = None
         self.done = False
 
@@ -147,7 +148,8 @@ class Attempt:
         try:
             if error is None:
                 try:
-                    cursor.execute("COMMIT")
+                    with nullcontext() if self.turn_held else self.warehouse.commit_turn():
+                        cursor.execute("COMMIT")
                     self.done = True
                     return False
                 except Exception as commit_error:
@@ -314,6 +316,11 @@ class Warehouse(dg.ConfigurableResource):
                     lake.schema_ready = True
         return lake
 
+    def commit_turn(self) -> AbstractContextManager[None]:
+        """Held around each COMMIT: the embedded catalog's turn (``resources.leases.commit_turn``); PostgreSQL
+        takes concurrent commits by itself."""
+        return commit_turn(self.catalog.split(":", 1)[1]) if self.kind == "sqlite" else nullcontext()
+
     def forget(self, error: BaseException) -> None:
         """Drop this process's attachment after a lost connection, so the next attempt attaches again."""
         if not REATTACH.search(str(error)):
@@ -337,25 +344,30 @@ class Warehouse(dg.ConfigurableResource):
                 ``lease``), so that two writers of one partition never both commit into it.
         """
         with self.lease(lease or ()):
-            yield from self._attempts()
+            yield from self._attempts(writing=bool(lease))
 
-    def _attempts(self) -> Iterator[Attempt]:
+    def _attempts(self, writing: bool) -> Iterator[Attempt]:
+        """Tries of one transaction. A writing block on the embedded catalog holds the catalog's turn for the whole
+        transaction: DuckLake reads the SQLite catalog when the transaction starts and writes it at the commit, and
+        SQLite refuses that commit at once if another process committed in between; in turn, the transaction runs
+        once. Other blocks (reads, mostly) take the turn for their commit only."""
         delay = self.retry_backoff_seconds
         attempts = max(1, self.max_attempts)
         for number in range(1, attempts + 1):
             last = number == attempts
-            try:
-                cursor = self.cursor()
-                cursor.execute("BEGIN TRANSACTION")
-            except Exception as error:
-                if last or not is_transient(error):
-                    raise self.unavailable(error) from error
-                self.forget(error)
-            else:
-                attempt = Attempt(self, cursor, last)
-                yield attempt
-                if attempt.error is None:
-                    return
+            with self.commit_turn() if writing else nullcontext():
+                try:
+                    cursor = self.cursor()
+                    cursor.execute("BEGIN TRANSACTION")
+                except Exception as error:
+                    if last or not is_transient(error):
+                        raise self.unavailable(error) from error
+                    self.forget(error)
+                else:
+                    attempt = Attempt(self, cursor, last, turn_held=writing)
+                    yield attempt
+                    if attempt.error is None:
+                        return
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
 
