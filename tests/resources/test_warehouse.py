@@ -122,6 +122,23 @@ def test_four_processes_write_their_partitions_at_once(lake):
     assert rows == [(f"k{i}", 50, f"k{i}-4") for i in range(4)]
 
 
+def test_on_the_embedded_catalog_concurrent_writers_take_turns_instead_of_retrying(tmp_path):
+    """SQLite refuses a DuckLake commit at once when another process committed since the transaction began; a
+    writing block holds the catalog's turn for its whole transaction, so with a single attempt allowed (no retry)
+    four processes' leased replaces all land."""
+    lake = embedded_lake(tmp_path).model_copy(update={"max_attempts": 1})
+    lake.execute("SELECT 1")
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_writer, args=(settings_of(lake), f"k{i}", 8, queue)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    outcomes = [queue.get(timeout=240) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    assert sorted(outcomes) == [("ok", f"k{i}") for i in range(4)]
+
+
 def test_without_a_lease_two_replaces_of_an_empty_partition_both_commit(lake):
     """Why the lease exists: deleting nothing conflicts with nothing, so both inserts land."""
     lake.execute("SELECT 1")
