@@ -89,10 +89,11 @@ def dequeue_errors(instance, run_id: str) -> list[tuple[str, str]]:
 
 
 def tried_and_met_the_import_error(instance, run_id: str):
-    """The run, once the daemon has tried to start it and met the import error, or once it has ended."""
+    """The run, once the daemon has tried to start it, met the import error and put it back in the queue (the
+    event is written before the run is queued again), or once it has ended."""
     run = instance.get_run_by_id(run_id)
     met = any(IMPORT_ERROR in error for _, error in dequeue_errors(instance, run_id))
-    return run if met or run.is_finished else None
+    return run if (met and run.status == dg.DagsterRunStatus.QUEUED) or run.is_finished else None
 
 
 def finished(instance, run_id: str):
