@@ -49,6 +49,7 @@ run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
   config:
+    dequeue_interval_seconds: 1
     max_user_code_failure_retries: 60
     user_code_failure_retry_delay: 5
 # a crashed run is failed, its pool slots freed after 5 s, and it is retried from the failed step (not a step

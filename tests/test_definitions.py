@@ -57,6 +57,8 @@ def test_only_the_model_stages_are_in_pools():
 def test_each_job_has_the_executor_its_shape_needs():
     executors = {job.name: job.executor_def.name for job in (defs.resolve_job_def(j.name) for j in defs.jobs)}
     assert executors.pop("curation_pipeline") == "multiprocess"  # its vision and pose branches run side by side
+    for name in ("video_pipeline", "photo_pipeline", "upload_pipeline"):  # in-process unless a run asks otherwise
+        assert executors.pop(name) == "in_process_unless_asked"
     assert set(executors.values()) == {"in_process"}, executors  # one chain each: no process start per step
     graph = defs.resolve_asset_graph()
     curation = {k.to_user_string() for k in defs.resolve_job_def("curation_pipeline").asset_layer.selected_asset_keys}
