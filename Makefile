@@ -30,3 +30,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/poses.py
 	$(BIN)/python bench/warehouse.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/warehouse.py
+	$(BIN)/python bench/backfill.py
