@@ -151,7 +151,7 @@ def one_run(root: str, key: str, urls: list[str]) -> dict:
 
     inside = time_warehouse_blocks(warehouse_module.Warehouse)
     inside[0] = 0.0
-    lake = warehouse_module.Warehouse(catalog=f"sqlite:{root}/lake/catalog.sqlite", data_path=f"{root}/lake/data/")
+    lake = lake_at(root)
     resources = {"warehouse": lake, "blob_store": LocalBlobStore(root=f"{root}/blobs"), "youtube": YouTubeResource(),
                  "uploads": UploadBucket.unconfigured(), "pexels": PexelsSource(), "unsplash": UnsplashSource(),
                  "pixabay": PixabayPhotoSource()}  # fmt: skip
@@ -204,10 +204,15 @@ def wait_a_moment(_: int) -> None:
     time.sleep(0.5)  # long enough that each worker, once warm, takes one of these
 
 
-def prepare_lake(root: str) -> None:
+def lake_at(root: str):
+    """The embedded lake of a backfill (or a worker's warm-up) under ``root``."""
     from resources.warehouse import Warehouse
 
-    Warehouse(catalog=f"sqlite:{root}/lake/catalog.sqlite", data_path=f"{root}/lake/data/").execute("SELECT 1")
+    return Warehouse(catalog=f"sqlite:{root}/lake/catalog.sqlite", data_path=f"{root}/lake/data/")
+
+
+def prepare_lake(root: str) -> None:
+    lake_at(root).execute("SELECT 1")
 
 
 def upload_overhead(root: Path, photos: int) -> dict:

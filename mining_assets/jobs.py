@@ -47,13 +47,13 @@ def model_job_tags() -> dict[str, str]:
     return {"dagster-k8s/config": json.dumps({"container_config": {"resources": resources}})}
 
 
-# in-process unless a run's config asks for the multiprocess executor (Dagster's multi_or_in_process_executor
-# defaults the other way round, and a job's default run config is not applied to a run launched with config of its own)
 # a step's process forks from a server that has imported the code location once (Dagster's default, spawn, imports
 # it again in every step: 2-4 s a step); the import loads no model library and opens no connection
 FORKSERVER = {"forkserver": {"preload_modules": ["mining_assets.definitions"]}}
 
 
+# in-process unless a run's config asks for the multiprocess executor (Dagster's multi_or_in_process_executor
+# defaults the other way round, and a job's default run config is not applied to a run launched with config of its own)
 def _source_executor_config(config: dict) -> dict:
     if not config["multiprocess"]:
         return {"in_process": {}}

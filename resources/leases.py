@@ -27,10 +27,14 @@ if TYPE_CHECKING:
 
 LEASES = "lake_leases"  # the PostgreSQL catalog database attached a second time, for the leases
 LEASE_TABLE = "mining_leases"
-DDL = (
-    f"CREATE TABLE IF NOT EXISTS {LEASE_TABLE} "
-    "(name VARCHAR PRIMARY KEY, holder VARCHAR NOT NULL, expires_at DOUBLE NOT NULL)"
-)
+
+
+def lease_table_ddl(table: str = LEASE_TABLE) -> str:
+    """The lease table's DDL, under the name the connection knows it by."""
+    columns = "name VARCHAR PRIMARY KEY, holder VARCHAR NOT NULL, expires_at DOUBLE NOT NULL"
+    return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+
+
 _LISTED = "(SELECT value FROM json_each(?))"  # the names, passed as one JSON list
 # A lease's row inserted by another taker first (primary key): the lease is held, not the store broken.
 TAKEN = re.compile(r"duplicate key|UNIQUE constraint failed|PRIMARY KEY or UNIQUE constraint", re.IGNORECASE)
@@ -38,10 +42,12 @@ TAKEN = re.compile(r"duplicate key|UNIQUE constraint failed|PRIMARY KEY or UNIQU
 
 @contextmanager
 def commit_turn(catalog_file: str) -> Iterator[None]:
-    """Wait for this machine's turn to commit into an embedded lake's SQLite catalog (an exclusive ``flock`` on a
-    file beside it, for the commit alone). SQLite admits one committer at a time and DuckDB's SQLite scanner
-    refuses a second at once ("database is locked"), which would cost that transaction a retry and a backoff
-    sleep; in turn, it waits only for the commit ahead of it. The kernel drops the lock of a process that dies."""
+    """This machine's turn to write an embedded lake's SQLite catalog: an exclusive ``flock`` on a file beside it,
+    held by a writing block for its whole transaction and by any other block for its commit
+    (``Warehouse.retrying``). DuckLake reads the catalog when a transaction begins and writes it at the commit, and
+    SQLite refuses that commit at once ("database is locked") if another process committed in between, which would
+    cost the transaction a retry and a backoff sleep; in turn, it waits only for the writer ahead of it. The kernel
+    drops the lock of a process that dies."""
     import fcntl
 
     with open(f"{catalog_file}.commit-lock", "a") as handle:  # an open file of its own: threads take turns too
@@ -78,7 +84,7 @@ class SqliteLeases:
                 try:
                     if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                         db.execute("PRAGMA journal_mode=WAL")
-                    db.execute(DDL)
+                    db.execute(lease_table_ddl())
                     break
                 except sqlite3.OperationalError as error:
                     if "locked" not in str(error) or time.monotonic() > deadline:
@@ -136,7 +142,7 @@ class PostgresLeases:
 
         option = f", SECRET {secret}" if secret else ""
         conn.execute(f"ATTACH {_quote(conninfo)} AS {LEASES} (TYPE postgres{option})")
-        conn.execute(DDL.replace(f"EXISTS {LEASE_TABLE}", f"EXISTS {LEASES}.{LEASE_TABLE}"))
+        conn.execute(lease_table_ddl(f"{LEASES}.{LEASE_TABLE}"))
 
     def take(self, names: Sequence[str], holder: str, seconds: float) -> bool:
         """All of ``names`` for ``holder``, or none of them (some are held, or another taker's rows committed

@@ -215,6 +215,11 @@ class Warehouse(dg.ConfigurableResource):
             )
         return kind
 
+    @property
+    def catalog_location(self) -> str:
+        """The catalog without its kind: the SQLite file, or the PostgreSQL conninfo."""
+        return self.catalog.split(":", 1)[1]
+
     def describe(self) -> str:
         """Where the lake is, for messages: the catalog without credentials and the data path."""
         catalog = re.sub(r"password\s*=\s*\S+", "password=***", self.catalog, flags=re.I)
@@ -264,7 +269,7 @@ class Warehouse(dg.ConfigurableResource):
             elif "://" not in self.data_path:
                 Path(self.data_path).mkdir(parents=True, exist_ok=True)
             if kind == "sqlite":
-                prepare_sqlite_catalog(self.catalog.split(":", 1)[1])
+                prepare_sqlite_catalog(self.catalog_location)
             if kind == "postgres" and self.catalog_password:
                 conn.execute(
                     f"CREATE OR REPLACE SECRET lake_catalog (TYPE postgres, PASSWORD {_quote(self.catalog_password)})"
@@ -272,9 +277,7 @@ class Warehouse(dg.ConfigurableResource):
                 options.append("METADATA_PARAMETERS MAP {'SECRET': 'lake_catalog'}")
             conn.execute(f"ATTACH {_quote('ducklake:' + self.catalog)} AS {LAKE} ({', '.join(options)})")
             if kind == "postgres":
-                PostgresLeases.attach(
-                    conn, self.catalog.split(":", 1)[1], "lake_catalog" if self.catalog_password else None
-                )
+                PostgresLeases.attach(conn, self.catalog_location, "lake_catalog" if self.catalog_password else None)
             # commits that collide are retried by this module with its own backoff; DuckLake's own retries stay short
             conn.execute("SET ducklake_max_retry_count = 5")
             conn.execute("SET ducklake_retry_wait_ms = 10")  # not 100: a commit takes a few milliseconds here
@@ -319,7 +322,7 @@ class Warehouse(dg.ConfigurableResource):
     def commit_turn(self) -> AbstractContextManager[None]:
         """Held around each COMMIT: the embedded catalog's turn (``resources.leases.commit_turn``); PostgreSQL
         takes concurrent commits by itself."""
-        return commit_turn(self.catalog.split(":", 1)[1]) if self.kind == "sqlite" else nullcontext()
+        return commit_turn(self.catalog_location) if self.kind == "sqlite" else nullcontext()
 
     def forget(self, error: BaseException) -> None:
         """Drop this process's attachment after a lost connection, so the next attempt attaches again."""
@@ -392,8 +395,7 @@ class Warehouse(dg.ConfigurableResource):
         """Where this lake's write leases are kept (``resources.leases``)."""
         store = _LEASE_STORES.get(self.fingerprint)
         if store is None:
-            kind, location = self.kind, self.catalog.split(":", 1)[1]
-            store = SqliteLeases(location) if kind == "sqlite" else PostgresLeases(self)
+            store = SqliteLeases(self.catalog_location) if self.kind == "sqlite" else PostgresLeases(self)
             _LEASE_STORES[self.fingerprint] = store
         return store
 
@@ -410,7 +412,10 @@ class Warehouse(dg.ConfigurableResource):
         holder = uuid.uuid4().hex
         deadline = time.monotonic() + (self.lease_seconds + 30 if wait_seconds is None else wait_seconds)
         delay = 0.01
-        while not self._lease_call("take", wanted, holder, self.lease_seconds):
+        while True:
+            with self._leases_reachable():
+                if self.leases.take(wanted, holder, self.lease_seconds):
+                    break
             if time.monotonic() > deadline:
                 shown = ", ".join(repr(name) for name in wanted[:5]) + (" ..." if len(wanted) > 5 else "")
                 raise LeaseTimeout(f"the write lease of {shown} stayed taken by another run ({self.describe()})")
@@ -421,21 +426,25 @@ class Warehouse(dg.ConfigurableResource):
         try:
             yield
         finally:
-            self._lease_call("release", wanted, holder)
+            with self._leases_reachable():
+                self.leases.release(wanted, holder)
 
     def held_leases(self) -> list[str]:
         """The names of the leases held now (live rows), for inspection and tests."""
-        return self._lease_call("held")
+        with self._leases_reachable():
+            return self.leases.held()
 
-    def _lease_call(self, method: str, *args: Any) -> Any:
+    @contextmanager
+    def _leases_reachable(self) -> Iterator[None]:
+        """The embedded leases' file failing (a full disk, a lock held past the busy timeout) is the warehouse's
+        infrastructure failing; PostgreSQL's leases go through retried blocks, which say so themselves."""
         import sqlite3
 
         try:
-            return getattr(self.leases, method)(*args)
-        except sqlite3.Error as error:  # the embedded leases' file: full disk, a lock held past the busy timeout
-            raise WarehouseUnavailable(
-                f"write leases unavailable ({leases_file(self.catalog.split(':', 1)[1])}): {error}"
-            ) from error
+            yield
+        except sqlite3.Error as error:
+            where = leases_file(self.catalog_location)
+            raise WarehouseUnavailable(f"write leases unavailable ({where}): {error}") from error
 
 
 def query_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:

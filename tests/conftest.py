@@ -6,7 +6,6 @@ import glob
 import http.server
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from harness import free_port
 from mongo_support import STORES, URI, MongomockResource
 
 from mining_assets.video.synthetic import make_audio_only, make_video, truncate
@@ -84,12 +84,6 @@ def media_server(media_dir) -> str:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,23 @@
 """The Dagster side of the tests: materialize assets for one keyword partition, read their metadata and checks,
-and query the warehouse they wrote."""
+and query the warehouse they wrote; for the tests under the daemon, the committed instance in the test's
+DAGSTER_HOME, launched runs, processes in sessions of their own, and waiting for what they do."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+EMBEDDED_INSTANCE = ROOT / "dagster_home" / "dagster.yaml"
 
 
 def materialize_partition(resources: dict, instance, partition_key: str, assets: list, **config):
@@ -34,3 +50,79 @@ def query_dicts(resources: dict, sql: str, *params) -> list[dict]:
 def checks_by_asset(result) -> dict[tuple[str, str], bool]:
     """A run's check results by (asset, check): several assets have a check named `unique_key`."""
     return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def embedded_home(*partitions: str) -> Path:
+    """The committed embedded instance in the test's DAGSTER_HOME (conftest gives each test its own), with these
+    keyword partitions."""
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EMBEDDED_INSTANCE, home / "dagster.yaml")
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("keyword", list(partitions))
+    return home
+
+
+def make_photos(folder: Path, count: int) -> Path:
+    """``count`` distinct noise photos (320x240 JPEG) in a new folder."""
+    from PIL import Image
+
+    folder.mkdir()
+    for number in range(count):
+        Image.effect_noise((320, 240), 20 + number % 60).convert("RGB").save(folder / f"p{number:03}.jpg", quality=90)
+    return folder
+
+
+def launch(partition_key: str, config: dict, job: str = "upload_pipeline") -> None:
+    """`dagster job launch` of a job for one partition: the run goes to the queue, the daemon starts it."""
+    tags = json.dumps({"dagster/partition": partition_key})
+    argv = [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", job,
+            "--tags", tags, "--config-json", json.dumps(config)]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@contextmanager
+def in_own_session(argv: list[str], env: dict | None = None):
+    """A process (the daemon, a code server) in its own session, stopped by signalling its process group, with the
+    children it started."""
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def wait_for(what: str, probe, timeout: float, step: float = 0.2):
+    """``probe()``'s first truthy answer, asked every ``step`` seconds; fails naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(step)
+
+
+def finished(instance, run_id: str):
+    """The run once it has ended, else None."""
+    run = instance.get_run_by_id(run_id)
+    return run if run.is_finished else None
+
+
+def frame_counts(partition_key: str) -> list[dict]:
+    """The partition's frames and distinct frame ids, in the lake the environment describes."""
+    from resources.warehouse import warehouse_from_env
+
+    return warehouse_from_env().query_dicts(
+        "SELECT count(*) AS frames, count(DISTINCT frame_id) AS distinct_frames FROM frames WHERE partition_key = ?",
+        [partition_key],
+    )

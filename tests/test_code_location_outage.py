@@ -10,25 +10,25 @@ another redeploy: a server with the right environment on the same port. The daem
 second and reloads a location whose server changed; it does not wait for its 60 s workspace refresh (the only
 reload of a location the daemon starts itself from a `python_module` entry, and not configurable)."""
 
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import ExitStack
 
 import dagster as dg
 import pytest
 import yaml
-from PIL import Image
+from harness import (
+    BIN,
+    embedded_home,
+    finished,
+    frame_counts,
+    free_port,
+    in_own_session,
+    launch,
+    make_photos,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-EMBEDDED = ROOT / "dagster_home" / "dagster.yaml"
 LOCATION = "mining_assets.definitions"  # the location name `dagster job launch -w workspace.yaml` gives the run
 PHOTOS = 6
 BROKEN = {"MINING_FILTER_BATCH_SIZE": "sixteen"}  # definitions.py builds TextImageFilter(batch_size=...) on import
@@ -36,46 +36,10 @@ IMPORT_ERROR = "unable to parse string as an integer"  # pydantic's words for it
 RETRYING = "Run dequeue failed to reach the user code server, re-submitting the run into the queue"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(what: str, probe, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(step)
-
-
-@contextmanager
-def started(argv: list[str], env: dict | None = None):
-    """A process in its own session, stopped by signalling its process group (with the children it started)."""
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
-    try:
-        yield process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-
-
 def code_server(port: int, env: dict):
     """`dagster code-server start` for the project's module on ``port``: it stays up when the import fails and
     serves the error to whoever asks it for the location."""
-    return started([str(BIN / "dagster"), "code-server", "start", "-m", LOCATION, "-p", str(port)], env)
-
-
-def launch(config: dict) -> None:
-    """`dagster job launch` of upload_pipeline for the partition "door": the run goes to the queue."""
-    argv = [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "upload_pipeline",
-            "--tags", json.dumps({"dagster/partition": "door"}), "--config-json", json.dumps(config)]  # fmt: skip
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
+    return in_own_session([str(BIN / "dagster"), "code-server", "start", "-m", LOCATION, "-p", str(port)], env)
 
 
 def dequeue_errors(instance, run_id: str) -> list[tuple[str, str]]:
@@ -96,31 +60,10 @@ def tried_and_met_the_import_error(instance, run_id: str):
     return run if (met and run.status == dg.DagsterRunStatus.QUEUED) or run.is_finished else None
 
 
-def finished(instance, run_id: str):
-    run = instance.get_run_by_id(run_id)
-    return run if run.is_finished else None
-
-
-def frame_counts(partition_key: str) -> list[dict]:
-    from resources.warehouse import warehouse_from_env
-
-    return warehouse_from_env().query_dicts(
-        "SELECT count(*) AS frames, count(DISTINCT frame_id) AS distinct_frames FROM frames WHERE partition_key = ?",
-        [partition_key],
-    )
-
-
 @pytest.mark.slow
 def test_a_run_queued_while_its_code_location_fails_to_load_waits_and_runs_once_it_loads(tmp_path):
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(EMBEDDED, home / "dagster.yaml")
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("keyword", ["door"])
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for number in range(PHOTOS):
-        Image.effect_noise((320, 240), 20 + number).convert("RGB").save(photos / f"p{number}.jpg", quality=90)
+    embedded_home("door")
+    photos = make_photos(tmp_path / "photos", PHOTOS)
     port = free_port()
     workspace = tmp_path / "workspace.yaml"
     entry = {"grpc_server": {"host": "localhost", "port": port, "location_name": LOCATION}}
@@ -129,10 +72,10 @@ def test_a_run_queued_while_its_code_location_fails_to_load_waits_and_runs_once_
     with ExitStack() as stack, ExitStack() as broken:
         instance = stack.enter_context(dg.DagsterInstance.get())
         broken.enter_context(code_server(port, {**os.environ, **BROKEN}))
-        launch({"ops": {"media_registry": {"config": {"local_dir": str(photos)}}}})
+        launch("door", {"ops": {"media_registry": {"config": {"local_dir": str(photos)}}}})
         (run,) = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.QUEUED
-        stack.enter_context(started([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)]))
+        stack.enter_context(in_own_session([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)]))
         start = time.monotonic()
         run = wait_for("try of the daemon's", lambda: tried_and_met_the_import_error(instance, run.run_id), 60)
         timings["daemon start to a try that met the import error"] = time.monotonic() - start

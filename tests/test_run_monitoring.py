@@ -2,24 +2,29 @@
 SIGKILL in the middle of a step is marked failed, retried from the failed step without anyone's help, and the retry
 completes the partition exactly once; no pool slot stays claimed. Both committed instance files load and say so."""
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
-from PIL import Image
+from harness import (
+    BIN,
+    EMBEDDED_INSTANCE,
+    ROOT,
+    embedded_home,
+    finished,
+    frame_counts,
+    in_own_session,
+    launch,
+    make_photos,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-EMBEDDED = ROOT / "dagster_home" / "dagster.yaml"
+DAEMON = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]  # the queue, monitoring and run retries
 PRODUCTION = ROOT / "deploy" / "dagster.production.yaml"
 MODEL_POOLS = ("vision_models", "pose_models")
 PHOTOS = 240  # enough for the media step to take a few seconds, so the kill lands inside it
@@ -37,7 +42,7 @@ def _check(config: dict, folder: Path) -> None:
         pass
 
 
-@pytest.mark.parametrize("path", [EMBEDDED, PRODUCTION], ids=["embedded", "production"])
+@pytest.mark.parametrize("path", [EMBEDDED_INSTANCE, PRODUCTION], ids=["embedded", "production"])
 def test_instance_files_monitor_runs_retry_crashes_and_limit_model_pools(path, monkeypatch, tmp_path):
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB", "MINING_S3_BUCKET"):
         monkeypatch.setenv(name, "x")  # the production file's `env:` values, which the schema resolves
@@ -58,32 +63,13 @@ def test_instance_files_monitor_runs_retry_crashes_and_limit_model_pools(path, m
 
 
 def test_the_embedded_instance_gives_each_model_pool_one_slot(tmp_path):
-    shutil.copy(EMBEDDED, tmp_path / "dagster.yaml")
+    shutil.copy(EMBEDDED_INSTANCE, tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert instance.run_monitoring_poll_interval_seconds <= 10
         assert instance.run_retries_max_retries >= 1 and not instance.run_retries_retry_on_asset_or_op_failure
         for pool in MODEL_POOLS:
             assert instance.event_log_storage.get_concurrency_info(pool).limit == 1
-
-
-def launch(partition_key: str, config: dict, job: str = "upload_pipeline") -> None:
-    """`dagster job launch` of a job for one partition: the run goes to the queue, the daemon starts it."""
-    tags = json.dumps({"dagster/partition": partition_key})
-    argv = [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", job,
-            "--tags", tags, "--config-json", json.dumps(config)]  # fmt: skip
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def wait_for(what: str, probe, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(step)
 
 
 def events(instance, run_id: str, event_type: dg.DagsterEventType) -> list:
@@ -108,36 +94,6 @@ def step_ended(instance, run_id: str, step_key: str) -> bool:
     return any(e.step_key == step_key for e in ends)
 
 
-def prepare_home() -> None:
-    """The committed embedded instance in the test's DAGSTER_HOME, with the keyword partition "door"."""
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(EMBEDDED, home / "dagster.yaml")
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("keyword", ["door"])
-
-
-def make_photos(folder: Path, count: int) -> Path:
-    folder.mkdir()
-    for number in range(count):
-        Image.effect_noise((320, 240), 20 + number % 60).convert("RGB").save(folder / f"p{number:03}.jpg", quality=90)
-    return folder
-
-
-@contextmanager
-def daemon_running():
-    """`dagster-daemon run` (queue, monitoring, run retries) in its own session, stopped by its process group."""
-    argv = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
-    process = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        yield process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-
-
 def kill_worker_in_step(instance, run_id: str, step_key: str) -> float:
     """SIGKILL the run's worker as soon as ``step_key`` has started; the moment of the kill."""
     pid = wait_for("run worker", lambda: worker_pid(instance, run_id), 120)
@@ -158,11 +114,6 @@ def retry_of(instance, run_id: str):
     return runs[0] if runs else None
 
 
-def finished(instance, run_id: str):
-    run = instance.get_run_by_id(run_id)
-    return run if run.is_finished else None
-
-
 def no_slot_claimed(instance) -> bool:
     infos = [instance.event_log_storage.get_concurrency_info(pool) for pool in MODEL_POOLS]
     return not instance.event_log_storage.get_concurrency_run_ids() and all(
@@ -170,22 +121,13 @@ def no_slot_claimed(instance) -> bool:
     )
 
 
-def frame_counts(partition_key: str) -> list[dict]:
-    from resources.warehouse import warehouse_from_env
-
-    return warehouse_from_env().query_dicts(
-        "SELECT count(*) AS frames, count(DISTINCT frame_id) AS distinct_frames FROM frames WHERE partition_key = ?",
-        [partition_key],
-    )
-
-
 @pytest.mark.slow
 def test_a_run_killed_in_a_step_is_failed_and_retried_to_completion(tmp_path):
-    prepare_home()
+    embedded_home("door")
     photos = make_photos(tmp_path / "photos", PHOTOS)
     launch("door", {"ops": {"media_registry": {"config": {"local_dir": str(photos)}}}})
     timings = {}
-    with daemon_running(), dg.DagsterInstance.get() as instance:
+    with in_own_session(DAEMON), dg.DagsterInstance.get() as instance:
         (first,) = instance.get_runs()
         killed = kill_worker_in_step(instance, first.run_id, KILLED_STEP)
         wait_for("failure of the killed run", lambda: status_of(instance, first.run_id, FAILURE), 30)
@@ -215,11 +157,11 @@ def test_the_pool_slot_of_a_killed_model_step_is_freed_for_its_retry(tmp_path, t
                 "MINING_MODEL_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}  # fmt: skip
     for name, value in settings.items():
         monkeypatch.setenv(name, value)  # before the daemon starts: its code server and run workers inherit them
-    prepare_home()
+    embedded_home("door")
     photos = make_photos(tmp_path / "photos", 8)
     launch("door", {"ops": {"media_registry": {"config": {"local_dir": str(photos)}}}})
     timings = {}
-    with daemon_running(), dg.DagsterInstance.get() as instance:
+    with in_own_session(DAEMON), dg.DagsterInstance.get() as instance:
         (upload,) = instance.get_runs()
         upload = wait_for("end of the upload", lambda: finished(instance, upload.run_id), 120)
         assert upload.status == dg.DagsterRunStatus.SUCCESS

@@ -187,8 +187,8 @@ def media(
 
     def flush(final: bool = False) -> tuple[dict, dg.AssetCheckResult, list[dict]] | None:
         """Write the new media rows (a block of their own, under their ids' leases, which other keywords' runs may
-        wait on), then this run's memberships under the partition's lease; the last flush
-        adds the errors and reads what the step reports in the same transaction."""
+        wait on), then this run's memberships under the partition's lease; the last flush adds the errors and
+        returns what the step reports (table metadata, `unique_key`, the summary), read in that transaction."""
         media_rows = pd.DataFrame(new_media, columns=MEDIA_COLUMNS).drop_duplicates("media_id", keep="last")
         if len(media_rows):
             for attempt in warehouse.retrying(lease=media_leases(media_rows["media_id"])):
@@ -200,9 +200,10 @@ def media(
         if len(rows) or final:
             for attempt in warehouse.retrying(lease=partition_key):
                 with attempt as conn:
-                    conn.execute("DELETE FROM keyword_media WHERE partition_key = ? AND item IN "
-                                 "(SELECT unnest(?::VARCHAR[]))", [partition_key, list(rows["item"])])  # fmt: skip
-                    execute_with_rows(conn, ADD_MEMBERS, rows)
+                    if len(rows):
+                        conn.execute("DELETE FROM keyword_media WHERE partition_key = ? AND item IN "
+                                     "(SELECT unnest(?::VARCHAR[]))", [partition_key, list(rows["item"])])  # fmt: skip
+                        execute_with_rows(conn, ADD_MEMBERS, rows)
                     if final:
                         record_errors(conn, partition_key, STAGE, sorted(failures + notes))
                         report = (*table_report(conn, partition_key, "keyword_media", OWNED), summary_of(conn))

@@ -4,17 +4,13 @@ after the frames catalog, each step in a process of its own, and the run ends gr
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from harness import BIN, ROOT, embedded_home
 from PIL import Image, ImageOps
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 def execute(job: str, env: dict, config: dict | None = None) -> None:
@@ -44,11 +40,7 @@ def step_spans(instance, run_id: str) -> dict[str, tuple[float, float, int]]:
 
 @pytest.mark.slow
 def test_curation_pipeline_runs_its_branches_side_by_side(tmp_path, tiny_models, bundles, person_photo):
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("keyword", ["door"])
+    embedded_home("door")
     photos = tmp_path / "photos"
     photos.mkdir()
     for number in range(4):  # a person, and a few frames of their own for the vision stages

@@ -2,13 +2,13 @@
 (PostgreSQL catalog, data in S3 on a moto server): schema, retries, many writers, leases, bad settings."""
 
 import multiprocessing
-import socket
 import threading
 import time
 
 import dagster as dg
 import pandas as pd
 import pytest
+from harness import free_port
 
 from mining_assets.warehouse import KEYS, insert_rows, replace_partition_rows, tables, unique_key_check
 from resources.warehouse import (
@@ -22,12 +22,6 @@ from resources.warehouse import (
 
 def embedded_lake(folder) -> Warehouse:
     return Warehouse(catalog=f"sqlite:{folder}/lake/catalog.sqlite", data_path=f"{folder}/lake/data/")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def error_rows(key: str, tag: str, n: int = 50) -> pd.DataFrame:
@@ -107,17 +101,22 @@ def _writer(settings: dict, key: str, rounds: int, queue) -> None:
         queue.put(("error", f"{type(error).__name__}: {error}"))
 
 
-def test_four_processes_write_their_partitions_at_once(lake):
-    lake.execute("SELECT 1")  # schema made before the writers start
+def four_writers(lake: Warehouse, rounds: int) -> list[tuple[str, str]]:
+    """Four processes, each replacing its own partition (k0 ... k3) ``rounds`` times at once: their outcomes."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    workers = [context.Process(target=_writer, args=(settings_of(lake), f"k{i}", 5, queue)) for i in range(4)]
+    workers = [context.Process(target=_writer, args=(settings_of(lake), f"k{i}", rounds, queue)) for i in range(4)]
     for worker in workers:
         worker.start()
     outcomes = [queue.get(timeout=240) for _ in workers]
     for worker in workers:
         worker.join(timeout=30)
-    assert sorted(outcomes) == [("ok", f"k{i}") for i in range(4)]
+    return sorted(outcomes)
+
+
+def test_four_processes_write_their_partitions_at_once(lake):
+    lake.execute("SELECT 1")  # schema made before the writers start
+    assert four_writers(lake, rounds=5) == [("ok", f"k{i}") for i in range(4)]
     rows = lake.execute("SELECT partition_key, count(*), min(reason) FROM media_errors GROUP BY ALL ORDER BY 1")
     assert rows == [(f"k{i}", 50, f"k{i}-4") for i in range(4)]
 
@@ -128,15 +127,7 @@ def test_on_the_embedded_catalog_concurrent_writers_take_turns_instead_of_retryi
     four processes' leased replaces all land."""
     lake = embedded_lake(tmp_path).model_copy(update={"max_attempts": 1})
     lake.execute("SELECT 1")
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [context.Process(target=_writer, args=(settings_of(lake), f"k{i}", 8, queue)) for i in range(4)]
-    for worker in workers:
-        worker.start()
-    outcomes = [queue.get(timeout=240) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
-    assert sorted(outcomes) == [("ok", f"k{i}") for i in range(4)]
+    assert four_writers(lake, rounds=8) == [("ok", f"k{i}") for i in range(4)]
 
 
 def test_without_a_lease_two_replaces_of_an_empty_partition_both_commit(lake):
