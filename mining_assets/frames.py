@@ -4,6 +4,7 @@ import dagster as dg
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.media import media
 from mining_assets.video.frames import video_frames
 from mining_assets.warehouse import table_definition_metadata, table_report, unique_key_spec
@@ -39,6 +40,7 @@ GROUP BY k.partition_key, m.media_id, m.source, m.width, m.height, m.blob_key, m
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[media, video_frames],
     group_name="frames",
     kinds={"duckdb"},

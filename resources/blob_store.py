@@ -3,6 +3,10 @@
 Keys are relative POSIX paths built from ids and slugs (``frames/yt-abc/s1a2b3c4d5e6f/0000030.jpg``), never
 from untrusted text; every key is checked so that nothing can be written outside the store's root or prefix.
 Listings stream (``list_entries``) with each blob's last-modified time and size, for garbage collection.
+
+A key that is not there raises ``BlobNotFound`` (the item whose file it is has lost it); any other failure of the
+store (an S3 503, a refused connection, a full or read-only disk) raises ``StoreUnavailable``, which fails the step
+rather than any item (``resources.faults``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from resources.faults import StoreUnavailable, without_credentials
+
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -40,6 +46,48 @@ def check_key(key: str) -> str:
 def _folder(prefix: str) -> str:
     """A folder-like prefix as a checked key, with or without its trailing slash (``frames/`` -> ``frames``)."""
     return check_key(prefix.rstrip("/") if isinstance(prefix, str) else prefix)
+
+
+class BlobNotFound(FileNotFoundError):
+    """No blob under the key: the item it belongs to has lost its file (not a fault of the store)."""
+
+
+_MISSING_CODES = ("404", "NoSuchKey", "NotFound")
+
+
+@contextlib.contextmanager
+def local_faults(what: str, key: str) -> Iterator[None]:
+    """Local-disk errors as the store's: a missing file is ``BlobNotFound``, any other OS error ``StoreUnavailable``."""
+    try:
+        yield
+    except BlobNotFound:
+        raise
+    except FileNotFoundError:
+        raise BlobNotFound(f"no blob at {key!r}") from None
+    except OSError as error:
+        reason = errno.errorcode.get(error.errno or 0, type(error).__name__)
+        raise StoreUnavailable(f"blob store: {what} {key!r} failed: {reason} {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def s3_faults(what: str, location: str) -> Iterator[None]:
+    """S3 errors as the store's: a missing key is ``BlobNotFound``, anything else (a 503, a timeout, a refused
+    connection, a cut-off transfer, a full temporary disk) ``StoreUnavailable``; never a credential in the text."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        code = str(details.get("Code", ""))
+        if code in _MISSING_CODES:
+            raise BlobNotFound(f"no blob at {location}") from None
+        message = without_credentials(str(details.get("Message") or error))
+        raise StoreUnavailable(f"blob store: {what} {location} failed: {code} {message}".rstrip()) from None
+    except (BotoCoreError, Boto3Error, OSError) as error:
+        message = without_credentials(str(error))
+        raise StoreUnavailable(f"blob store: {what} {location} failed: {type(error).__name__}: {message}") from None
 
 
 class BlobEntry(NamedTuple):
@@ -80,6 +128,12 @@ class BlobStore(dg.ConfigurableResource):
         raise NotImplementedError
 
     def get_bytes(self, key: str) -> bytes:
+        """The blob's bytes.
+
+        Raises:
+            BlobNotFound: nothing is stored under the key.
+            StoreUnavailable: the store failed (every method raises it for the store's own failures).
+        """
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
@@ -128,16 +182,17 @@ class LocalBlobStore(BlobStore):
 
     def _write(self, key: str, writer) -> str:
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                writer(out)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with local_faults("write", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    writer(out)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
         return path.as_uri()
 
     def put_bytes(self, key: str, data: bytes) -> str:
@@ -151,10 +206,14 @@ class LocalBlobStore(BlobStore):
         return self._write(key, copy)
 
     def get_bytes(self, key: str) -> bytes:
-        return self.path_for(key).read_bytes()
+        path = self.path_for(key)
+        with local_faults("read", key):
+            return path.read_bytes()
 
     def exists(self, key: str) -> bool:
-        return self.path_for(key).is_file()
+        path = self.path_for(key)
+        with local_faults("look up", key):
+            return path.is_file()
 
     def list_entries(self, prefix: str) -> Iterator[BlobEntry]:
         root = Path(self.root).resolve()
@@ -196,10 +255,9 @@ class LocalBlobStore(BlobStore):
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
-        path = self.path_for(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"no blob at {key!r}")
-        yield path
+        if not self.exists(key):
+            raise BlobNotFound(f"no blob at {key!r}")
+        yield self.path_for(key)
 
 
 class S3BlobStore(BlobStore):
@@ -225,25 +283,25 @@ class S3BlobStore(BlobStore):
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def put_bytes(self, key: str, data: bytes) -> str:
-        self._get_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with s3_faults("write", self.uri(key)):
+            self._get_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         return self.uri(key)
 
     def put_file(self, key: str, path: str | os.PathLike) -> str:
-        self._get_client().upload_file(str(path), self.bucket, self._key(key))
+        with s3_faults("upload", self.uri(key)):
+            self._get_client().upload_file(str(path), self.bucket, self._key(key))
         return self.uri(key)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._get_client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        with s3_faults("read", self.uri(key)):  # a body cut off while read is the store's failure too
+            return self._get_client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
-            self._get_client().head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+            with s3_faults("look up", self.uri(key)):
+                self._get_client().head_object(Bucket=self.bucket, Key=self._key(key))
+        except BlobNotFound:
+            return False
         return True
 
     def _strip(self) -> int:
@@ -254,7 +312,12 @@ class S3BlobStore(BlobStore):
         full = self._key(_folder(prefix)) + "/"
         strip = self._strip()
         paginator = self._get_client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):  # one page (1,000 keys) at a time
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=full))  # one page (1,000 keys) at a time
+        while True:
+            with s3_faults("list", f"s3://{self.bucket}/{full}"):
+                page = next(pages, None)
+            if page is None:
+                return
             for obj in page.get("Contents", []):
                 yield BlobEntry(obj["Key"][strip:], obj["LastModified"].astimezone(UTC), int(obj["Size"]))
 
@@ -266,15 +329,17 @@ class S3BlobStore(BlobStore):
         deleted, failures = 0, []
         for start in range(0, len(full), 1000):  # DeleteObjects takes at most 1,000 keys
             batch = full[start : start + 1000]
-            try:
-                reply = self._get_client().delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
-                )
-            except ClientError as error:  # the whole request refused: none of this batch is gone; try the next
-                code = error.response.get("Error", {}).get("Code", "ClientError")
-                message = error.response.get("Error", {}).get("Message", str(error))
-                failures += [(key[strip:], code, message) for key in batch]
-                continue
+            # a store that can't be reached fails the call (StoreUnavailable); one that answers is read key by key
+            with s3_faults("delete from", f"s3://{self.bucket}"):
+                try:
+                    reply = self._get_client().delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+                    )
+                except ClientError as error:  # the whole request refused: none of this batch is gone; try the next
+                    code = error.response.get("Error", {}).get("Code", "ClientError")
+                    message = without_credentials(error.response.get("Error", {}).get("Message", str(error)))
+                    failures += [(key[strip:], code, message) for key in batch]
+                    continue
             # Quiet: S3 lists only the keys it could not delete, each with its own code
             errors = reply.get("Errors", [])
             failed = {error["Key"] for error in errors}
@@ -289,5 +354,6 @@ class S3BlobStore(BlobStore):
         suffix = Path(key).suffix
         with tempfile.TemporaryDirectory(prefix="blob-") as tmp:
             target = Path(tmp) / f"blob{suffix}"
-            self._get_client().download_file(self.bucket, self._key(key), str(target))
+            with s3_faults("download", self.uri(key)):
+                self._get_client().download_file(self.bucket, self._key(key), str(target))
             yield target

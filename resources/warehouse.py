@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from resources.faults import InfrastructureError
 from resources.leases import PostgresLeases, SqliteLeases, commit_turn, leases_file
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ REATTACH = re.compile(
 )
 
 
-class WarehouseUnavailable(Exception):
+class WarehouseUnavailable(InfrastructureError):
     """The lake could not be opened or written after every attempt; the message names the setting to check."""
 
 

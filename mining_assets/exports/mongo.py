@@ -16,6 +16,7 @@ import dagster as dg
 from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.datasets import KEYWORD_ROW, media_provenance
 from mining_assets.poses.hdf5 import SCHEMA_VERSION
+from mining_assets.retries import STEP_RETRY
 from mining_assets.warehouse import keyword_text, query_dicts
 from resources.blob_store import BlobStore
 from resources.mongo import MongoResource
@@ -127,6 +128,7 @@ def upsert(collection, documents: list[dict], now: datetime) -> tuple[int, int, 
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=["pose_datasets"],
     group_name="exports",
     kinds={"mongodb"},

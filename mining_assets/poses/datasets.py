@@ -35,6 +35,7 @@ from mining_assets.poses.hdf5 import (
     write_keyword_file,
     write_media_file,
 )
+from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.media import media_leases
 from mining_assets.video.probe import file_sha256
 from mining_assets.vision.common import metadata_location, partition_prefix, remove_orphans
@@ -48,7 +49,8 @@ from mining_assets.warehouse import (
     table_report,
     unique_key_spec,
 )
-from resources.blob_store import BlobStore
+from resources.blob_store import BlobDeleteError, BlobStore
+from resources.faults import InfrastructureError
 from resources.warehouse import Warehouse
 
 STAGE = "pose_datasets"
@@ -200,14 +202,12 @@ def original_users(conn, partition_key: str, originals: dict[str, str]) -> dict[
     }
 
 
-def delete_originals(
+def removable(
     blob_store: BlobStore, originals: dict[str, str], users: dict[str, list[tuple[str, str]]]
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """Delete the originals (media_id -> blob key) that nothing else needs (``users``, from ``original_users``).
-
-    Returns the media ids whose original was deleted, and (media_id, reason) for each one kept.
-    """
-    deleted, kept = [], []
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Of the originals (media_id -> blob key), those nothing else needs (``users``, from ``original_users``) and
+    still in the store; and (media_id, reason) for each one kept."""
+    going, kept = {}, []
     for media_id, key in originals.items():
         others = users.get(media_id, [])
         if others:
@@ -219,21 +219,35 @@ def delete_originals(
         elif not blob_store.exists(key):
             kept.append((media_id, "original already gone from the store, with no record of its deletion"))
         else:
-            try:
-                blob_store.delete([key])
-                gone = not blob_store.exists(key)
-            except Exception as error:  # recorded; the other items go on
-                kept.append((media_id, f"delete failed: {type(error).__name__}: {error}"))
-                continue
-            if gone:
-                deleted.append(media_id)
-            else:
-                kept.append((media_id, "the store still holds it after delete"))
+            going[media_id] = key
+    return going, kept
+
+
+def delete_originals(blob_store: BlobStore, going: dict[str, str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Delete the originals (media_id -> blob key), reading what the store answers for each.
+
+    Returns the media ids whose original is gone, and (media_id, reason) for each one the store still holds.
+
+    Raises:
+        StoreUnavailable: the store failed; the originals deleted until then are gone, the others are not.
+    """
+    deleted, kept = [], []
+    for media_id, key in going.items():
+        try:
+            blob_store.delete([key])
+        except BlobDeleteError as error:  # the store answered, refusing this one: reported, never counted
+            kept.append((media_id, f"delete refused: {error}"))
+            continue
+        if blob_store.exists(key):
+            kept.append((media_id, "the store still holds it after delete"))
+        else:
+            deleted.append(media_id)
     return deleted, kept
 
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=["poses"],
     group_name="poses",
     kinds={"hdf5", "duckdb"},
@@ -264,6 +278,8 @@ def pose_datasets(
             media_id = item.attributes["media_id"]
             try:
                 stored[media_id] = store_verified(blob_store, prefix, media_name(media_id), item, Path(tmp))
+            except InfrastructureError:  # the store or the disk failed, not the item: the step fails
+                raise
             except Exception as error:  # recorded with its reason; the other items go on
                 problems.append((media_id, f"{type(error).__name__}: {error}"))
         models = sorted({model for item in items for model in item.attributes["models"]})
@@ -273,6 +289,8 @@ def pose_datasets(
             stored[KEYWORD_ROW] = store_verified(
                 blob_store, prefix, KEYWORD_FILE, KeywordPoses(attributes, items), Path(tmp)
             )
+        except InfrastructureError:
+            raise
         except Exception as error:
             problems.append((KEYWORD_ROW, f"{type(error).__name__}: {error}"))
 
@@ -299,23 +317,33 @@ def pose_datasets(
             for attempt in warehouse.retrying():
                 with attempt as conn:
                     users = original_users(conn, partition_key, originals)
-            deleted, refused = delete_originals(blob_store, originals, users)
-        kept += refused
-        records = pd.DataFrame(
-            {"media_id": deleted, "blob_key": [originals[m] for m in deleted], "verified_by": partition_key}
-        )
+            going, refused = removable(blob_store, originals, users)
+            # each deletion is on record before its original goes: a run that dies or a store that fails halfway
+            # leaves records whose original may still be there (readers check: ``still_deleted``), never an
+            # original gone with no record (it would be downloaded and sampled again)
+            if going:
+                records = pd.DataFrame({"media_id": list(going), "blob_key": list(going.values()),
+                                        "verified_by": partition_key})  # fmt: skip
+                for attempt in warehouse.retrying(lease=partition_key):
+                    with attempt as conn:
+                        conn.execute("DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [list(going)])
+                        insert_rows(conn, "deleted_sources", records)
+            deleted, not_deleted = delete_originals(blob_store, going)
+        kept += refused + not_deleted
         for attempt in warehouse.retrying(lease=partition_key):
             with attempt as conn:
-                if deleted:  # one row per media id, whoever deleted it before
-                    conn.execute("DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [deleted])
-                    insert_rows(conn, "deleted_sources", records)
+                if not_deleted:  # the store kept them: no record says otherwise
+                    conn.execute(
+                        "DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [[m for m, _ in not_deleted]]
+                    )
+                if deleted:
                     conn.execute(
                         "UPDATE pose_datasets SET source_deleted = true "
                         "WHERE partition_key = ? AND list_contains(?, media_id)",
                         [partition_key, deleted],
                     )
                 # a video that was to go and could not is recorded with the reason (a shared one above all)
-                record_errors(conn, partition_key, STAGE, problems + refused)
+                record_errors(conn, partition_key, STAGE, problems + refused + not_deleted)
     for attempt in warehouse.retrying():
         with attempt as conn:
             table_meta, unique_key = table_report(

@@ -13,6 +13,7 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import POSE_MODELS
 from mining_assets.poses.quality import MIN_POSE_SIDE, quality_scores
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import (
@@ -167,6 +168,7 @@ def iter_sample(rows: list[dict], count: int = 10) -> Iterator[list]:
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[quality_scores],
     group_name="poses",
     kinds={"mediapipe", "duckdb"},

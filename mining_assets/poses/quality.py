@@ -11,6 +11,7 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import POSE_MODELS
 from mining_assets.poses.scoring import DEFAULT_THRESHOLD, RATING_NAMES, ImageMeasures, image_measures, quality_score
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.warehouse import (
@@ -112,6 +113,7 @@ def score_summary(table: pd.DataFrame) -> dict[str, Any]:
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[dg.AssetKey("frames")],
     group_name="poses",
     kinds={"mediapipe", "duckdb"},

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.sources.stock import STOCK_SOURCES, fetch_photo, hit_of
 from mining_assets.sources.uploads import Rejected, inspect_media, item_for
@@ -27,6 +28,7 @@ from mining_assets.warehouse import (
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
+from resources.faults import InfrastructureError
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
 from resources.uploads import UploadBucket
 from resources.warehouse import Warehouse
@@ -73,7 +75,15 @@ class Fetched(Exception):
         self.media_id = media_id
 
 
-def fetch_item(row: dict, stored: dict[str, dict], config: MediaConfig, resources: dict, blob_store: BlobStore) -> dict:
+def is_stored(known: dict | None, deleted: set[str], blob_store: BlobStore) -> bool:
+    """Whether a ``media`` row's item needs no fetch: its file is in the store, or its original was deleted on
+    purpose once its extraction was verified (``deleted_sources``: never downloaded again)."""
+    return known is not None and (known["media_id"] in deleted or blob_store.exists(known["blob_key"]))
+
+
+def fetch_item(
+    row: dict, stored: dict[str, dict], deleted: set[str], config: MediaConfig, resources: dict, blob_store: BlobStore
+) -> dict:
     """Fetch one registry item and store it; returns its ``media`` row. A stock photo is returned with its bytes
     (``data``) and not stored yet: only the caller knows whether it repeats another photo of the run.
 
@@ -93,8 +103,7 @@ def fetch_item(row: dict, stored: dict[str, dict], config: MediaConfig, resource
         with item.open() as path:
             sha = file_sha256(path)
             media_id = f"{source}-{sha[:16]}"
-            known = stored.get(media_id)
-            if known and blob_store.exists(known["blob_key"]):
+            if is_stored(stored.get(media_id), deleted, blob_store):
                 raise Fetched(media_id)
             media = inspect_media(path, config.min_side)
             if media.media_type == "photo":
@@ -116,6 +125,7 @@ def reason_of(error: BaseException) -> str:
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[media_registry],
     group_name="sources",
     kinds={"youtube", "s3", "duckdb"},
@@ -156,6 +166,8 @@ def media(
             ids = sorted({r["member_of"] or r["media_id"] for r in registry if r["member_of"] or r["media_id"]})
             stored = {row["media_id"]: row for row in query_dicts(
                 conn, "SELECT * FROM media WHERE media_id IN (SELECT unnest(?::VARCHAR[]))", [ids])}  # fmt: skip
+            # uploads' ids are known only from their content: every deleted original is asked for, not only these
+            deleted = {media_id for (media_id,) in conn.execute("SELECT media_id FROM deleted_sources").fetchall()}
     resources = {"youtube": youtube, "uploads": uploads, "pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
 
     members: list[dict] = []  # membership rows of this run, written at the next flush
@@ -170,7 +182,7 @@ def media(
     todo: list[dict] = []
     for row in registry:
         known = stored.get(row["member_of"] or row["media_id"] or "")
-        if known and blob_store.exists(known["blob_key"]):
+        if is_stored(known, deleted, blob_store):
             if row["member_of"] is None:  # stored by another keyword: only the membership is new
                 reused += 1
                 add_member(row["item"], known["media_id"])
@@ -214,14 +226,15 @@ def media(
         return query_dicts(
             conn,
             "SELECT m.media_type, count(*) AS items, sum(m.size_bytes) AS bytes, sum(m.duration_s) AS seconds, "
-            "list(m.blob_key) AS keys FROM keyword_media k JOIN media m USING (media_id) "
+            "list(m.blob_key) FILTER (WHERE d.media_id IS NULL) AS keys, count(d.media_id) AS source_deleted "
+            "FROM keyword_media k JOIN media m USING (media_id) LEFT JOIN deleted_sources d USING (media_id) "
             "WHERE k.partition_key = ? AND k.duplicate_of IS NULL GROUP BY m.media_type",
             [partition_key],
         )
 
     flush()  # memberships of media other keywords stored
     with ThreadPoolExecutor(max_workers=max(1, config.max_concurrent_downloads), thread_name_prefix="fetch") as pool:
-        futures = {pool.submit(fetch_item, row, stored, config, resources, blob_store): row for row in todo}
+        futures = {pool.submit(fetch_item, row, stored, deleted, config, resources, blob_store): row for row in todo}
         # results taken in registry order, not as they finish: of two items with the same content, the one stored
         # (and the one the other is a duplicate_of) is the same on every run
         for done, (future, row) in enumerate(futures.items(), 1):
@@ -230,6 +243,8 @@ def media(
             except Fetched as same:
                 add_member(row["item"], same.media_id)
                 continue
+            except InfrastructureError:  # the store or the warehouse failed, not the item: the step fails
+                raise
             except Exception as error:  # one bad item never stops the partition; its reason is recorded
                 reason = reason_of(error)
                 context.log.warning(f"{row['item']} ({row['url'][:200]}) failed: {reason}")
@@ -260,6 +275,7 @@ def media(
             "fetched_now": fetched,
             "reused_from_other_keywords": reused,
             "failed_now": len(failures),
+            "source_deleted": int(sum(row["source_deleted"] for row in summary)),  # extracted, original removed
             "by_media_type": dg.MetadataValue.json(dict(counts)),
             "bytes_stored": int(sum(row["bytes"] or 0 for row in summary)),
             "hours_of_video": round(sum(row["seconds"] or 0 for row in summary) / 3600, 3),

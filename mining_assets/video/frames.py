@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mining_assets.partitions import keyword_partitions
+from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.media import media
 from mining_assets.video.sampling import SamplingError, sample_frames
 from mining_assets.warehouse import (
@@ -22,6 +23,7 @@ from mining_assets.warehouse import (
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
+from resources.faults import InfrastructureError
 from resources.warehouse import Warehouse
 
 STAGE = "video_frames"
@@ -119,6 +121,7 @@ def sample_is_whole(sample: dict | None, frame_keys: list[str], blob_store: Blob
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[media],
     group_name="video",
     kinds={"pyav", "duckdb"},
@@ -157,6 +160,9 @@ def video_frames(
                 [sampling, ids],
             ).fetchall():
                 frame_keys.setdefault(media_id, []).append(key)
+            deleted = {media_id for (media_id,) in conn.execute(
+                "SELECT media_id FROM deleted_sources WHERE media_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+            ).fetchall()}  # fmt: skip
     new_frames: list[dict] = []
     new_samples: list[dict] = []
     outcomes: list[tuple[str, int, str | None]] = []  # (media_id, frames, problem)
@@ -170,11 +176,23 @@ def video_frames(
                 outcomes.append((media_id, sample["frames"], f"partial: {sample['stopped']}" if sample["stopped"]
                                  else None))  # fmt: skip
                 continue
+            # its original went once its extraction was verified: never sampled again
+            if media_id in deleted and not blob_store.exists(video["blob_key"]):
+                if sample is not None:  # its frames are what remains: used as they are, the missing ones named
+                    reused += 1
+                    lost = sum(1 for key in frame_keys.get(media_id, []) if not blob_store.exists(key))
+                    outcomes.append((media_id, sample["frames"], f"source deleted; {lost} frame file(s) missing"))
+                else:
+                    outcomes.append((media_id, 0, "source deleted (deleted_sources) before it was sampled with "
+                                                  f"these settings ({sampling})"))  # fmt: skip
+                continue
             try:
                 with blob_store.local_path(video["blob_key"]) as path:
                     rows, stopped = extract_video_frames(
                         path, {"media_id": media_id, "sampling": sampling}, config, blob_store, pool
                     )
+            except InfrastructureError:  # the store failed, not the video: the step fails, earlier rows stay
+                raise
             except Exception as error:  # one bad video never stops the partition; its reason is recorded
                 outcomes.append((media_id, 0, str(error) or type(error).__name__))
                 context.log.warning(f"{media_id}: {error}")

@@ -6,6 +6,7 @@ import dagster as dg
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.coco import build_coco, coco_problems
 from mining_assets.vision.common import metadata_location, partition_prefix
 from mining_assets.vision.detections import detections
@@ -33,6 +34,7 @@ def funnel(conn, partition_key: str) -> dict[str, int]:
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[detections],
     group_name="vision",
     kinds={"json"},

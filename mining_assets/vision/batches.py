@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mining_assets.vision.images import ImageError
+from resources.faults import InfrastructureError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -46,7 +47,9 @@ def _build(chunk: list[T], load: Callable[[T], Image.Image], prepare: Callable[[
         except ImageError as error:
             batch.failed.append((item, str(error)))
             continue
-        except Exception as error:  # a missing blob or a store error loses this frame only; the reason is kept
+        except InfrastructureError:  # the store failed, not the frame: the step fails (and is retried)
+            raise
+        except Exception as error:  # a missing or unreadable file loses this frame only; the reason is kept
             batch.failed.append((item, f"could not read the frame: {type(error).__name__}: {error}"))
             continue
         batch.items.append(item)

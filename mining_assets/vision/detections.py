@@ -8,6 +8,7 @@ import pandas as pd
 
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.vision.images import MIN_SIDE
@@ -100,6 +101,7 @@ def boxes_outside(table: pd.DataFrame) -> int:
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[unique_frames],
     group_name="vision",
     kinds={"pytorch", "duckdb"},

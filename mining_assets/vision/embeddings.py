@@ -10,6 +10,7 @@ import pandas as pd
 
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import content_key, frame_loader, partition_prefix, remove_orphans
 from mining_assets.vision.filtered import filtered_frames
@@ -81,6 +82,7 @@ def embed_frames(
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[filtered_frames],
     group_name="vision",
     kinds={"pytorch", "duckdb"},

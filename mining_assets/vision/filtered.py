@@ -11,6 +11,7 @@ from mining_assets.frames import frames
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.vision.images import MIN_SIDE
@@ -104,6 +105,7 @@ def score_frames(
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[frames],
     group_name="vision",
     kinds={"pytorch", "duckdb"},

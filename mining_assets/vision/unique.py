@@ -8,6 +8,7 @@ import pandas as pd
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.dedup import deduplicate
 from mining_assets.vision.embeddings import frame_embeddings, load_vectors
 from mining_assets.warehouse import (
@@ -28,6 +29,7 @@ class DedupConfig(dg.Config):
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[frame_embeddings],
     group_name="vision",
     kinds={"numpy", "duckdb"},

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mining_assets.partitions import keyword_partitions
+from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.coco import draw_detections
 from mining_assets.vision.common import partition_prefix, remove_orphans
 from mining_assets.vision.detections import detections
@@ -19,6 +20,7 @@ class VisualizationConfig(dg.Config):
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     deps=[detections],
     group_name="vision",
     kinds={"pillow"},
