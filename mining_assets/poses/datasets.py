@@ -350,7 +350,7 @@ def pose_datasets(
                 conn, partition_key, "pose_datasets", ["pose_datasets", "deleted_sources"]
             )
     keep = [key for f in stored.values() for key in (f.blob_key, f.sidecar_key)]
-    orphans, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored
+    orphans, not_removed, missing = remove_orphans(blob_store, prefix, keep)  # only now that the new files are stored
     for item, reason in [*problems, *kept][:20]:
         context.log.warning(f"{item}: {reason}")
     keyword_file = stored.get(KEYWORD_ROW)
@@ -366,6 +366,7 @@ def pose_datasets(
             "kept_sources": dg.MetadataValue.json([{"media_id": m, "reason": r} for m, r in kept[:50]]),
             "keyword_file": metadata_location(keyword_file.uri) if keyword_file else "not written",
             "orphans_removed": orphans,
+            "orphans_not_removed": dg.MetadataValue.json(not_removed[:20]),  # the store refused: left for blob_gc
             "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in problems[:50]]),
             "sample": dg.MetadataValue.md(markdown_table(SAMPLE_COLUMNS, sample, "_no poses_")),
         },

@@ -38,16 +38,24 @@ def content_key(prefix: str, data: bytes, suffix: str) -> str:
     return f"{prefix}/{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
 
 
-def remove_orphans(blob_store: BlobStore, prefix: str, keep: Iterable[str]) -> tuple[int, list[str]]:
+def remove_orphans(blob_store: BlobStore, prefix: str, keep: Iterable[str]) -> tuple[int, list[str], list[str]]:
     """After a stage stored its new files and rows: delete files under its prefix (``partition_prefix``: the
     stage's own folder for one keyword, which no other stage or keyword writes to) that no row refers to.
 
-    Returns how many were removed and which of the kept keys are missing from the store.
+    Returns how many the store removed; ``key: code message`` for each orphan it did not remove (left for
+    ``blob_gc``, never counted); and which of the kept keys are missing from the store.
     """
+    from resources.blob_store import BlobDeleteError
+
     folder = prefix.rstrip("/") + "/"
     keep = set(keep)
     stored = {key for key in blob_store.list_keys(prefix) if key.startswith(folder)}
-    return blob_store.delete(sorted(stored - keep)), sorted(keep - stored)
+    try:
+        removed, refused = blob_store.delete(sorted(stored - keep)), []
+    except BlobDeleteError as error:
+        removed = error.deleted
+        refused = [f"{key}: {code} {message}".rstrip() for key, code, message in error.failures]
+    return removed, refused, sorted(keep - stored)
 
 
 def metadata_location(uri: str) -> dg.MetadataValue:

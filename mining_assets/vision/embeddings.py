@@ -132,7 +132,7 @@ def frame_embeddings(
     stored_metadata, unique_key = replace_stage_rows(
         warehouse, partition_key, "frame_embeddings", table, "frame_embeddings", errors
     )
-    removed, missing = remove_orphans(blob_store, prefix, table["blob_key"])
+    removed, not_removed, missing = remove_orphans(blob_store, prefix, table["blob_key"])
 
     # the check reads back what was stored, not what was computed
     problems = norm_problems(load_vectors(blob_store, table)) if len(table) and not missing else {}
@@ -147,6 +147,7 @@ def frame_embeddings(
             "shards": int(table["blob_key"].nunique()),
             "model": model,
             "orphans_removed": removed,
+            "orphans_not_removed": dg.MetadataValue.json(not_removed[:20]),  # the store refused: left for blob_gc
             "problems": dg.MetadataValue.json([{"frame_id": i, "reason": r} for i, r in errors[:50]]),
         },
         check_results=[

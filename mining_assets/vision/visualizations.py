@@ -63,12 +63,13 @@ def detection_visualizations(
     for attempt in warehouse.retrying(lease=partition_key):
         with attempt as conn:
             record_errors(conn, partition_key, "detection_visualizations", errors)
-    removed, missing = remove_orphans(blob_store, prefix, written)
+    removed, not_removed, missing = remove_orphans(blob_store, prefix, written)
     return dg.MaterializeResult(
         metadata={
             "images": len(written),
             "failed": len(errors),
             "orphans_removed": removed,
+            "orphans_not_removed": dg.MetadataValue.json(not_removed[:20]),  # the store refused: left for blob_gc
             "missing_after_write": len(missing),
             "sample": dg.MetadataValue.json(list(written.values())[:10]),
         }
