@@ -9,11 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+
+from resources.blob_store import LocalBlobStore
+from resources.faults import StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -126,3 +130,73 @@ def frame_counts(partition_key: str) -> list[dict]:
         "SELECT count(*) AS frames, count(DISTINCT frame_id) AS distinct_frames FROM frames WHERE partition_key = ?",
         [partition_key],
     )
+
+
+class FailingStore(LocalBlobStore):
+    """A local blob store that fails like a remote one in an outage while ``outage_file`` exists.
+
+    The file says which calls fail (``all``, or ``reads``: reads and look-ups, while writes succeed, like an S3
+    GET that answers 503) and, on a second line, how many calls fail before the store recovers (none: until the
+    file is removed)."""
+
+    outage_file: str
+
+    def _outage(self, call: str) -> None:
+        path = Path(self.outage_file)
+        with _OUTAGE_LOCK:
+            if not path.is_file():
+                return
+            kind, _, left = path.read_text().partition("\n")
+            if kind == "reads" and call == "write":
+                return
+            if left.strip():
+                if int(left) <= 0:
+                    return
+                path.write_text(f"{kind}\n{int(left) - 1}")
+        raise StoreUnavailable(f"blob store: {call} failed: 503 SlowDown (an outage of the test's store)")
+
+    def put_bytes(self, key, data):
+        self._outage("write")
+        return super().put_bytes(key, data)
+
+    def put_file(self, key, path):
+        self._outage("write")
+        return super().put_file(key, path)
+
+    def get_bytes(self, key):
+        self._outage("read")
+        return super().get_bytes(key)
+
+    def exists(self, key):
+        self._outage("read")
+        return super().exists(key)
+
+    def list_entries(self, prefix):
+        self._outage("read")
+        return super().list_entries(prefix)
+
+    def delete(self, keys):
+        self._outage("write")
+        return super().delete(keys)
+
+    def local_path(self, key):
+        self._outage("read")
+        return super().local_path(key)
+
+
+_OUTAGE_LOCK = threading.Lock()
+
+
+def store_files(root: Path) -> dict[str, str]:
+    """Every file under a store root: the sha256 of its bytes by relative path."""
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+def warehouse_rows(warehouse) -> dict[str, list]:
+    """Every row of every table the stages own, sorted, by table."""
+    from mining_assets.warehouse import tables
+
+    return {name: warehouse.execute(f"SELECT * FROM {name} ORDER BY ALL") for name in sorted(tables())}

@@ -1,6 +1,7 @@
 """pose_datasets: each media item's poses, and the keyword's, as HDF5 files with JSON sidecars (schema in hdf5.py).
 
-Files go to ``pose_datasets/<partition>/<media_id>.h5`` (and ``.json``) and ``pose_datasets/<partition>/keyword.h5``.
+Files go to ``pose_datasets/<partition>/<media_id>.<sha>.h5`` (and ``.json``) and
+``pose_datasets/<partition>/keyword.<sha>.h5``, ``<sha>`` the first 12 hex digits of the file's sha256.
 Each is written locally, stored, fetched back from the store and verified before its row is recorded. A media item's
 provenance (source, page URL, license, creator) is its registry item's (``keyword_media`` -> ``registry``), else the
 frames catalog's.
@@ -21,6 +22,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from mining_assets.checks import first_reasons, output_check, output_spec
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.hdf5 import (
@@ -157,7 +159,10 @@ def store_verified(
     local = tmp / f"{name}.h5"
     (write_keyword_file if isinstance(content, KeywordPoses) else write_media_file)(local, content)
     document = json.loads(json.dumps(sidecar(local, content)))
-    key, sidecar_key = f"{prefix}/{name}.h5", f"{prefix}/{name}.json"
+    # named by content: a run stores new files beside the ones the rows refer to, and removes those only once
+    # its own rows are committed, so a run that fails (a store read that fails mid-verification) changes no file
+    stem = f"{prefix}/{name}.{document['sha256'][:12]}"
+    key, sidecar_key = f"{stem}.h5", f"{stem}.json"
     uri = blob_store.put_file(key, local)
     blob_store.put_bytes(sidecar_key, json.dumps(document, indent=1, sort_keys=True).encode())
     with blob_store.local_path(key) as stored:  # a fresh download when the store is remote
@@ -253,8 +258,13 @@ def delete_originals(blob_store: BlobStore, going: dict[str, str]) -> tuple[list
     kinds={"hdf5", "duckdb"},
     metadata=table_definition_metadata("pose_datasets"),
     check_specs=[
-        dg.AssetCheckSpec("files_verified", asset="pose_datasets"),
+        dg.AssetCheckSpec(
+            "files_verified",
+            asset="pose_datasets",
+            description="Every HDF5 file (each media item's, the keyword's), read back from the store, is as written.",
+        ),
         unique_key_spec("pose_datasets", ["pose_datasets", "deleted_sources"]),
+        output_spec("pose_datasets", "verified media files"),
     ],
 )
 def pose_datasets(
@@ -377,5 +387,11 @@ def pose_datasets(
                 metadata={"verified": len(stored), "not_verified": len(failed), "missing_after_store": len(missing)},
             ),
             unique_key,
+            output_check(
+                len(provenance),
+                len(set(stored) - {KEYWORD_ROW}),
+                "no media item's file was verified" + first_reasons(problems),
+                upstream="poses",
+            ),
         ],
     )

@@ -3,6 +3,7 @@ deleted only after verification; hostile keywords kept inside the store."""
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -116,6 +117,14 @@ def stored_path(resources, key: str) -> Path:
     return resources["blob_store"].path_for(key)
 
 
+def dataset_file(resources, media_id: str, sidecar: bool = False) -> Path:
+    """The stored file (or its sidecar) a media item's row names (``keyword``: the keyword's), named by content."""
+    column = "sidecar_key" if sidecar else "blob_key"
+    ((key,),) = query(resources, f"SELECT {column} FROM pose_datasets WHERE media_id = ?",
+                      "*" if media_id == "keyword" else media_id)  # fmt: skip
+    return stored_path(resources, key)
+
+
 def h5_shapes(src: h5py.File) -> dict[str, list[int]]:
     shapes = {}
 
@@ -132,10 +141,12 @@ def test_files_hold_exactly_the_pose_rows_with_provenance(resources, instance):
     meta, checks = run(resources, instance, partition_key)
     assert checks == {"files_verified": True, "unique_key": True}
     assert (meta["files"], meta["frames"], meta["media_items"], meta["deleted_sources"]) == (3, 6, 2, 0)
-    assert meta["problems"] == [] and meta["keyword_file"].endswith("pose_datasets/glass-door/keyword.h5")
+    assert meta["problems"] == [] and re.search(
+        r"pose_datasets/glass-door/keyword\.[0-9a-f]{12}\.h5$", meta["keyword_file"]
+    )
     prefix = partition_prefix("pose_datasets", partition_key)
     expected = pose_arrays([p for p in poses if p["media_id"] == VIDEO])
-    with h5py.File(stored_path(resources, f"{prefix}/{VIDEO}.h5"), "r") as video:
+    with h5py.File(dataset_file(resources, VIDEO), "r") as video:
         assert video["pose_landmarks"].shape == (5, 33, 4) and video["pose_landmarks"].dtype == np.float32
         assert video["pose_world_landmarks"].shape == (5, 33, 3)
         assert video["left_hand"].shape == video["right_hand"].shape == (5, 21, 3)
@@ -159,12 +170,12 @@ def test_files_hold_exactly_the_pose_rows_with_provenance(resources, instance):
         "glass door", "glass-door", 5, 1)  # fmt: skip
     assert json.loads(attrs["models"]) == [MODELS] and datetime.fromisoformat(attrs["created_at"]).tzinfo
 
-    with h5py.File(stored_path(resources, f"{prefix}/{PHOTO}.h5"), "r") as photo:
+    with h5py.File(dataset_file(resources, PHOTO), "r") as photo:
         assert photo["pose_landmarks"].shape == (1, 33, 4) and np.isnan(photo["timestamps_s"][()]).all()
         assert (photo.attrs["license"], photo.attrs["creator"], photo.attrs["source_url"]) == (
             "Pexels License", "Ana", PHOTO_URL)  # fmt: skip
 
-    with h5py.File(stored_path(resources, f"{prefix}/keyword.h5"), "r") as whole:
+    with h5py.File(dataset_file(resources, "keyword"), "r") as whole:
         assert sorted(whole["media"]) == sorted([VIDEO, PHOTO])
         assert (whole.attrs["frames"], whole.attrs["media_items"], whole.attrs["file_kind"]) == (6, 2, "keyword")
         group = whole["media"][VIDEO]
@@ -172,10 +183,10 @@ def test_files_hold_exactly_the_pose_rows_with_provenance(resources, instance):
         assert np.array_equal(group["pose_landmarks"][()], expected["pose_landmarks"], equal_nan=True)
 
     for name in (VIDEO, PHOTO, "keyword"):
-        data = stored_path(resources, f"{prefix}/{name}.h5").read_bytes()
-        document = json.loads(stored_path(resources, f"{prefix}/{name}.json").read_text())
+        data = dataset_file(resources, name).read_bytes()
+        document = json.loads(dataset_file(resources, name, sidecar=True).read_text())
         assert document["sha256"] == hashlib.sha256(data).hexdigest() and document["size_bytes"] == len(data)
-        with h5py.File(stored_path(resources, f"{prefix}/{name}.h5"), "r") as src:
+        with h5py.File(dataset_file(resources, name), "r") as src:
             assert {k: hdf5_attribute(v) for k, v in document["attributes"].items()} == dict(src.attrs)
             shapes = h5_shapes(src)
         assert {path: entry["shape"] for path, entry in document["datasets"].items()} == shapes
@@ -183,9 +194,12 @@ def test_files_hold_exactly_the_pose_rows_with_provenance(resources, instance):
 
     rows = query(resources, "SELECT media_id, frames, blob_key, sidecar_key, source_deleted FROM pose_datasets "
                  "ORDER BY media_id")  # fmt: skip
-    assert rows == [("*", 6, f"{prefix}/keyword.h5", f"{prefix}/keyword.json", False),
-                    (PHOTO, 1, f"{prefix}/{PHOTO}.h5", f"{prefix}/{PHOTO}.json", False),
-                    (VIDEO, 5, f"{prefix}/{VIDEO}.h5", f"{prefix}/{VIDEO}.json", False)]  # fmt: skip
+    named = [(m, n, re.sub(r"\.[0-9a-f]{12}\.", ".", k), re.sub(r"\.[0-9a-f]{12}\.", ".", s), d)
+             for m, n, k, s, d in rows]  # fmt: skip
+    assert named == [("*", 6, f"{prefix}/keyword.h5", f"{prefix}/keyword.json", False),
+                     (PHOTO, 1, f"{prefix}/{PHOTO}.h5", f"{prefix}/{PHOTO}.json", False),
+                     (VIDEO, 5, f"{prefix}/{VIDEO}.h5", f"{prefix}/{VIDEO}.json", False)]  # fmt: skip
+    assert all(k.removesuffix(".h5") == s.removesuffix(".json") for _, _, k, s, _ in rows)  # a pair per file
     assert resources["blob_store"].exists(VIDEO_KEY) and resources["blob_store"].exists(PHOTO_KEY)
 
 
@@ -193,14 +207,17 @@ def test_rerun_replaces_rows_and_removes_orphaned_files(resources, instance):
     partition_key, _ = seed(resources, "glass door")
     prefix = partition_prefix("pose_datasets", partition_key)
     run(resources, instance, partition_key)
+    first = set(resources["blob_store"].list_keys(prefix))
     resources["blob_store"].put_bytes(f"{prefix}/youtube-gone.h5", b"stale")
     resources["blob_store"].put_bytes(f"{prefix}/youtube-gone.json", b"{}")
     query(resources, "DELETE FROM poses WHERE media_id = ?", PHOTO)
     meta, checks = run(resources, instance, partition_key)
     assert checks == {"files_verified": True, "unique_key": True}
-    assert meta["orphans_removed"] == 4  # the stale pair and the photo's pair
-    names = ("keyword.h5", "keyword.json", f"{VIDEO}.h5", f"{VIDEO}.json")
-    assert resources["blob_store"].list_keys(prefix) == [f"{prefix}/{name}" for name in names]
+    kept = {key for pair in query(resources, "SELECT blob_key, sidecar_key FROM pose_datasets") for key in pair}
+    assert resources["blob_store"].list_keys(prefix) == sorted(kept)
+    # the stale pair, and every earlier file no row names now: the photo's pair, and the video's and keyword's
+    # when their content (their created_at) changed, which gave them new names
+    assert meta["orphans_removed"] == 2 + len(first - kept) and len(first - kept) >= 2
     assert query(resources, "SELECT media_id, frames FROM pose_datasets ORDER BY media_id") == [("*", 5), (VIDEO, 5)]
 
 
@@ -228,8 +245,7 @@ def test_delete_sources_deletes_videos_only_after_verification(resources, instan
     assert query_dicts(resources, "SELECT item, status FROM media_status ORDER BY item") == [
         {"item": PHOTO, "status": "complete"}, {"item": VIDEO, "status": "source_deleted"}]  # fmt: skip
     assert query_dicts(resources, "SELECT * FROM pose_datasets_errors") == []  # keeping a photo is no error
-    prefix = partition_prefix("pose_datasets", partition_key)
-    assert all(resources["blob_store"].exists(f"{prefix}/{n}.h5") for n in (VIDEO, PHOTO, "keyword"))
+    assert all(dataset_file(resources, n).is_file() for n in (VIDEO, PHOTO, "keyword"))
     meta, _ = run(resources, instance, partition_key)  # a later run still knows the original is gone
     assert query_dicts(resources, deleted) == expected and meta["deleted_sources"] == 0
     meta, _ = run(resources, instance, partition_key, delete_sources=True)
@@ -266,7 +282,8 @@ def test_no_source_is_deleted_when_verification_fails(resources, instance, monke
     assert query(resources, "SELECT item FROM ingest_errors WHERE stage = 'pose_datasets'") == [(VIDEO,)]
     assert query(resources, "SELECT media_id FROM deleted_sources") == [(OTHER_VIDEO,)]
     prefix = partition_prefix("pose_datasets", partition_key)
-    assert not resources["blob_store"].exists(f"{prefix}/{VIDEO}.h5")  # an unverified file is not left behind
+    # an unverified file is not left behind
+    assert not [key for key in resources["blob_store"].list_keys(prefix) if key.startswith(f"{prefix}/{VIDEO}.")]
 
 
 def test_nothing_is_deleted_when_the_keyword_file_fails(resources, instance, monkeypatch):
@@ -329,12 +346,11 @@ def test_provenance_is_the_first_registry_item_else_the_catalog(resources, insta
             conn.execute("UPDATE frames SET source_url = 'https://catalog.test/v' WHERE media_id = ?", [VIDEO])
     _, checks = run(resources, instance, partition_key)
     assert checks == {"files_verified": True, "unique_key": True}
-    prefix = partition_prefix("pose_datasets", partition_key)
     names = ("source", "source_url", "license", "creator")
-    with h5py.File(stored_path(resources, f"{prefix}/{PHOTO}.h5"), "r") as photo:
+    with h5py.File(dataset_file(resources, PHOTO), "r") as photo:
         assert {name: photo.attrs[name] for name in names} == {
             "source": "pexels", "source_url": PHOTO_URL, "license": "Pexels License", "creator": "Ana"}  # fmt: skip
-    with h5py.File(stored_path(resources, f"{prefix}/{VIDEO}.h5"), "r") as video:
+    with h5py.File(dataset_file(resources, VIDEO), "r") as video:
         assert {name: video.attrs[name] for name in names} == {
             "source": "youtube", "source_url": "https://catalog.test/v", "license": "", "creator": ""}  # fmt: skip
 
