@@ -6,8 +6,9 @@ import pandas as pd
 
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.stock import STOCK_SOURCES, collect_hits, registry_row
-from mining_assets.sources.uploads import local_items, remember_keyword, s3_items
+from mining_assets.sources.uploads import Item, folder_belongs, local_items, remember_keyword, s3_items
 from mining_assets.sources.videos import youtube_candidates
 from mining_assets.warehouse import (
     execute_with_rows,
@@ -19,11 +20,12 @@ from mining_assets.warehouse import (
     unique_key_spec,
 )
 from resources.stock_photos import PexelsSource, PixabayPhotoSource, UnsplashSource
-from resources.uploads import UploadBucket, UploadError
+from resources.uploads import UploadBucket, UploadError, UploadMissing
 from resources.warehouse import Warehouse
 from resources.youtube import YouTubeResource
 
 STAGE = "media_registry"
+OWNED = ["registry", "upload_objects"]  # the tables this asset writes, besides its errors
 COLUMNS = [name for name in tables()["registry"]["columns"] if name != "discovered_at"]
 # an item known before keeps what was recorded of it; what a source says now fills in what was missing
 UPSERT = f"""
@@ -34,9 +36,24 @@ WHEN MATCHED THEN UPDATE SET
 WHEN NOT MATCHED THEN INSERT ({", ".join(COLUMNS)}, discovered_at)
     VALUES ({", ".join("incoming." + c for c in COLUMNS)}, now()::TIMESTAMP)
 """
+# an object version (bucket, key, ETag) registered once stays as it was first recorded
+RECORD_UPLOADS = """
+MERGE INTO upload_objects USING (SELECT * FROM _incoming) AS incoming
+ON upload_objects.bucket = incoming.bucket AND upload_objects.key = incoming.key
+    AND upload_objects.etag = incoming.etag
+WHEN NOT MATCHED THEN INSERT (bucket, key, etag, partition_key, registered_at)
+    VALUES (incoming.bucket, incoming.key, incoming.etag, incoming.partition_key, now()::TIMESTAMP)
+"""
 
 
 SOURCES_TAG = "mining/sources"  # a job's sources (youtube, uploads, stock): what the registry asks when not told
+
+
+class ListedObject(dg.Config):
+    """An object of the upload bucket as a listing showed it."""
+
+    key: str
+    etag: str
 
 
 class MediaRegistryConfig(dg.Config):
@@ -48,7 +65,8 @@ class MediaRegistryConfig(dg.Config):
     urls: list[str] = []  # video pages to add (YouTube or any page yt-dlp reads)
     local_dir: str | None = None  # a folder of photos and videos, read recursively; hidden files skipped
     uploads: bool | None = None  # the upload bucket's folders of this keyword, when a bucket is configured
-    s3_keys: list[str] | None = None  # only these objects of the bucket (the uploads sensor); None: list the folders
+    s3_keys: list[str] | None = None  # only these objects of the bucket (their ETags asked of S3); None: list folders
+    s3_objects: list[ListedObject] | None = None  # only these objects, with their listed ETags (the uploads sensor)
     stock_sources: list[str] | None = None  # of pexels, unsplash, pixabay
     per_query: int = 30  # photos asked of each stock source for each query
     queries: list[str] | None = None  # stock-photo queries; None: the keyword itself
@@ -63,6 +81,55 @@ def upload_rows(items, license_text: str) -> list[dict]:
          "title": item.location.rsplit("/", 1)[-1], "license": license_text}
         for item in items
     ]  # fmt: skip
+
+
+def keyword_objects(uploads: UploadBucket, partition_key: str, keyword: str) -> dict[str, str]:
+    """key -> ETag of every object in the bucket's folders of this keyword, listed folder by folder, page by page.
+
+    Raises:
+        UploadError: a listing failed.
+    """
+    return {
+        obj.key: obj.etag
+        for prefix, folder in uploads.keyword_folders()
+        if folder_belongs(folder, partition_key, keyword)
+        for obj in uploads.list_objects(prefix)
+    }
+
+
+def s3_uploads(
+    config: MediaRegistryConfig, uploads: UploadBucket, partition_key: str, keyword: str
+) -> tuple[list[Item], list[tuple[str, str]], set[str], list[dict]]:
+    """The upload bucket's items for this partition (the objects the config names, or its folders' objects), the
+    (item, reason) failures, the names their errors are recorded under, and the ``upload_objects`` rows of the
+    items registered (bucket, key, ETag: the listing's, or asked of S3 when only a key was given)."""
+    named = config.s3_keys is not None or config.s3_objects is not None
+    etags: dict[str, str | None] = dict.fromkeys(config.s3_keys or [])
+    etags.update({obj.key: obj.etag for obj in config.s3_objects or []})
+    if uploads.configured and not named:
+        try:
+            etags = dict(keyword_objects(uploads, partition_key, keyword))
+        except UploadError as error:
+            where = uploads.location(uploads.root)
+            return [], [(where, str(error))], {"s3", where}, []
+    items, errors, scope = s3_items(uploads, list(etags) if named or uploads.configured else None, partition_key,
+                                    keyword)  # fmt: skip
+    if not uploads.configured:
+        return items, errors, scope, []
+    keys = {uploads.location(key): key for key in etags}
+    records = []
+    for item in items:
+        key = keys[item.location]
+        if etags[key] is None:
+            try:
+                etags[key] = uploads.head(key).etag
+            except UploadMissing:  # registered all the same: media records it as not found
+                continue
+            except UploadError as error:
+                errors.append((item.location, f"not recorded in upload_objects (its ETag is unknown): {error}"))
+                continue
+        records.append({"bucket": uploads.bucket, "key": key, "etag": etags[key]})
+    return items, errors, scope, records
 
 
 def resolved(config: MediaRegistryConfig, tags: dict[str, str]) -> MediaRegistryConfig:
@@ -84,10 +151,11 @@ def gather(
     youtube: YouTubeResource,
     uploads: UploadBucket,
     stock: dict,
-) -> tuple[list[dict], list[tuple[str, str]], set[str]]:
-    """Every item the asked sources name, the (item, reason) failures, and the names of the sources asked (so that
-    the errors of sources not asked this time are kept)."""
+) -> tuple[list[dict], list[tuple[str, str]], set[str], list[dict]]:
+    """Every item the asked sources name, the (item, reason) failures, the names of the sources asked (so that
+    the errors of sources not asked this time are kept), and the ``upload_objects`` rows of the uploads named."""
     rows: list[dict] = []
+    records: list[dict] = []
     errors: list[tuple[str, str]] = []
     asked: set[str] = set()
     if config.youtube_search or config.urls:
@@ -108,8 +176,8 @@ def gather(
             rows += upload_rows(local_items(config.local_dir), config.license)
         except UploadError as error:
             errors.append((config.local_dir, str(error)))
-    if config.uploads or config.s3_keys:
-        items, failures, scope = s3_items(uploads, config.s3_keys, partition_key, keyword)
+    if config.uploads or config.s3_keys or config.s3_objects:
+        items, failures, scope, records = s3_uploads(config, uploads, partition_key, keyword)
         asked |= scope
         errors += failures
         rows += upload_rows(items, config.license)
@@ -124,17 +192,18 @@ def gather(
     unique: dict[str, dict] = {}
     for row in rows:
         unique.setdefault(row["item"], row)
-    return list(unique.values()), errors, asked
+    return list(unique.values()), errors, asked, records
 
 
 @dg.asset(
     partitions_def=keyword_partitions,
+    retry_policy=STEP_RETRY,
     group_name="sources",
     kinds={"youtube", "s3", "duckdb"},
     metadata=table_definition_metadata("registry"),
     check_specs=[
         dg.AssetCheckSpec("sources_answered", asset="media_registry", blocking=False),
-        unique_key_spec("media_registry", ["registry"]),
+        unique_key_spec("media_registry", OWNED),
     ],
 )
 def media_registry(
@@ -157,7 +226,8 @@ def media_registry(
             keyword = keyword_text(conn, partition_key)
     stock = {"pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
     config = resolved(config, context.run.tags)
-    rows, errors, asked = gather(config, partition_key, keyword, youtube, uploads, stock)
+    rows, errors, asked, records = gather(config, partition_key, keyword, youtube, uploads, stock)
+    uploaded = pd.DataFrame(records, columns=["bucket", "key", "etag"]).drop_duplicates(["bucket", "key", "etag"])
     frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("partition_key", "keyword")])
     frame = frame.assign(partition_key=partition_key, keyword=keyword)[COLUMNS].astype(object)
     frame = frame.where(frame.notna(), None)  # missing fields are NULL, never NaN
@@ -168,6 +238,8 @@ def media_registry(
                 "SELECT item FROM registry WHERE partition_key = ?", [partition_key]).fetchall()}  # fmt: skip
             if len(frame):
                 execute_with_rows(conn, UPSERT, frame)
+            if len(uploaded):  # in the registry's transaction: an object counts as registered once its row is there
+                execute_with_rows(conn, RECORD_UPLOADS, uploaded.assign(partition_key=partition_key))
             earlier = conn.execute(
                 "SELECT item, reason FROM media_registry_errors WHERE partition_key = ?", [partition_key]
             ).fetchall()
@@ -176,7 +248,7 @@ def media_registry(
             by_source = dict(conn.execute(
                 "SELECT source, count(*) FROM registry WHERE partition_key = ? GROUP BY source ORDER BY source",
                 [partition_key]).fetchall())  # fmt: skip
-            table, unique = table_report(conn, partition_key, "registry")
+            table, unique = table_report(conn, partition_key, "registry", OWNED)
     for item, reason in errors:
         context.log.warning(f"{item}: {reason}")
     new = [row for row in rows if row["item"] not in known]
@@ -186,6 +258,7 @@ def media_registry(
             "keyword": keyword,
             "items": sum(by_source.values()),
             "new_items": len(new),
+            "uploads_recorded": len(uploaded),
             "by_source": dg.MetadataValue.json(by_source),
             "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors[:50]]),
             "new_preview": dg.MetadataValue.md(

@@ -26,3 +26,11 @@ CREATE TABLE IF NOT EXISTS media_registry_errors (  -- key: partition_key, item;
     reason VARCHAR NOT NULL,
     recorded_at TIMESTAMP
 );
+
+CREATE TABLE IF NOT EXISTS upload_objects (  -- key: bucket, key, etag; each upload-bucket object a registry row names
+    bucket VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,             -- the object's key in the bucket, as listed
+    etag VARCHAR NOT NULL,            -- its ETag as listed (no quotes): new content under the same key is a new row
+    partition_key VARCHAR NOT NULL,   -- the keyword partition whose registry row (s3://bucket/key) names it
+    registered_at TIMESTAMP
+);

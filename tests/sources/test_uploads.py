@@ -1,19 +1,34 @@
 """Uploads through the source chain (media_registry -> media -> video_frames -> frames): a local collection and an
 S3 bucket (moto on loopback) with photos, videos and files that are neither, told apart by content; then the videos'
-frames and the photos in the frames catalog."""
+frames and the photos in the frames catalog. Reads of the bucket that fail or are cut off (a proxy in front of moto
+cuts object bodies halfway) are the item's failure, with a reason that names no credentials."""
 
 import hashlib
+import http.client
+import http.server
 import os
 import re
 import shutil
+import socket
+import tempfile
+import threading
 import uuid
 
 import boto3
 import dagster as dg
 import pandas as pd
 import pytest
+from boto3.exceptions import RetriesExceededError, S3TransferFailedError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from dagster_aws.s3 import S3Resource
-from harness import meta, query, query_dicts
+from harness import free_port, meta, query, query_dicts
+from s3transfer.exceptions import S3DownloadFailedError
 from vision_support import encode, rotated_jpeg, scene
 
 from mining_assets.frames import frames
@@ -24,7 +39,7 @@ from mining_assets.video.frames import video_frames
 from mining_assets.video.synthetic import make_video
 from mining_assets.warehouse import insert_rows
 from resources.blob_store import check_key
-from resources.uploads import UploadBucket
+from resources.uploads import UploadBucket, UploadError, UploadMissing
 
 UPLOAD_SOURCES = {"youtube_search": False, "uploads": True, "stock_sources": []}  # what the job's tag asks, spelled out
 
@@ -392,7 +407,8 @@ def test_unique_key_fails_on_a_doubled_item(instance, resources, collection):
     )
     result = run(instance, resources, selection=[media_registry], registry={"local_dir": str(collection)})
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_key"]
-    assert not evaluation.passed and evaluation.metadata["duplicated_keys"].value == {"registry": 1}
+    assert not evaluation.passed
+    assert evaluation.metadata["duplicated_keys"].value == {"registry": 1, "upload_objects": 0}
     assert meta(result, "media_registry")["dagster/partition_row_count"] == 7 + 2
 
     # a membership recorded twice for an item no run fetches: media's own check reports it
@@ -438,3 +454,185 @@ def test_the_same_photo_uploaded_under_two_keywords_is_stored_once(instance, res
     ]  # fmt: skip
     assert {r["status"] for r in query_dicts(resources, "SELECT status FROM media_status")} == {"complete"}
     assert all(e.passed for e in second.get_asset_check_evaluations())
+
+
+def test_the_registry_records_each_upload_with_its_etag(instance, resources, bucket):
+    """upload_objects (what the uploads sensor compares its listing with): one row per object version the registry
+    names, whether the run listed the keyword's folders, was given keys (their ETags asked of S3) or was given the
+    listing's keys and ETags."""
+    resources = {**resources, "uploads": bucket}
+    client = bucket.s3.get_client()
+
+    def etag(key: str) -> str:
+        return client.head_object(Bucket=bucket.bucket, Key=key)["ETag"].strip('"')
+
+    def recorded() -> set[tuple]:
+        rows = query_dicts(resources, "SELECT bucket, key, etag, partition_key FROM upload_objects")
+        assert all(row["bucket"] == bucket.bucket for row in rows)
+        return {(row["key"], row["etag"], row["partition_key"]) for row in rows}
+
+    keys = ["uploads/glass door/beach.jpg", "uploads/glass door/phone/VID_0001.dat"]
+    first = run(instance, resources, selection=[media_registry], registry={"keyword": "glass door"})  # listed
+    assert recorded() == {(key, etag(key), KEY) for key in keys}  # not the other keyword's, not the stray
+    assert meta(first, "media_registry")["uploads_recorded"] == 2
+    again = run(instance, resources, selection=[media_registry])
+    assert len(recorded()) == 2 and all(check.passed for check in again.get_asset_check_evaluations())
+
+    old = etag(keys[0])
+    put(bucket, keys[0], encode(scene(12, size=(120, 80))))  # new content under the same key: another version
+    run(instance, resources, selection=[media_registry], registry={"s3_keys": [keys[0], "uploads/glass door/gone.jpg"]})
+    assert recorded() == {(keys[0], old, KEY), (keys[0], etag(keys[0]), KEY), (keys[1], etag(keys[1]), KEY)}
+    assert query(resources, "SELECT count(*) FROM media_registry_errors")[0][0] == 0  # gone.jpg: media's to report
+
+    listed = [{"key": "uploads/robot arm/other.jpg", "etag": "etag-as-listed"}]
+    run(instance, resources, partition_key="robot-arm", selection=[media_registry], registry={"s3_objects": listed})
+    assert ("uploads/robot arm/other.jpg", "etag-as-listed", "robot-arm") in recorded()
+    (registered,) = query_dicts(resources, "SELECT item FROM registry WHERE partition_key = 'robot-arm'")
+    assert registered["item"] == bucket.location("uploads/robot arm/other.jpg")
+
+
+class CuttingProxy(http.server.ThreadingHTTPServer):
+    """Relays every request to moto; an object's GET gets the real headers, half the body, then the connection
+    closes (``cuts`` counts them)."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str):
+        super().__init__(("127.0.0.1", 0), CuttingHandler)
+        self.upstream = upstream.removeprefix("http://")
+        self.cuts = 0
+
+
+class CuttingHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: CuttingProxy
+
+    def log_message(self, format, *args):
+        pass
+
+    def relay(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=dict(self.headers))
+            answer = upstream.getresponse()
+            data = answer.read()
+        finally:
+            upstream.close()
+        self.send_response_only(answer.status, answer.reason)
+        for name, value in answer.getheaders():
+            self.send_header(name, value)
+        self.end_headers()
+        if not (self.command == "GET" and "?" not in self.path and answer.status == 200 and data):
+            self.wfile.write(data)
+            return
+        self.server.cuts += 1
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = relay
+
+
+@pytest.fixture
+def cutting_proxy(s3_endpoint):
+    proxy = CuttingProxy(s3_endpoint)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    yield proxy
+    proxy.shutdown()
+    proxy.server_close()
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch):
+    """The process's temporary folder, inside the test's: what a download leaves behind is seen (downloads are
+    in ``upload-*`` folders)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_cut_off_download_is_the_items_failure_and_keeps_nothing(instance, resources, bucket, cutting_proxy,
+                                                                   temp_dir):  # fmt: skip
+    port = cutting_proxy.server_address[1]
+    through = bucket.model_copy(update={"s3": S3Resource(endpoint_url=f"http://127.0.0.1:{port}", **CREDENTIALS)})
+    resources = {**resources, "uploads": through}
+    key = "uploads/glass door/beach.jpg"
+    run(instance, resources, selection=[media_registry, media], registry={"s3_keys": [key]})
+
+    assert cutting_proxy.cuts >= 1  # the body was cut off (boto3 tried again, and was cut off again)
+    (row,) = query_dicts(resources, "SELECT item, status, error, error_stage FROM media_status")
+    assert (row["item"], row["status"], row["error_stage"]) == (bucket.location(key), "failed", "media")
+    assert row["error"].startswith("download failed: cut off before the end: ")
+    assert "given up after retries" in row["error"]
+    assert query(resources, "SELECT count(*) FROM media")[0][0] == 0
+    assert resources["blob_store"].list_keys("photos") == []
+    assert list(temp_dir.glob("upload-*")) == []  # no partial file left of the download
+
+
+URL_WITH_CREDENTIALS = "http://user:secret@127.0.0.1:1"
+
+
+def failing_client(error: Exception):
+    class Client:
+        def download_file(self, bucket, key, filename):
+            with open(filename + ".part", "wb") as part:  # as boto3 does: a part file, then the failure
+                part.write(b"half")
+            raise error
+
+    return Client()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (IncompleteReadError(actual_bytes=5, expected_bytes=10), "download failed: cut off before the end: 5 read"),
+        (ResponseStreamingError(error="Connection broken"), "download failed: cut off before the end: An error"),
+        (RetriesExceededError(IncompleteReadError(actual_bytes=5, expected_bytes=10)),
+         "download failed: cut off before the end: 5 read, but total bytes expected is 10. (given up after retries)"),
+        (RetriesExceededError(None), "download failed: failed (given up after retries)"),
+        (ReadTimeoutError(endpoint_url=f"{URL_WITH_CREDENTIALS}/b/k", error="timed out"),
+         'download failed: timed out: Read timeout on endpoint URL: "http://***@127.0.0.1:1/b/k"'),
+        (EndpointConnectionError(endpoint_url=f"{URL_WITH_CREDENTIALS}/b/k"),
+         'download failed: bucket unreachable: Could not connect to the endpoint URL: "http://***@127.0.0.1:1/b/k"'),
+        (S3TransferFailedError("transfer failed"), "download failed: transfer failed"),
+        (S3DownloadFailedError("did not match expected ETag"), "download failed: did not match expected ETag"),
+        (ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "GetObject"), "download failed: An error"),
+    ],
+)  # fmt: skip
+def test_a_failed_read_is_an_upload_error_with_its_reason(monkeypatch, temp_dir, error, reason):
+    monkeypatch.setattr(S3Resource, "get_client", lambda self: failing_client(error))
+    bucket = UploadBucket(bucket="b", s3=S3Resource(endpoint_url=URL_WITH_CREDENTIALS, **CREDENTIALS))
+    with pytest.raises(UploadError) as raised, bucket.download("uploads/glass door/a.jpg"):
+        pass
+    assert str(raised.value).startswith(reason) and "secret" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # the original names the secret
+    assert not isinstance(raised.value, UploadMissing)
+    assert list(temp_dir.iterdir()) == []  # the part file went with the download's folder
+
+
+def test_no_error_names_the_credentials_in_the_endpoint_url(temp_dir):
+    """botocore quotes the endpoint URL, user-info included, in its connection errors."""
+    endpoint = f"http://user:secret@127.0.0.1:{free_port()}"  # nothing listens there
+    bucket = UploadBucket(bucket="b", s3=S3Resource(endpoint_url=endpoint, max_attempts=1, **CREDENTIALS))
+    for read in (
+        lambda: bucket.head("uploads/a/x.jpg"),
+        lambda: list(bucket.list_objects()),
+        lambda: list(bucket.keyword_folders()),
+        lambda: bucket.download("uploads/a/x.jpg").__enter__(),
+    ):
+        with pytest.raises(UploadError) as raised:
+            read()
+        assert "bucket unreachable: Could not connect to the endpoint URL" in str(raised.value)
+        assert "secret" not in str(raised.value) and "http://***@127.0.0.1:" in str(raised.value)
+        assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    # without credentials in the URL, the original error stays chained to the reason
+    plain = UploadBucket(bucket="b", s3=S3Resource(endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1,
+                                                   **CREDENTIALS))  # fmt: skip
+    with pytest.raises(UploadError) as raised:
+        plain.head("uploads/a/x.jpg")
+    assert isinstance(raised.value.__cause__, EndpointConnectionError)
