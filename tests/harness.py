@@ -200,3 +200,22 @@ def warehouse_rows(warehouse) -> dict[str, list]:
     from mining_assets.warehouse import tables
 
     return {name: warehouse.execute(f"SELECT * FROM {name} ORDER BY ALL") for name in sorted(tables())}
+
+
+@contextmanager
+def nothing_written_beside(folder: Path):
+    """Asserts that the block writes nothing in the folders beside ``folder`` (a test's own tmp_path): the parent
+    is compared before and after, so a path that escaped the test's folder is seen wherever it landed."""
+
+    def beside() -> dict[str, tuple[int, int]]:
+        found = {}
+        for path in folder.parent.rglob("*"):
+            if path.is_file() and not path.is_relative_to(folder):
+                found[path.relative_to(folder.parent).as_posix()] = (path.stat().st_size, path.stat().st_mtime_ns)
+        return found
+
+    before = beside()
+    yield
+    after = beside()
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"written outside the test's folder: {changed[:10]}"

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from harness import checks_by_asset, meta, query, query_dicts
+from harness import checks_by_asset, meta, nothing_written_beside, query, query_dicts
 from PIL import Image
 
 from mining_assets.frames import frames
@@ -192,8 +192,9 @@ def test_bad_inputs_are_recorded_and_the_rest_goes_on(instance, resources, media
     ["../../etc/passwd", "say \"cheese\" 'now'", "<script>alert(1)</script><b>door</b>", "🚪 door 🚪", "x" * 200],
 )
 def test_hostile_keywords_stay_inside_the_store(instance, resources, tmp_path, keyword):
-    key = add_keyword(instance, resources, keyword)
-    materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
+    with nothing_written_beside(tmp_path):
+        key = add_keyword(instance, resources, keyword)
+        materialize(instance, resources, key, {"video_frames": {"config": {"strategy": "keyframes"}}})
     assert query(resources, "SELECT DISTINCT keyword FROM frames") == [(keyword,)]
     root = Path(resources["blob_store"].root).resolve()
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".jpg", ".mp4")]

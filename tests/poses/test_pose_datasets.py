@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from harness import query, query_dicts
+from harness import nothing_written_beside, query, query_dicts
 from vision_support import seed_media
 
 from mining_assets.partitions import keyword_slug
@@ -366,16 +366,17 @@ def test_unusable_pose_rows_are_recorded_and_the_rest_goes_on(resources, instanc
 
 @pytest.mark.parametrize("keyword", ["../x", "say \"cheese\" 'now'", "<script>alert(1)</script><b>door</b>"])
 def test_hostile_keywords_stay_inside_the_store(resources, instance, tmp_path, keyword):
-    partition_key, _ = seed(resources, keyword)
-    _, checks = run(resources, instance, partition_key)
+    with nothing_written_beside(tmp_path):
+        partition_key, _ = seed(resources, keyword)
+        _, checks = run(resources, instance, partition_key)
     assert checks == {"files_verified": True, "unique_key": True}
     root = Path(resources["blob_store"].root).resolve()
     written = [p for p in tmp_path.rglob("*") if p.suffix in (".h5", ".json")]
     assert len(written) == 6 and all(p.resolve().is_relative_to(root / "pose_datasets" / partition_key)
                                      for p in written)  # fmt: skip
-    with h5py.File(root / "pose_datasets" / partition_key / "keyword.h5", "r") as whole:
+    with h5py.File(dataset_file(resources, "keyword"), "r") as whole:
         assert whole.attrs["keyword"] == keyword and whole["media"][VIDEO].attrs["keyword"] == keyword
-    document = json.loads((root / "pose_datasets" / partition_key / f"{VIDEO}.json").read_text())
+    document = json.loads(dataset_file(resources, VIDEO, sidecar=True).read_text())
     assert document["attributes"]["keyword"] == keyword
 
 

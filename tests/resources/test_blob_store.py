@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from dagster_aws.s3 import S3Resource
+from harness import nothing_written_beside
 
 from resources.blob_store import BlobDeleteError, LocalBlobStore, S3BlobStore, check_key
 
@@ -58,9 +59,10 @@ def test_s3_uris_name_bucket_and_prefix(s3_endpoint):
 
 def test_local_store_writes_nothing_outside_its_root(tmp_path):
     store = LocalBlobStore(root=str(tmp_path / "root"))
-    for key in UNSAFE_KEYS:
-        with pytest.raises(ValueError):
-            store.put_bytes(key, b"x")
+    with nothing_written_beside(tmp_path):
+        for key in UNSAFE_KEYS:
+            with pytest.raises(ValueError):
+                store.put_bytes(key, b"x")
     assert not (tmp_path / "x").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

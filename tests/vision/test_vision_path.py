@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 import pytest
-from harness import materialize_partition, meta, query, query_dicts
+from harness import materialize_partition, meta, nothing_written_beside, query, query_dicts
 from PIL import Image
 from vision_support import encode, scene, seed_frames
 
@@ -246,10 +246,11 @@ def test_video_frames_through_every_stage_on_s3(vision_resources, instance, s3_e
 @pytest.mark.parametrize("keyword", ["../../etc/passwd", '<b>door</b> "quoted" x'])
 def test_hostile_keywords_keep_every_output_inside_the_store(vision_resources, instance, tmp_path, keyword):
     frames = {f"f{i}": encode(scene(i)) for i in range(3)}
-    partition_key = seed_frames(vision_resources, keyword, frames)
-    result, checks = run(vision_resources, instance, partition_key,
-                         filtered_frames={"threshold": 0.0}, unique_frames={"threshold": 0.9999},
-                         detections={"threshold": 0.0})  # fmt: skip
+    with nothing_written_beside(tmp_path):
+        partition_key = seed_frames(vision_resources, keyword, frames)
+        result, checks = run(vision_resources, instance, partition_key,
+                             filtered_frames={"threshold": 0.0}, unique_frames={"threshold": 0.9999},
+                             detections={"threshold": 0.0})  # fmt: skip
     assert all(checks.values())
     assert meta(result, "coco_annotations")["images"] == 3
     root = vision_resources["blob_store"].path_for("x").parent
