@@ -26,7 +26,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-from resources.faults import StoreUnavailable, without_credentials
+from resources.faults import StoreUnavailable
+from resources.secrets import without_credentials
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 

@@ -14,8 +14,6 @@ lets these through::
 
 from __future__ import annotations
 
-import re
-
 
 class InfrastructureError(Exception):
     """The blob store, the warehouse or the local disk failed; the message names what and where (no secrets)."""
@@ -23,11 +21,3 @@ class InfrastructureError(Exception):
 
 class StoreUnavailable(InfrastructureError):
     """A blob-store call failed for a reason other than a missing key (S3 503, a refused connection, a full disk)."""
-
-
-_USER_INFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"']+@")
-
-
-def without_credentials(text: str) -> str:
-    """Text with the user-info of every URL in it (``https://user:secret@host``) replaced by ``***``."""
-    return _USER_INFO.sub(r"\1***@", text)

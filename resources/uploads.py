@@ -10,7 +10,6 @@ Listings go page by page (``page_size`` keys a request), so no caller ever holds
 from __future__ import annotations
 
 import contextlib
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from resources.secrets import without_credentials
+
 # the user-info of a URL (``http://user:secret@host``): botocore quotes the endpoint URL in its connection errors
-_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@\"']*@")
 
 
 class UploadError(Exception):
@@ -54,11 +54,6 @@ def readable_text(text: str | bytes) -> str:
             raw = text.encode("utf-8", errors="surrogatepass")
         return raw.decode("utf-8", errors="replace")
     return text
-
-
-def scrub_credentials(text: str) -> str:
-    """Text with the user-info of every URL in it (``http://user:secret@host``) replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", text)
 
 
 def failure_reason(error: BaseException) -> str:
@@ -145,11 +140,11 @@ class UploadBucket(dg.ConfigurableResource):
         Credentials in the endpoint URL are scrubbed from the reason; the original error is chained only when the
         endpoint URL holds none, since Dagster shows a chained error's text too.
         """
-        text = scrub_credentials(f"{what}: {failure_reason(error)}")
+        text = without_credentials(f"{what}: {failure_reason(error)}")
         for secret in (self.s3.aws_secret_access_key, self.s3.aws_session_token):
             if secret:
                 text = text.replace(secret, "***")
-        clean = not _USERINFO.search(self.s3.endpoint_url or "")
+        clean = without_credentials(self.s3.endpoint_url or "") == (self.s3.endpoint_url or "")
         return UploadError(text), error if clean else None
 
     def _pages(self, what: str, **params) -> Iterator[dict]:

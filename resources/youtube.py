@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources.budgets import BudgetExceeded, SharedBudget
+from resources.secrets import without_credentials
 from resources.warehouse import Warehouse
 
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -34,7 +35,10 @@ _FAILURE_KINDS = (
     ("unsupported url", "not a video page"),
     ("failed to resolve", "network unreachable"),
     ("requested format is not available", "no downloadable video format"),
+    ("bytes read", "cut off"),  # "Got error: 11975 bytes read, 11976 more expected": the server closed mid-file
 )
+# what yt-dlp leaves of a download that did not finish: never a video
+_PARTIAL_SUFFIXES = (".part", ".ytdl", ".temp")
 
 
 class VideoSourceError(Exception):
@@ -44,6 +48,7 @@ class VideoSourceError(Exception):
 def describe_failure(message: str) -> str:
     """A recorded reason: the failure kind yt-dlp's message points to, then the message itself."""
     text = re.sub(r"^(ERROR:\s*)+", "", str(message).strip())
+    text = without_credentials(text)
     lowered = text.lower()
     kind = next((kind for needle, kind in _FAILURE_KINDS if needle in lowered), "download failed")
     return f"{kind}: {text[:500]}"
@@ -170,7 +175,9 @@ class YouTubeResource(dg.ConfigurableResource):
             with YoutubeDL(self._options(**options)) as ydl:
                 return ydl.sanitize_info(ydl.extract_info(target, download=download))
         except YoutubeDLError as error:
-            raise VideoSourceError(describe_failure(str(error))) from error
+            reason = describe_failure(str(error))
+        # raised outside the except block: yt-dlp's own error, which may quote a URL's password, is not chained
+        raise VideoSourceError(reason)
 
     def search(self, query: str, max_results: int) -> list[VideoCandidate]:
         """Up to max_results videos for a query, in the order the search returned them."""
@@ -222,7 +229,9 @@ class YouTubeResource(dg.ConfigurableResource):
         info = self._extract(url, download=True, **options)
         downloads = info.get("requested_downloads") or []
         paths = [Path(d["filepath"]) for d in downloads if d.get("filepath")]
-        paths = [p for p in paths if p.is_file()] or [p for p in Path(dest_dir).glob("video.*") if p.is_file()]
+        paths = [p for p in paths if p.is_file()] or [
+            p for p in Path(dest_dir).glob("video.*") if p.is_file() and p.suffix not in _PARTIAL_SUFFIXES
+        ]
         if not paths:
             raise VideoSourceError("download failed: yt-dlp finished without writing a file")
         return paths[0]

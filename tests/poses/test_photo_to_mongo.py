@@ -33,7 +33,7 @@ def jpeg(image) -> bytes:
 
 
 @pytest.fixture
-def pexels(person_photo):
+def pexels(person_photo, monkeypatch):
     """A Pexels stand-in: the portrait, its mirror image, and an HTML page served as image/jpeg."""
     images = {
         "1.jpg": jpeg(person_photo),
@@ -66,7 +66,8 @@ def pexels(person_photo):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield PexelsSource(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="test-key")
+    monkeypatch.setenv("PEXELS_API_KEY", "test-key")
+    yield PexelsSource(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
     server.shutdown()
     server.server_close()
 

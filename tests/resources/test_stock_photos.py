@@ -5,6 +5,9 @@ but never holds the key."""
 import http.server
 import json
 import multiprocessing
+import re
+import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -25,6 +28,9 @@ from resources.warehouse import Warehouse
 SECRET = "k3y-s3cret-value"
 
 
+CUT = "cut"  # a scripted reply's pseudo-header: how the transfer breaks off (see _Script.do_GET)
+
+
 class _Script(http.server.BaseHTTPRequestHandler):
     """Answers each request with the next scripted (status, headers, body) and logs what was asked."""
 
@@ -37,12 +43,34 @@ class _Script(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         type(self).requests.append((self.path, dict(self.headers)))
         status, headers, body = type(self).replies.pop(0) if type(self).replies else (404, {}, b"")
+        headers = dict(headers)
+        cut = headers.pop(CUT, None)
+        if cut == "silence":  # the connection closes before any reply
+            self.close_connection = True
+            return
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        if cut == "chunked":  # a chunk announced whole, then the connection closes halfway through it
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n" % len(body) + body[: len(body) // 2])
+        else:  # "length": a Content-Length that promises twice what is sent; "reset": a reset after half the body
+            self.send_header("Content-Length", str(len(body) * (2 if cut == "length" else 1)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if cut == "reset" else body)
+        if cut == "reset":
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        self.close_connection = bool(cut)
+
+
+@pytest.fixture(autouse=True)
+def keys(monkeypatch):
+    """Every source's key in its own variable, as production sets it (a key is never configuration)."""
+    for variable in ("PEXELS_API_KEY", "UNSPLASH_ACCESS_KEY", "PIXABAY_API_KEY"):
+        monkeypatch.setenv(variable, SECRET)
 
 
 @pytest.fixture
@@ -77,7 +105,7 @@ def unique_limit() -> int:
 
 
 def client(kind, base, **kwargs):
-    return kind(base_url=base, api_key=SECRET, requests_per_period=unique_limit(), backoff_s=0.01, **kwargs)
+    return kind(base_url=base, requests_per_period=unique_limit(), backoff_s=0.01, **kwargs)
 
 
 class SmallPagesPexels(PexelsSource):
@@ -180,7 +208,7 @@ def test_downloads_report_http_status_and_refuse_other_schemes(server):
 
 def test_a_search_past_its_budget_fails_with_the_reason_instead_of_stalling(server):
     _Script.replies = [reply(pexels_page([1], total=1))]
-    source = PexelsSource(base_url=server + "/v1", api_key=SECRET, requests_per_period=1, period_s=3599.0,
+    source = PexelsSource(base_url=server + "/v1", requests_per_period=1, period_s=3599.0,
                           max_retry_wait_s=5.0)  # fmt: skip
     assert len(source.search("door", 1)) == 1
     with pytest.raises(StockPhotoError, match="pexels search page 1: request budget used up: next request allowed in"):
@@ -226,7 +254,7 @@ BUDGET = {"requests_per_period": 6, "period_s": 3.0, "budget_margin_s": 2.0}
 def _backfill_run(base: str, settings: dict | None, run: str, barrier, queue) -> None:
     """One run of a backfill: six stock searches of its own keywords, through the run's own clients."""
     warehouse = Warehouse(**settings) if settings else None
-    pexels = PexelsSource(base_url=base, api_key=SECRET, warehouse=warehouse, **BUDGET)
+    pexels = PexelsSource(base_url=base, warehouse=warehouse, **BUDGET)
     try:
         if warehouse is not None:
             warehouse.execute("SELECT 1")  # attached before the start, so that the two runs overlap
@@ -281,7 +309,7 @@ def test_a_run_shares_the_budget_through_its_nested_warehouse(server, tmp_path):
     the lake, which a client outside the run sees."""
     _Script.replies = [reply(pexels_page([1], total=1))]
     lake = Warehouse(catalog=f"sqlite:{tmp_path}/lake/catalog.sqlite", data_path=f"{tmp_path}/lake/data/")
-    pexels = PexelsSource(base_url=server + "/v1", api_key=SECRET, requests_per_period=1, period_s=3598.0,
+    pexels = PexelsSource(base_url=server + "/v1", requests_per_period=1, period_s=3598.0,
                           warehouse=lake)  # fmt: skip
 
     @dg.asset
@@ -290,6 +318,78 @@ def test_a_run_shares_the_budget_through_its_nested_warehouse(server, tmp_path):
 
     assert dg.materialize([searched], resources={"pexels": pexels, "warehouse": lake}).success
     assert len(_Script.requests) == 1
-    outside = PexelsSource(base_url=server + "/v1", api_key=SECRET, requests_per_period=1, period_s=3598.0,
+    outside = PexelsSource(base_url=server + "/v1", requests_per_period=1, period_s=3598.0,
                            warehouse=lake.model_copy())  # fmt: skip
     assert outside.budget().wait_time() > 3500
+
+
+def cut_off(how: str, body: bytes = b"\xff\xd8" + b"j" * 4998) -> tuple[int, dict, bytes]:
+    return 200, {"Content-Type": "image/jpeg", CUT: how}, body
+
+
+SOURCES = {"pexels": (PexelsSource, "/v1"), "unsplash": (UnsplashSource, "/unsplash"),
+           "pixabay": (PixabayPhotoSource, "/pixabay/")}  # fmt: skip
+BROKEN_OFF = {
+    "length": r"cut off after 5000 of 10000 bytes \(IncompleteRead\)",  # all it sent of what it promised
+    "chunked": r"cut off after \d+ bytes \(IncompleteRead\)",
+    "reset": r"ConnectionResetError|cut off after|closed the connection",
+    "silence": r"the server closed the connection without a reply \(RemoteDisconnected\)",
+}
+
+
+def assert_unchained(error: BaseException) -> None:
+    """Nothing of urllib's travels with the error: neither as its cause nor as its context."""
+    assert error.__cause__ is None and error.__context__ is None
+
+
+@pytest.mark.parametrize("how", BROKEN_OFF)
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_download_cut_off_is_retried_then_fails_with_the_reason(server, source, how):
+    kind, _ = SOURCES[source]
+    _Script.replies = [cut_off(how)] * 3
+    with pytest.raises(StockPhotoError) as caught:
+        client(kind, server, retries=2).download(server + "/img/1.jpg")
+    assert str(caught.value).startswith(f"download {server}/img/1.jpg: ")
+    assert re.search(BROKEN_OFF[how], str(caught.value)) and str(caught.value).endswith("gave up after 3 attempts")
+    assert len(_Script.requests) == 3
+    assert_unchained(caught.value)
+
+
+def test_a_download_cut_off_once_succeeds_on_the_next_attempt(server):
+    whole = b"\xff\xd8whole image"
+    _Script.replies = [cut_off("length"), (200, {"Content-Type": "image/jpeg"}, whole)]
+    assert client(PexelsSource, server).download(server + "/img/1.jpg") == whole
+
+
+@pytest.mark.parametrize("how", ["length", "chunked"])
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_search_page_cut_off_fails_the_search_with_the_reason(server, source, how):
+    kind, path = SOURCES[source]
+    status, headers, body = reply(pexels_page([1, 2], total=2))
+    _Script.replies = [(status, {**headers, CUT: how}, body)] * 2
+    with pytest.raises(StockPhotoError, match=rf"^{source} search page 1: cut off after .* 2 attempts$") as caught:
+        client(kind, server + path, retries=1).search("door", 2)
+    assert SECRET not in str(caught.value)
+    assert_unchained(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url", "not an http(s) image URL: 'not a url'"),
+        ("ftp://x/1.jpg", "not an http(s) image URL: 'ftp://x/1.jpg'"),
+        ("http://[bad/1.jpg", "not an http(s) image URL: 'http://[bad/1.jpg'"),
+        ("http://127.0.0.1:abc/1.jpg", "not an http(s) image URL"),
+        ("http://robot:pa55word@127.0.0.1:9/1.jpg", "not an http(s) image URL: 'http://***@127.0.0.1:9/1.jpg'"),
+        ("http://127.0.0.1:{port}/a b.jpg", "InvalidURL: URL can't contain control characters"),
+        ("https://127.0.0.1:{port}/1.jpg", "SSLError: [SSL"),  # TLS spoken to a plain HTTP server
+        ("http://127.0.0.1:1/1.jpg", "ConnectionRefusedError"),
+    ],
+)
+def test_a_malformed_or_unreachable_image_url_is_the_items_failure(server, url, expected):
+    url = url.format(port=server.rsplit(":", 1)[1])
+    with pytest.raises(StockPhotoError) as caught:
+        client(PexelsSource, server).download(url)
+    assert expected in str(caught.value) and "pa55word" not in str(caught.value)
+    assert_unchained(caught.value)
+    assert not _Script.requests  # none of these reached the server's HTTP handler

@@ -1,5 +1,10 @@
+import http.server
+import threading
+
 import pytest
 
+from mining_assets.sources.videos import fetch_video
+from resources.blob_store import LocalBlobStore
 from resources.warehouse import Warehouse
 from resources.youtube import (
     VideoSourceError,
@@ -183,3 +188,69 @@ def test_youtube_calls_take_slots_of_the_pace_shared_through_the_warehouse(monke
     local = YouTubeResource(search_url_template=media_server + "/search.html?q={query}", retries=0, warehouse=lake,
                             **pace)  # fmt: skip
     assert len(local.search("door", 2)) == 2
+
+
+class _CutOff(http.server.BaseHTTPRequestHandler):
+    """Serves ``body`` as an .mp4 but closes the connection halfway: after a Content-Length that promised all of it,
+    or in the middle of a chunk of a chunked reply."""
+
+    body = b""
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        half = self.body[: len(self.body) // 2]
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        if "chunked" in self.path:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n" % len(self.body) + half)
+        else:
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            self.wfile.write(half)
+        self.close_connection = True
+
+
+@pytest.fixture
+def cut_off_server(media_dir):
+    _CutOff.body = (media_dir / "clip_mp4v.mp4").read_bytes()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutOff)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/clip.mp4", "/chunked/clip.mp4"], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_download_cut_off_is_the_videos_failure_and_nothing_is_stored(cut_off_server, tmp_path, path, retries):
+    youtube = YouTubeResource(retries=retries)
+    with pytest.raises(VideoSourceError, match=r"^cut off: .*bytes read") as caught:
+        youtube.download(cut_off_server + path, tmp_path / "direct")
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+    assert not [p for p in (tmp_path / "direct").iterdir() if p.suffix != ".part"]  # only yt-dlp's partial file
+    store = LocalBlobStore(root=str(tmp_path / "blobs"))
+    with pytest.raises(VideoSourceError, match="cut off"):
+        fetch_video("web-0123456789abcdef", cut_off_server + path, youtube, store)
+    assert store.list_keys("videos") == []
+
+
+def test_a_partial_file_is_never_taken_for_the_download(monkeypatch, tmp_path):
+    import yt_dlp
+
+    class _LeavesAPart(_FakeYoutubeDL):
+        def extract_info(self, target, download=False):
+            (tmp_path / "video.mp4.part").write_bytes(b"half a video")
+            return {"id": "x", "url": target}
+
+    monkeypatch.setattr(yt_dlp, "YoutubeDL", _LeavesAPart)
+    with pytest.raises(VideoSourceError, match="finished without writing a file"):
+        YouTubeResource().download("http://127.0.0.1:9/clip.mp4", tmp_path)
+
+
+def test_a_url_password_in_yt_dlps_message_is_masked():
+    reason = describe_failure("ERROR: Unsupported URL: https://robot:s3cret-pw@videos.example/x.html")
+    assert reason == "not a video page: Unsupported URL: https://***@videos.example/x.html"

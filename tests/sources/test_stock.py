@@ -4,6 +4,7 @@ catalog."""
 
 import http.server
 import json
+import re
 import struct
 import threading
 import urllib.parse
@@ -57,17 +58,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     log: list[str] = []
     reports: list[tuple[str, str | None]] = []  # Unsplash download reports: (path with query, Authorization)
     pixabay_status = 404  # what Pixabay's search answers
+    cut: dict[str, str] = {}  # path -> how its reply breaks off: "length" (short of its Content-Length), "chunked"
 
     def log_message(self, format, *args):
         pass
 
     def _json(self, payload) -> None:
-        body = json.dumps(payload).encode()
+        self._send("application/json", json.dumps(payload).encode())
+
+    def _send(self, kind: str, body: bytes) -> None:
+        cut = self.cut.get(urllib.parse.urlparse(self.path).path)
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_header("Content-Type", kind)
+        if cut == "chunked":  # the connection closes halfway through a chunk
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n" % len(body) + body[: len(body) // 2])
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if cut else body)
+        self.close_connection = bool(cut)
 
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
@@ -80,12 +91,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if name not in IMAGES:
                 self.send_error(404)
                 return
-            kind, body = IMAGES[name]
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(*IMAGES[name])
         elif url.path == "/v1/search":
             photos = [
                 {"id": i, "width": 640, "height": 480, "url": f"https://www.pexels.com/photo/{i}/", "alt": "a door",
@@ -120,7 +126,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def photo_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Handler.log, _Handler.reports, _Handler.pixabay_status = [], [], 404
+    _Handler.log, _Handler.reports, _Handler.pixabay_status, _Handler.cut = [], [], 404, {}
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -297,10 +303,12 @@ def test_metadata_counts_the_partition_and_the_table(photo_resources, instance):
     assert checks[("media", "stored_files_exist")]
 
 
-def test_a_rate_limited_search_is_recorded_and_the_other_sources_go_on(photo_resources, instance, photo_server):
+def test_a_rate_limited_search_is_recorded_and_the_other_sources_go_on(
+    photo_resources, instance, photo_server, monkeypatch
+):
+    monkeypatch.setenv("PIXABAY_API_KEY", "pixabay-secret")
     # a limit of its own: the 429's push-back must not stall another test's Pixabay
-    pixabay = PixabayPhotoSource(base_url=photo_server + "/pixabay/", api_key="pixabay-secret",
-                                 requests_per_period=997)  # fmt: skip
+    pixabay = PixabayPhotoSource(base_url=photo_server + "/pixabay/", requests_per_period=997)
     _Handler.pixabay_status = 429
     materialize({**photo_resources, "pixabay": pixabay}, instance, [media_registry])
     errors = {r["item"]: r["reason"] for r in query_dicts(photo_resources, "SELECT * FROM media_registry_errors")}
@@ -327,3 +335,27 @@ def test_unique_key_fails_on_a_doubled_membership(photo_resources, instance):
     for attempt in photo_resources["warehouse"].retrying():
         with attempt as conn:
             assert unique_key_check(conn, "glass-window", ["keyword_media"]).passed  # another partition is unaffected
+
+
+def test_transfers_cut_off_are_recorded_failures_and_the_run_goes_on(photo_resources, instance, photo_server):
+    """A search page cut off mid-chunk fails that source's search, an image cut short of its Content-Length fails
+    that photo: each with its reason; the run, the other source and the other photos go on."""
+    _Handler.cut = {"/unsplash/search/photos": "chunked", "/img/p1.jpg": "length"}
+    fast = {"retries": 1, "backoff_s": 0.01}
+    resources = {**photo_resources, "pexels": PexelsSource(base_url=photo_server + "/v1", **fast),
+                 "unsplash": UnsplashSource(base_url=photo_server + "/unsplash", **fast)}  # fmt: skip
+    materialize(resources, instance, [media_registry, media])
+    errors = {(e["stage"], e["item"]): e["reason"] for e in query_dicts(resources, "SELECT * FROM ingest_errors")}
+    assert re.fullmatch(
+        r"search 'glass-door': unsplash search page 1: cut off after \d+ bytes \(IncompleteRead\); gave up after 2 "
+        r"attempts",
+        errors[("media_registry", "unsplash")],
+    )
+    assert re.fullmatch(
+        rf"download {photo_server}/img/p1.jpg: cut off after \d+ of {len(GOOD)} bytes \(IncompleteRead\); gave up "
+        r"after 2 attempts",
+        errors[("media", "pexels-1")],
+    )
+    assert _Handler.log.count("/img/p1.jpg") == 2 and _Handler.log.count("/unsplash/search/photos") == 2
+    stored = {r["media_id"] for r in query_dicts(resources, "SELECT media_id FROM media")}
+    assert stored == {"pexels-4", "pexels-5", "pexels-6"}  # p1 cut off; p2 and p3 are not images
