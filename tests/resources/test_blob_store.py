@@ -1,4 +1,5 @@
 import os
+import socket
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -6,7 +7,8 @@ import pytest
 from dagster_aws.s3 import S3Resource
 from harness import nothing_written_beside
 
-from resources.blob_store import BlobDeleteError, LocalBlobStore, S3BlobStore, check_key
+from resources.blob_store import BlobDeleteError, BlobNotFound, LocalBlobStore, S3BlobStore, check_key
+from resources.faults import StoreUnavailable
 
 UNSAFE_KEYS = ["", "/abs", "../x", "a/../../x", "a//b", ".hidden", "a/ b", 'a/"q"', "a/<b>", "a\\b", "a/\x00"]
 
@@ -173,3 +175,50 @@ def test_s3_listing_fetches_a_page_only_when_it_is_reached(stubbed_s3):
         "list_objects_v2", last, {"Bucket": "b", "Prefix": "mining/videos/", "ContinuationToken": "t2"}
     )
     assert [entry.key for entry in entries] == ["videos/b.mp4"]
+
+
+def test_s3_failures_are_the_stores_and_a_missing_key_is_the_items(stubbed_s3):
+    store, stubber = stubbed_s3
+    key = {"Bucket": "b", "Key": "mining/videos/v.mp4"}
+    stubber.add_client_error("get_object", "SlowDown", "Please reduce your request rate.", 503, expected_params=key)
+    stubber.add_client_error("get_object", "NoSuchKey", "The specified key does not exist.", 404, expected_params=key)
+    stubber.add_client_error("head_object", "404", "Not Found", 404, expected_params=key)
+    stubber.add_client_error("head_object", "500", "Internal Error", 500, expected_params=key)
+    stubber.add_client_error("put_object", "ServiceUnavailable", "Service Unavailable", 503)
+    with pytest.raises(StoreUnavailable, match=r"read s3://b/mining/videos/v.mp4 failed: SlowDown"):
+        store.get_bytes("videos/v.mp4")
+    with pytest.raises(BlobNotFound):
+        store.get_bytes("videos/v.mp4")
+    assert store.exists("videos/v.mp4") is False
+    with pytest.raises(StoreUnavailable, match="look up"):
+        store.exists("videos/v.mp4")
+    with pytest.raises(StoreUnavailable, match="ServiceUnavailable"):
+        store.put_bytes("videos/v.mp4", b"x")
+
+
+def test_an_unreachable_s3_store_fails_without_naming_its_credentials():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s3 = S3Resource(endpoint_url=f"http://robot:s3cret-pw@127.0.0.1:{port}", max_attempts=1, region_name="us-east-1",
+                    aws_access_key_id="AKIDTEST", aws_secret_access_key="test-secret")  # fmt: skip
+    store = S3BlobStore(bucket="b", s3=s3)
+    for call in (lambda: store.get_bytes("a.jpg"), lambda: store.put_bytes("a.jpg", b"x"), lambda: store.exists("a")):
+        with pytest.raises(StoreUnavailable) as caught:
+            call()
+        assert "s3cret-pw" not in str(caught.value) and "test-secret" not in str(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_local_disk_failures_are_the_stores(tmp_path):
+    (tmp_path / "root").write_text("a file where the store's folder should be")
+    store = LocalBlobStore(root=str(tmp_path / "root"))
+    with pytest.raises(StoreUnavailable, match="write"):
+        store.put_bytes("frames/a.jpg", b"x")
+    with pytest.raises(StoreUnavailable, match="read"):
+        store.get_bytes("frames/a.jpg")
+    missing = LocalBlobStore(root=str(tmp_path / "empty"))
+    with pytest.raises(BlobNotFound):
+        missing.get_bytes("frames/a.jpg")
+    with pytest.raises(BlobNotFound), missing.local_path("frames/a.jpg"):
+        pass
