@@ -252,7 +252,14 @@ def sweep(
 @dg.asset(
     group_name="maintenance",
     kinds={"duckdb"},
-    check_specs=[dg.AssetCheckSpec("deletes_succeeded", asset="blob_gc", blocking=False)],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "deletes_succeeded",
+            asset="blob_gc",
+            blocking=False,
+            description="Every unreferenced blob the sweep tried to delete is gone from the store.",
+        ),
+    ],
 )
 def blob_gc(
     context: dg.AssetExecutionContext, config: BlobGcConfig, blob_store: BlobStore, warehouse: Warehouse

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mining_assets.checks import output_check, output_spec
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
@@ -46,9 +47,12 @@ GROUP BY k.partition_key, m.media_id, m.source, m.width, m.height, m.blob_key, m
     kinds={"duckdb"},
     metadata=table_definition_metadata("frames"),
     check_specs=[
-        dg.AssetCheckSpec("unique_frame_ids", asset="frames"),
-        dg.AssetCheckSpec("traceable_to_source", asset="frames"),
+        # frame ids are the table's key: `unique_key` checks them (a `unique_frame_ids` check repeated it)
+        dg.AssetCheckSpec(
+            "traceable_to_source", asset="frames", description="Every frame carries the URL of the page it came from."
+        ),
         unique_key_spec("frames", ["frames"]),
+        output_spec("frames", "frames"),
     ],
 )
 def frames(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -63,9 +67,13 @@ def frames(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Materi
             by_type = dict(conn.execute(
                 "SELECT media_type, count(*) FROM frames WHERE partition_key = ? GROUP BY media_type", [partition_key]
             ).fetchall())  # fmt: skip
-            duplicates, untraceable, sources = conn.execute(
-                "SELECT count(*) - count(DISTINCT frame_id), count(*) FILTER (WHERE source_url IS NULL OR "
-                "source_url = ''), count(DISTINCT media_id) FROM frames WHERE partition_key = ?",
+            untraceable, sources = conn.execute(
+                "SELECT count(*) FILTER (WHERE source_url IS NULL OR source_url = ''), count(DISTINCT media_id) "
+                "FROM frames WHERE partition_key = ?",
+                [partition_key],
+            ).fetchone()
+            (media_items,) = conn.execute(
+                "SELECT count(DISTINCT media_id) FROM keyword_media WHERE partition_key = ? AND duplicate_of IS NULL",
                 [partition_key],
             ).fetchone()
             sample = conn.execute(
@@ -86,11 +94,14 @@ def frames(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Materi
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="unique_frame_ids", passed=duplicates == 0, metadata={"duplicates": duplicates}
-            ),
-            dg.AssetCheckResult(
                 check_name="traceable_to_source", passed=untraceable == 0, metadata={"without_url": untraceable}
             ),
             unique,
+            output_check(
+                media_items,
+                sum(by_type.values()),
+                "no media item of the keyword has a sampled frame or is a photo (see video_frames)",
+                upstream="media",
+            ),
         ],
     )

@@ -21,3 +21,7 @@ class InfrastructureError(Exception):
 
 class StoreUnavailable(InfrastructureError):
     """A blob-store call failed for a reason other than a missing key (S3 503, a refused connection, a full disk)."""
+
+
+class LocalDiskError(InfrastructureError):
+    """The local disk failed (full, read-only, gone) while a stage wrote its temporary files."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from mining_assets.checks import output_check, output_spec
 from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.datasets import KEYWORD_ROW, media_provenance
 from mining_assets.poses.hdf5 import SCHEMA_VERSION
@@ -23,6 +24,7 @@ from resources.mongo import MongoResource
 from resources.warehouse import Warehouse
 
 DOCUMENTS = "robot_training_data"
+TIMESTAMPS = ("exported_at", "first_exported_at")  # set on export, not part of a document's content
 STATISTICS = "mining_statistics"
 # visibility is every 4th value of the flat 33 x (x, y, z, visibility) list: elements 4, 8, ... 132 (1-based)
 SUMMARY = """
@@ -104,6 +106,13 @@ def keyword_statistics(partition_key: str, keyword: str, documents: list[dict], 
     })  # fmt: skip
 
 
+def stored_content_sha256(document: dict[str, Any]) -> str:
+    """The content hash of a document as read back from the collection, computed from its fields (not copied from
+    its ``content_sha256``), so that a document changed in the collection shows."""
+    fields = {k: v for k, v in document.items() if k not in ("content_sha256", *TIMESTAMPS)}
+    return with_content_hash(fields)["content_sha256"]
+
+
 def upsert(collection, documents: list[dict], now: datetime) -> tuple[int, int, int]:
     """Upsert documents by ``_id``; ``exported_at`` moves only for new or changed content.
 
@@ -132,7 +141,14 @@ def upsert(collection, documents: list[dict], now: datetime) -> tuple[int, int, 
     deps=["pose_datasets"],
     group_name="exports",
     kinds={"mongodb"},
-    check_specs=[dg.AssetCheckSpec("documents_match_warehouse", asset="mongo_export")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "documents_match_warehouse",
+            asset="mongo_export",
+            description="The collection holds exactly the keyword's documents, each read back as the warehouse has it.",
+        ),
+        output_spec("mongo_export", "documents"),
+    ],
 )
 def mongo_export(
     context: dg.AssetExecutionContext, warehouse: Warehouse, blob_store: BlobStore, mongo: MongoResource
@@ -161,11 +177,12 @@ def mongo_export(
         ids = [d["_id"] for d in documents]
         removed = collection.delete_many({"partition_key": partition_key, "_id": {"$nin": ids}}).deleted_count
         upsert(database[STATISTICS], [statistics], now)
-        stored_ids = {d["_id"] for d in collection.find({"partition_key": partition_key}, {"_id": 1})}
+        stored = {d["_id"]: stored_content_sha256(d) for d in collection.find({"partition_key": partition_key})}
     finally:
         client.close()
     for media_id, reason in skipped[:20]:
         context.log.warning(f"{media_id}: {reason}")
+    differs = sorted(d["_id"] for d in documents if stored.get(d["_id"], d["content_sha256"]) != d["content_sha256"])
     return dg.MaterializeResult(
         metadata={
             "documents": len(documents),
@@ -182,8 +199,20 @@ def mongo_export(
         check_results=[
             dg.AssetCheckResult(
                 check_name="documents_match_warehouse",
-                passed=stored_ids == set(ids) and not skipped,
-                metadata={"in_collection": len(stored_ids), "expected": len(ids), "skipped": len(skipped)},
-            )
+                passed=stored.keys() == set(ids) and not skipped and not differs,
+                metadata={
+                    "in_collection": len(stored),
+                    "expected": len(ids),
+                    "skipped": len(skipped),
+                    "content_differs": len(differs),
+                    "examples": dg.MetadataValue.json(differs[:5]),
+                },
+            ),
+            output_check(
+                len(provenance),
+                len(documents),
+                "no media item has a verified HDF5 file (pose_datasets)",
+                upstream="poses",
+            ),
         ],
     )

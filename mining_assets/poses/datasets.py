@@ -25,6 +25,15 @@ import pandas as pd
 from mining_assets.checks import first_reasons, output_check, output_spec
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
+from mining_assets.poses.deletes import (
+    KEYWORD_ROW,
+    STAGE,
+    deletable,
+    delete_originals,
+    original_users,
+    record_deletions,
+    removable,
+)
 from mining_assets.poses.hdf5 import (
     SCHEMA_VERSION,
     KeywordPoses,
@@ -51,13 +60,11 @@ from mining_assets.warehouse import (
     table_report,
     unique_key_spec,
 )
-from resources.blob_store import BlobDeleteError, BlobStore
-from resources.faults import InfrastructureError
+from resources.blob_store import BlobStore
+from resources.faults import InfrastructureError, LocalDiskError
 from resources.warehouse import Warehouse
 
-STAGE = "pose_datasets"
 KEYWORD_FILE = "keyword"  # file name of the keyword's HDF5; media names never equal it (see media_name)
-KEYWORD_ROW = "*"  # media_id of the keyword file's row in pose_datasets
 POSES = (
     "SELECT frame_id, sequence_index, timestamp_s, image_width, image_height, pose_found, pose_landmarks, "
     "pose_world_landmarks, left_hand, left_hand_score, right_hand, right_hand_score FROM poses "
@@ -84,14 +91,6 @@ FROM items i LEFT JOIN catalog c USING (media_id) LEFT JOIN named n USING (media
 ORDER BY i.media_id
 """
 SAMPLE_COLUMNS = ["media_id", "media_type", "frames", "source_url", "license"]
-# who else needs an original: another keyword's item that is (or, not fetched yet, names) the media item, or
-# another media item stored in the same blob
-ORIGINAL_USERS = """
-SELECT 'keyword_media' AS tbl, partition_key AS other FROM keyword_media WHERE media_id = $1 AND partition_key <> $2
-UNION SELECT 'registry', partition_key FROM registry WHERE media_id = $1 AND partition_key <> $2
-UNION SELECT 'media', media_id FROM media WHERE blob_key = $3 AND media_id <> $1
-ORDER BY 1, 2
-"""
 
 
 class PoseDatasetsConfig(dg.Config):
@@ -155,10 +154,14 @@ def store_verified(
 
     Raises:
         RuntimeError: what verification found wrong (files already stored are left for orphan removal).
+        LocalDiskError: the local file could not be written (the step fails; no item is blamed).
     """
     local = tmp / f"{name}.h5"
-    (write_keyword_file if isinstance(content, KeywordPoses) else write_media_file)(local, content)
-    document = json.loads(json.dumps(sidecar(local, content)))
+    try:
+        (write_keyword_file if isinstance(content, KeywordPoses) else write_media_file)(local, content)
+        document = json.loads(json.dumps(sidecar(local, content)))
+    except OSError as error:  # the temporary file on this machine's disk: no fault of the item's
+        raise LocalDiskError(f"writing {name}.h5 to the local disk failed: {error}") from None
     # named by content: a run stores new files beside the ones the rows refer to, and removes those only once
     # its own rows are committed, so a run that fails (a store read that fails mid-verification) changes no file
     stem = f"{prefix}/{name}.{document['sha256'][:12]}"
@@ -175,79 +178,6 @@ def store_verified(
     frames = document["attributes"]["frames"]
     media_id = KEYWORD_ROW if isinstance(content, KeywordPoses) else content.attributes["media_id"]
     return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"])
-
-
-def deletable(
-    provenance: dict[str, dict], verified: set[str], deleted_before: set[str]
-) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """The originals (media_id -> blob key) a run may delete, and (media_id, reason) for every other item.
-
-    Only a video's original goes, and only once its own file and the keyword file were verified (``verified``);
-    photos are kept (a photo is its own frame: the catalog, COCO files and other keywords read it)."""
-    originals, kept = {}, []
-    for media_id, info in provenance.items():
-        if media_id not in verified or KEYWORD_ROW not in verified:
-            kept.append((media_id, "its HDF5 files were not all verified"))
-        elif media_id in deleted_before:
-            kept.append((media_id, "deleted by an earlier run (deleted_sources)"))
-        elif info["stored_type"] is None:
-            kept.append((media_id, "no stored original on record (media)"))
-        elif info["stored_type"] != "video":
-            kept.append((media_id, f"a {info['stored_type']}: only videos' originals are deleted"))
-        else:
-            originals[media_id] = info["source_blob_key"]
-    return originals, kept
-
-
-def original_users(conn, partition_key: str, originals: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
-    """Per original (media_id -> blob key), the (table, other partition or media id) rows that still need it."""
-    return {
-        media_id: [tuple(row) for row in conn.execute(ORIGINAL_USERS, [media_id, partition_key, key]).fetchall()]
-        for media_id, key in originals.items()
-    }
-
-
-def removable(
-    blob_store: BlobStore, originals: dict[str, str], users: dict[str, list[tuple[str, str]]]
-) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Of the originals (media_id -> blob key), those nothing else needs (``users``, from ``original_users``) and
-    still in the store; and (media_id, reason) for each one kept."""
-    going, kept = {}, []
-    for media_id, key in originals.items():
-        others = users.get(media_id, [])
-        if others:
-            where = ", ".join(
-                f"media item {other!r} (the same file)" if table == "media" else f"{table} of partition {other!r}"
-                for table, other in others[:5]
-            )
-            kept.append((media_id, f"still needed by {len(others)} other row set(s): {where}"))
-        elif not blob_store.exists(key):
-            kept.append((media_id, "original already gone from the store, with no record of its deletion"))
-        else:
-            going[media_id] = key
-    return going, kept
-
-
-def delete_originals(blob_store: BlobStore, going: dict[str, str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Delete the originals (media_id -> blob key), reading what the store answers for each.
-
-    Returns the media ids whose original is gone, and (media_id, reason) for each one the store still holds.
-
-    Raises:
-        StoreUnavailable: the store failed; the originals deleted until then are gone, the others are not.
-    """
-    deleted, kept = [], []
-    for media_id, key in going.items():
-        try:
-            blob_store.delete([key])
-        except BlobDeleteError as error:  # the store answered, refusing this one: reported, never counted
-            kept.append((media_id, f"delete refused: {error}"))
-            continue
-        if blob_store.exists(key):
-            kept.append((media_id, "the store still holds it after delete"))
-        else:
-            deleted.append(media_id)
-    return deleted, kept
 
 
 @dg.asset(
@@ -338,22 +268,12 @@ def pose_datasets(
                     with attempt as conn:
                         conn.execute("DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [list(going)])
                         insert_rows(conn, "deleted_sources", records)
-            deleted, not_deleted = delete_originals(blob_store, going)
-        kept += refused + not_deleted
-        for attempt in warehouse.retrying(lease=partition_key):
-            with attempt as conn:
-                if not_deleted:  # the store kept them: no record says otherwise
-                    conn.execute(
-                        "DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [[m for m, _ in not_deleted]]
-                    )
-                if deleted:
-                    conn.execute(
-                        "UPDATE pose_datasets SET source_deleted = true "
-                        "WHERE partition_key = ? AND list_contains(?, media_id)",
-                        [partition_key, deleted],
-                    )
-                # a video that was to go and could not is recorded with the reason (a shared one above all)
-                record_errors(conn, partition_key, STAGE, problems + refused + not_deleted)
+            not_deleted: list[tuple[str, str]] = []
+            try:
+                delete_originals(blob_store, going, deleted, not_deleted)
+            finally:  # also when the store failed halfway: the records say what is gone, no more
+                kept += refused + not_deleted
+                record_deletions(warehouse, partition_key, going, deleted, problems + refused + not_deleted)
     for attempt in warehouse.retrying():
         with attempt as conn:
             table_meta, unique_key = table_report(

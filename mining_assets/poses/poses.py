@@ -9,6 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from mining_assets.checks import first_reasons, output_check, output_spec
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import POSE_MODELS
@@ -174,7 +175,15 @@ def iter_sample(rows: list[dict], count: int = 10) -> Iterator[list]:
     kinds={"mediapipe", "duckdb"},
     pool=POSE_MODELS,
     metadata=table_definition_metadata("poses"),
-    check_specs=[dg.AssetCheckSpec("landmarks_well_formed", asset="poses"), unique_key_spec("poses", ["poses"])],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "landmarks_well_formed",
+            asset="poses",
+            description="Every pose row's landmark lists have the models' lengths (33 points, 21 a hand), finite x, y.",
+        ),
+        unique_key_spec("poses", ["poses"]),
+        output_spec("poses", "frames with a pose"),
+    ],
 )
 def poses(
     context: dg.AssetExecutionContext,
@@ -207,13 +216,14 @@ def poses(
         context.log.warning(f"{item}: {reason}")
     problems = landmark_problems(rows)
     videos = {row["media_id"] for row in rows if row["media_type"] == "video"}
+    with_pose = sum(row["pose_found"] for row in rows)
     return dg.MaterializeResult(
         metadata={
             **table_meta,
             "accepted_frames": len(todo),
             "frames": len(rows),
             "reused_from_quality": sum(reusable(frame, models) for frame in todo),
-            "with_pose": sum(row["pose_found"] for row in rows),
+            "with_pose": with_pose,
             "with_hands": sum(row["left_hand"] is not None or row["right_hand"] is not None for row in rows),
             "left_hands": sum(row["left_hand"] is not None for row in rows),
             "right_hands": sum(row["right_hand"] is not None for row in rows),
@@ -237,5 +247,11 @@ def poses(
                 metadata={"problems": len(problems), "examples": dg.MetadataValue.json(problems[:20])},
             ),
             unique_key,
+            output_check(
+                len(todo),
+                with_pose,
+                f"no person found in any of {len(rows)} frames" + first_reasons(errors),
+                upstream="quality_scores (accepted frames)",
+            ),
         ],
     )

@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from mining_assets.checks import nothing_passed, output_check, output_spec
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import POSE_MODELS
@@ -120,8 +121,13 @@ def score_summary(table: pd.DataFrame) -> dict[str, Any]:
     pool=POSE_MODELS,
     metadata=table_definition_metadata("quality_scores"),
     check_specs=[
-        dg.AssetCheckSpec("every_frame_scored", asset="quality_scores"),
+        dg.AssetCheckSpec(
+            "every_frame_scored",
+            asset="quality_scores",
+            description="Every catalogued frame has a score within 0-100, or a recorded reason.",
+        ),
         unique_key_spec("quality_scores", ["quality_scores"]),
+        output_spec("quality_scores", "accepted frames"),
     ],
 )
 def quality_scores(
@@ -152,7 +158,8 @@ def quality_scores(
         context.log.warning(f"{item}: {reason}")
     accounted = set(table["frame_id"]) | {item for item, _ in errors}
     unaccounted = sorted(set(catalog["frame_id"]) - accounted)
-    out_of_range = int(((table["score"] < 0) | (table["score"] > 100)).sum())
+    out_of_range = int((~table["score"].between(0, 100)).sum())  # NaN included
+    accepted = int(table["accepted"].sum())
     summary = score_summary(table)
     top = table.sort_values(["score", "frame_id"], ascending=[False, True]).head(10)
     return dg.MaterializeResult(
@@ -160,7 +167,7 @@ def quality_scores(
             **table_meta,
             "frames": len(catalog),
             "scored": len(table),
-            "accepted": int(table["accepted"].sum()),
+            "accepted": accepted,
             "failed": len(errors),
             "threshold": config.threshold,
             "models": models or "",
@@ -199,5 +206,6 @@ def quality_scores(
                 },
             ),
             unique_key,
+            output_check(len(catalog), accepted, nothing_passed(table["score"], config.threshold, errors), "frames"),
         ],
     )

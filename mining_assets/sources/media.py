@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pandas as pd
 
+from mining_assets.checks import first_reasons, output_check, output_spec
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
@@ -131,9 +132,19 @@ def reason_of(error: BaseException) -> str:
     kinds={"youtube", "s3", "duckdb"},
     metadata=table_definition_metadata("media"),
     check_specs=[
-        dg.AssetCheckSpec("stored_files_exist", asset="media"),
-        dg.AssetCheckSpec("items_fetched", asset="media", blocking=False),
+        dg.AssetCheckSpec(
+            "stored_files_exist",
+            asset="media",
+            description="Each of the keyword's media has its file in the blob store (deleted_sources excepted).",
+        ),
+        dg.AssetCheckSpec(
+            "items_fetched",
+            asset="media",
+            blocking=False,
+            description="Warns when a registry item of the keyword could not be fetched or stored.",
+        ),
         unique_key_spec("media", OWNED),
+        output_spec("media", "stored media item"),
     ],
 )
 def media(
@@ -266,7 +277,7 @@ def media(
             if done % FLUSH_EVERY == 0:
                 flush()
     table, unique, summary = flush(final=True)
-    keys = sorted({key for row in summary for key in row["keys"]})
+    keys = sorted({key for row in summary for key in row["keys"] or []})  # none: every original deleted
     missing = [key for key in keys if not blob_store.exists(key)]
     counts = Counter({row["media_type"]: row["items"] for row in summary})
     return dg.MaterializeResult(
@@ -297,5 +308,11 @@ def media(
                 metadata={"failed": len(failures), "attempted": len(todo)},
             ),
             unique,
+            output_check(
+                len(registry),
+                sum(counts.values()),
+                "no registry item could be fetched" + first_reasons(failures),
+                upstream="registry",
+            ),
         ],
     )

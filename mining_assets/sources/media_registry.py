@@ -4,6 +4,7 @@ bucket's keyword folders, the stock-photo APIs — one row each, before anything
 import dagster as dg
 import pandas as pd
 
+from mining_assets.checks import first_reasons, output_check, output_spec, sources_asked
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
@@ -202,8 +203,14 @@ def gather(
     kinds={"youtube", "s3", "duckdb"},
     metadata=table_definition_metadata("registry"),
     check_specs=[
-        dg.AssetCheckSpec("sources_answered", asset="media_registry", blocking=False),
+        dg.AssetCheckSpec(
+            "sources_answered",
+            asset="media_registry",
+            blocking=False,
+            description="Warns when a source asked (a search, a listing, a URL, a stock API) failed.",
+        ),
         unique_key_spec("media_registry", OWNED),
+        output_spec("media_registry", "items"),
     ],
 )
 def media_registry(
@@ -252,6 +259,8 @@ def media_registry(
     for item, reason in errors:
         context.log.warning(f"{item}: {reason}")
     new = [row for row in rows if row["item"] not in known]
+    names = sources_asked(config)
+    found = f"no item found by {', '.join(names)}" if names else "no source was asked (run config, job's sources tag)"
     return dg.MaterializeResult(
         metadata={
             **table,
@@ -277,5 +286,6 @@ def media_registry(
                 metadata={"failures": len(errors)},
             ),
             unique,
+            output_check(len(names), len(rows), found + first_reasons(errors)),
         ],
     )

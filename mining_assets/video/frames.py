@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from mining_assets.checks import first_reasons, missing_blobs, output_check, output_spec
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.media import media
@@ -127,8 +128,13 @@ def sample_is_whole(sample: dict | None, frame_keys: list[str], blob_store: Blob
     kinds={"pyav", "duckdb"},
     metadata=table_definition_metadata("video_frames"),
     check_specs=[
-        dg.AssetCheckSpec("frames_stored", asset="video_frames"),
+        dg.AssetCheckSpec(
+            "frames_stored",
+            asset="video_frames",
+            description="Every frame of the keyword's video samples, reused ones included, has its JPEG stored.",
+        ),
         unique_key_spec("video_frames", OWNED),
+        output_spec("video_frames", "frames"),
     ],
 )
 def video_frames(
@@ -233,11 +239,17 @@ def video_frames(
                 insert_rows(conn, "video_frames", frame_rows)
     table, unique = replace_stage_rows(warehouse, partition_key, "keyword_samples", members, STAGE, problems,
                                        owned=OWNED)  # fmt: skip
-    missing = [key for key in frame_rows["blob_key"] if not blob_store.exists(key)]
+    for attempt in warehouse.retrying():
+        with attempt as conn:  # every frame the keyword's samples refer to, not only those decoded now
+            keys = [key for (key,) in conn.execute(
+                "SELECT f.blob_key FROM keyword_samples s JOIN video_frames f USING (media_id, sampling) "
+                "WHERE s.partition_key = ?", [partition_key]).fetchall()]  # fmt: skip
+    missing = missing_blobs(blob_store, keys)
+    frames = int(sum(count for _, count, _ in outcomes))
     return dg.MaterializeResult(
         metadata={
             **table,
-            "frames": int(sum(count for _, count, _ in outcomes)),
+            "frames": frames,
             "frames_decoded_now": len(frame_rows),
             "videos_sampled_now": len(sample_rows),
             "videos_reused": reused,
@@ -250,8 +262,16 @@ def video_frames(
             dg.AssetCheckResult(
                 check_name="frames_stored",
                 passed=not missing,
-                metadata={"rows_without_blob": len(missing), "examples": dg.MetadataValue.json(missing[:5])},
+                metadata={
+                    "frame_rows": len(keys),
+                    "rows_without_blob": len(missing),
+                    "examples": dg.MetadataValue.json(missing[:5]),
+                },
             ),
             unique,
+            # a keyword of photos has no video: nothing to warn of (media warns when a keyword has nothing at all)
+            output_check(
+                len(videos), frames, "no video gave a frame" + first_reasons(problems), "media (videos)", optional=True
+            ),
         ],
     )

@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from mining_assets.checks import first_reasons, output_check, output_spec
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
 from mining_assets.retries import STEP_RETRY
@@ -20,7 +21,7 @@ from mining_assets.warehouse import (
     unique_key_spec,
 )
 from resources.blob_store import BlobStore
-from resources.models.detector import Detections, OpenVocabDetector
+from resources.models.detector import OUTSIDE_TOLERANCE, Detections, OpenVocabDetector
 from resources.warehouse import Warehouse
 
 DETECTION_COLUMNS = ["frame_id", "detection_index", "label", "score", "x0", "y0", "x1", "y1",
@@ -66,11 +67,13 @@ def box_rows(frame_id: str, boxes: Detections, width: int, height: int) -> list[
 
 def detect_frames(
     frames: list[dict], detector: OpenVocabDetector, load: Callable[[dict], Any], labels: list[str], threshold: float
-) -> tuple[list[dict], list[tuple[str, str]], int]:
-    """Detection rows of the frames, the frames that failed with the reason, and how many frames had no box."""
+) -> tuple[list[dict], list[tuple[str, str]], int, list[tuple[str, int, int]]]:
+    """Detection rows of the frames, the frames that failed with the reason, how many frames had no box, and
+    (frame_id, beyond the image, degenerate) for each frame the model returned such boxes for, before clipping."""
     rows: list[dict] = []
     errors: list[tuple[str, str]] = []
     empty_frames = 0
+    raw_problems: list[tuple[str, int, int]] = []
     batches = prepared_batches(frames, load, lambda images: detector.prepare(images, labels), detector.batch_size)
     for batch in batches:
         errors += [(frame["frame_id"], reason) for frame, reason in batch.failed]
@@ -81,22 +84,9 @@ def detect_frames(
         for frame, (width, height), boxes in zip(batch.items, sizes, found, strict=True):
             empty_frames += len(boxes) == 0
             rows += box_rows(frame["frame_id"], boxes, width, height)
-    return rows, errors, empty_frames
-
-
-def boxes_outside(table: pd.DataFrame) -> int:
-    """Boxes not inside their image (or empty, or inverted)."""
-    if not len(table):
-        return 0
-    inside = (
-        (table["x0"] >= 0)
-        & (table["y0"] >= 0)
-        & (table["x1"] <= table["image_width"])
-        & (table["y1"] <= table["image_height"])
-        & (table["x0"] < table["x1"])
-        & (table["y0"] < table["y1"])
-    )
-    return int((~inside).sum())
+            if boxes.raw_outside or boxes.raw_degenerate:
+                raw_problems.append((frame["frame_id"], boxes.raw_outside, boxes.raw_degenerate))
+    return rows, errors, empty_frames, raw_problems
 
 
 @dg.asset(
@@ -108,8 +98,14 @@ def boxes_outside(table: pd.DataFrame) -> int:
     pool=VISION_MODELS,
     metadata=table_definition_metadata("detections"),
     check_specs=[
-        dg.AssetCheckSpec("boxes_inside_image", asset="detections"),
+        dg.AssetCheckSpec(
+            "boxes_inside_image",
+            asset="detections",
+            description=f"Warns when the detector returned boxes beyond the image by over {OUTSIDE_TOLERANCE:.0%} "
+            "of its longer side, or degenerate ones (no area, NaN), before they were clipped or dropped.",
+        ),
         unique_key_spec("detections", ["detections"]),
+        output_spec("detections", "boxes"),
     ],
 )
 def detections(
@@ -133,11 +129,14 @@ def detections(
     rows: list[dict] = []
     errors: list[tuple[str, str]] = []
     empty_frames = 0
+    raw_problems: list[tuple[str, int, int]] = []
     if not labels and len(todo):
         errors.append((partition_key, "no labels to detect: the label list is empty"))
     elif len(todo):
         load = frame_loader(blob_store, config.min_side)
-        rows, errors, empty_frames = detect_frames(todo.to_dict("records"), detector, load, labels, config.threshold)
+        rows, errors, empty_frames, raw_problems = detect_frames(
+            todo.to_dict("records"), detector, load, labels, config.threshold
+        )
     table = pd.DataFrame(rows, columns=DETECTION_COLUMNS).assign(
         partition_key=partition_key, detector=detector.describe()
     )
@@ -147,7 +146,7 @@ def detections(
     )
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
-    outside = boxes_outside(table)
+    outside, degenerate = sum(n for _, n, _ in raw_problems), sum(n for _, _, n in raw_problems)
     return dg.MaterializeResult(
         metadata={
             **stored_metadata,
@@ -162,7 +161,23 @@ def detections(
             "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors[:50]]),
         },
         check_results=[
-            dg.AssetCheckResult(check_name="boxes_inside_image", passed=outside == 0, metadata={"outside": outside}),
+            dg.AssetCheckResult(
+                check_name="boxes_inside_image",
+                passed=not outside and not degenerate,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "outside": outside,
+                    "degenerate": degenerate,
+                    "tolerance": OUTSIDE_TOLERANCE,
+                    "examples": dg.MetadataValue.json([frame for frame, _, _ in raw_problems[:10]]),
+                },
+            ),
             unique_key,
+            output_check(
+                len(todo),
+                len(table),
+                f"no box on any frame at threshold {config.threshold}" + first_reasons(errors),
+                upstream="unique_frames (kept frames)",
+            ),
         ],
     )

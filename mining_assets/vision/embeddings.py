@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from mining_assets.checks import first_reasons, output_check, output_spec
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
 from mining_assets.retries import STEP_RETRY
@@ -89,8 +90,13 @@ def embed_frames(
     pool=VISION_MODELS,
     metadata=table_definition_metadata("frame_embeddings"),
     check_specs=[
-        dg.AssetCheckSpec("finite_unit_norm", asset="frame_embeddings"),
+        dg.AssetCheckSpec(
+            "finite_unit_norm",
+            asset="frame_embeddings",
+            description="Every embedding, read back from its stored shard, is finite and of unit length.",
+        ),
         unique_key_spec("frame_embeddings", ["frame_embeddings"]),
+        output_spec("frame_embeddings", "embeddings"),
     ],
 )
 def frame_embeddings(
@@ -157,5 +163,11 @@ def frame_embeddings(
                 metadata={**problems, "missing_shards": len(missing)},
             ),
             unique_key,
+            output_check(
+                len(todo),
+                len(table),
+                "no passed frame could be embedded" + first_reasons(errors),
+                upstream="filtered_frames (passed frames)",
+            ),
         ],
     )

@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from mining_assets.checks import nothing_passed, output_check, output_spec
 from mining_assets.frames import frames
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
@@ -112,8 +113,13 @@ def score_frames(
     pool=VISION_MODELS,
     metadata=table_definition_metadata("filtered_frames"),
     check_specs=[
-        dg.AssetCheckSpec("every_frame_accounted", asset="filtered_frames"),
+        dg.AssetCheckSpec(
+            "every_frame_accounted",
+            asset="filtered_frames",
+            description="Every catalogued frame has a score on every prompt, or a recorded reason.",
+        ),
         unique_key_spec("filtered_frames", OWNED_TABLES),
+        output_spec("filtered_frames", "frame that passed the threshold"),
     ],
 )
 def filtered_frames(
@@ -175,7 +181,8 @@ def filtered_frames(
     for item, reason in errors[:20]:
         context.log.warning(f"{item}: {reason}")
     passed = int(result["passed"].sum())
-    unaccounted = len(catalog) - len(result) - sum(1 for item, _ in errors if item != partition_key)
+    with_reason = {item for item, _ in errors if item != partition_key}
+    unaccounted = sorted(set(catalog["frame_id"]) - set(result["frame_id"]) - with_reason)
     top = result.sort_values(["best_score", "frame_id"], ascending=[False, True]).head(10)
     return dg.MaterializeResult(
         metadata={
@@ -196,9 +203,15 @@ def filtered_frames(
         check_results=[
             dg.AssetCheckResult(
                 check_name="every_frame_accounted",
-                passed=unaccounted == 0 or not texts,
-                metadata={"frames_without_score_or_reason": unaccounted},
+                passed=not unaccounted or not texts,
+                metadata={
+                    "frames_without_score_or_reason": len(unaccounted),
+                    "examples": dg.MetadataValue.json(unaccounted[:10]),
+                },
             ),
             unique_key,
+            output_check(
+                len(catalog), passed, nothing_passed(result["best_score"], config.threshold, errors), "frames"
+            ),
         ],
     )

@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from mining_assets.checks import output_check, output_spec
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
@@ -35,8 +36,13 @@ class DedupConfig(dg.Config):
     kinds={"numpy", "duckdb"},
     metadata=table_definition_metadata("unique_frames"),
     check_specs=[
-        dg.AssetCheckSpec("no_frame_kept_twice", asset="unique_frames"),
+        dg.AssetCheckSpec(
+            "no_frame_kept_twice",
+            asset="unique_frames",
+            description="No two kept frames have the same content (sha256): exact copies are one group.",
+        ),
         unique_key_spec("unique_frames", ["unique_frames"]),
+        output_spec("unique_frames", "kept frames"),
     ],
 )
 def unique_frames(
@@ -70,11 +76,10 @@ def unique_frames(
             replace_partition_rows(conn, "unique_frames", partition_key, table)
     for attempt in warehouse.retrying():
         with attempt as conn:
-            twice = conn.execute(
-                "SELECT count(*) - count(DISTINCT frame_id), count(*) - count(DISTINCT frame_sha256) "
-                "FROM unique_frames WHERE partition_key = ? AND kept",
-                [partition_key],
-            ).fetchone()
+            # a repeated frame id is `unique_key`'s; identical content kept twice is the dedup's own failure
+            copies = [ids for (ids,) in conn.execute(
+                "SELECT list(frame_id ORDER BY frame_id) FROM unique_frames WHERE partition_key = ? AND kept "
+                "GROUP BY frame_sha256 HAVING count(*) > 1 ORDER BY 1", [partition_key]).fetchall()]  # fmt: skip
             stored_metadata = table_metadata(conn, "unique_frames", partition_key)
             unique_key = unique_key_check(conn, partition_key, ["unique_frames"])
     media = rows.assign(kept=result.keep).groupby("media_id")["kept"].agg(["size", "sum"])
@@ -104,9 +109,15 @@ def unique_frames(
         check_results=[
             dg.AssetCheckResult(
                 check_name="no_frame_kept_twice",
-                passed=twice == (0, 0),
-                metadata={"repeated_frame_ids": int(twice[0]), "identical_images_kept": int(twice[1])},
+                passed=not copies,
+                metadata={
+                    "identical_images_kept": sum(len(ids) - 1 for ids in copies),
+                    "examples": dg.MetadataValue.json(copies[:5]),
+                },
             ),
             unique_key,
+            output_check(
+                len(table), int(result.keep.sum()), "every frame was removed as a duplicate", "frame_embeddings"
+            ),
         ],
     )

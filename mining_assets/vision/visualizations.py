@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mining_assets.checks import first_reasons, output_check, output_spec
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.coco import draw_detections
@@ -24,6 +25,7 @@ class VisualizationConfig(dg.Config):
     deps=[detections],
     group_name="vision",
     kinds={"pillow"},
+    check_specs=[output_spec("detection_visualizations", "drawings")],
 )
 def detection_visualizations(
     context: dg.AssetExecutionContext,
@@ -45,8 +47,10 @@ def detection_visualizations(
             boxes = conn.execute(
                 "SELECT frame_id, label, score, x0, y0, x1, y1 FROM detections WHERE partition_key = ?", [partition_key]
             ).df()
+    unique = len(frames)
     if not config.include_empty:
         frames = frames[frames["boxes"] > 0]
+    empty = "no frame could be drawn" if len(frames) else "no unique frame has a detection (include_empty is off)"
     prefix = partition_prefix("visualizations", partition_key)
     by_frame = dict(tuple(boxes.groupby("frame_id"))) if len(boxes) else {}
     written: dict[str, str] = {}
@@ -72,5 +76,8 @@ def detection_visualizations(
             "orphans_not_removed": dg.MetadataValue.json(not_removed[:20]),  # the store refused: left for blob_gc
             "missing_after_write": len(missing),
             "sample": dg.MetadataValue.json(list(written.values())[:10]),
-        }
+        },
+        check_results=[
+            output_check(unique, len(written), empty + first_reasons(errors), "unique_frames (kept frames)")
+        ],
     )

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
 FLORENCE_TASK = "<CAPTION_TO_PHRASE_GROUNDING>"
+# a box may reach this far beyond the image (a fraction of its longer side) before it counts as the model's error:
+# detectors put edges a pixel or so outside an object that touches the border
+OUTSIDE_TOLERANCE = 0.01
 
 
 @dataclass
@@ -23,24 +26,35 @@ class Detections:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     labels: list[str] = field(default_factory=list)
+    # what the model returned before clipping and dropping, counted because it is gone from the boxes above: boxes
+    # beyond the image by more than OUTSIDE_TOLERANCE (clipped), and degenerate ones (no area, a NaN: dropped)
+    raw_outside: int = 0
+    raw_degenerate: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @classmethod
     def from_tensors(cls, boxes: Any, scores: Any, labels: list[str | None], width: int, height: int) -> Detections:
-        """From a post-processor's tensors; boxes are clipped to the image; empty, unlabelled and NaN ones dropped."""
+        """From a post-processor's tensors; boxes are clipped to the image; empty, unlabelled and NaN ones dropped
+        (and what the model returned beyond the image, or degenerate, counted first)."""
         boxes = np.asarray(boxes.detach().float().cpu() if hasattr(boxes, "detach") else boxes, np.float32)
         scores = np.asarray(scores.detach().float().cpu() if hasattr(scores, "detach") else scores, np.float32)
         boxes = boxes.reshape(-1, 4).copy()
         labels = list(labels) if len(boxes) else []  # Grounding DINO names "no box" as [""]
         if len(labels) != len(boxes):
             raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+        degenerate = ~(np.isfinite(boxes).all(axis=1) & np.isfinite(scores))
+        degenerate |= (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        margin = OUTSIDE_TOLERANCE * max(width, height)
+        beyond = (boxes[:, 0] < -margin) | (boxes[:, 1] < -margin)
+        beyond |= (boxes[:, 2] > width + margin) | (boxes[:, 3] > height + margin)
+        raw = {"raw_outside": int((beyond & ~degenerate).sum()), "raw_degenerate": int(degenerate.sum())}
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         named = np.array([label is not None for label in labels], bool)
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & np.isfinite(scores) & named
-        return cls(boxes[valid], scores[valid], [label for label, ok in zip(labels, valid, strict=True) if ok])
+        return cls(boxes[valid], scores[valid], [label for label, ok in zip(labels, valid, strict=True) if ok], **raw)
 
 
 def match_label(phrase: str, labels: list[str]) -> str | None:

@@ -43,7 +43,8 @@ def portrait_keyword(pose_resources, person_photo) -> str:
 
 def test_quality_then_poses_end_to_end(pose_resources, instance, portrait_keyword):
     result, checks = run(pose_resources, instance, portrait_keyword, quality_scores={"threshold": 40})
-    assert checks == {"every_frame_scored": True, "landmarks_well_formed": True, "unique_key": True}
+    assert checks == {"every_frame_scored": True, "landmarks_well_formed": True, "unique_key": True,
+                      "produced_output": True}  # fmt: skip
 
     errors = dict(query(pose_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'quality_scores'"))
     assert errors.keys() == {"zero", "html", "tiny"}
@@ -137,7 +138,7 @@ def test_quality_then_poses_end_to_end(pose_resources, instance, portrait_keywor
 
     # the default threshold (70) accepts no head-and-shoulders portrait: poses is emptied, not left stale
     result, checks = run(pose_resources, instance, portrait_keyword)
-    assert all(checks.values())
+    assert checks.pop("produced_output") is False and all(checks.values())  # accepting nothing is warned of
     assert meta(result, "quality_scores")["accepted"] == 0 and meta(result, "poses")["frames"] == 0
     assert query(pose_resources, "SELECT count(*) FROM poses")[0][0] == 0
 
@@ -146,7 +147,7 @@ def test_keyword_without_frames_needs_no_model(resources, instance, tmp_path):
     missing = PoseEstimator(pose_model_path=str(tmp_path / "none.task"), hand_model_path=str(tmp_path / "none.task"))
     partition_key = seed_catalog(resources, "empty keyword", {}, {})
     result, checks = run(resources | {"pose_estimator": missing}, instance, partition_key)
-    assert all(checks.values())
+    assert checks.pop("produced_output") is False and all(checks.values())  # no input is warned of
     assert meta(result, "quality_scores")["frames"] == 0 and meta(result, "poses")["frames"] == 0
 
 
@@ -158,7 +159,7 @@ def test_a_missing_blob_is_recorded_and_the_rest_goes_on(pose_resources, instanc
     _, checks = run(pose_resources, instance, partition_key, quality_scores={"threshold": 40})
     assert all(checks.values())
     reasons = dict(query(pose_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'quality_scores'"))
-    assert list(reasons) == ["lost"] and reasons["lost"].startswith("could not read the frame: FileNotFoundError")
+    assert list(reasons) == ["lost"] and reasons["lost"].startswith("could not read the frame: BlobNotFound")
     assert query(pose_resources, "SELECT frame_id FROM poses") == [("kept",)]
 
 

@@ -73,6 +73,7 @@ def test_vision_path_end_to_end(vision_resources, instance, door_frames):
         ("detections", "boxes_inside_image"): True,
         ("coco_annotations", "image_ids_exist"): True,
         **{(asset, "unique_key"): True for asset in OWNED},
+        **{(asset.key.to_user_string(), "produced_output"): True for asset in VISION},
     }
     errors = dict(query(vision_resources, "SELECT item, reason FROM ingest_errors WHERE stage = 'filtered_frames'"))
     assert errors.keys() == {"zero", "html", "tiny"}
@@ -187,7 +188,7 @@ def test_empty_prompt_list_is_recorded_and_the_rest_goes_on(vision_resources, in
                          filtered_frames={"include_keyword": False, "classes": [" "], "captions": []})  # fmt: skip
     assert meta(result, "filtered_frames")["passed"] == 0
     assert meta(result, "coco_annotations")["images"] == 0
-    assert all(checks.values())
+    assert checks.pop("produced_output") is False and all(checks.values())  # nothing passed: warned of
     reasons = query(vision_resources, "SELECT reason FROM ingest_errors WHERE stage = 'filtered_frames'")
     assert any(reason.startswith("no prompts to score against") for (reason,) in reasons)
 
@@ -195,7 +196,7 @@ def test_empty_prompt_list_is_recorded_and_the_rest_goes_on(vision_resources, in
 def test_keyword_without_frames(vision_resources, instance):
     partition_key = seed_frames(vision_resources, "empty keyword", {})
     result, checks = run(vision_resources, instance, partition_key)
-    assert all(checks.values())
+    assert checks.pop("produced_output") is False and all(checks.values())  # no input: warned of
     assert meta(result, "coco_annotations")["images"] == 0
     assert meta(result, "unique_frames")["kept"] == 0
 
@@ -203,7 +204,7 @@ def test_keyword_without_frames(vision_resources, instance):
 def test_detector_that_finds_nothing(vision_resources, instance, door_frames):
     result, checks = run(vision_resources, instance, door_frames,
                          filtered_frames={"threshold": 0.0}, detections={"threshold": 1.0})  # fmt: skip
-    assert all(checks.values())
+    assert checks.pop("produced_output") is False and all(checks.values())  # no box: warned of
     assert meta(result, "detections")["detections"] == 0
     coco = meta(result, "coco_annotations")
     assert coco["images"] > 0 and coco["annotations"] == 0
