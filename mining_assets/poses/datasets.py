@@ -27,11 +27,9 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.deletes import (
     KEYWORD_ROW,
-    STAGE,
     deletable,
     delete_originals,
     original_users,
-    record_deletions,
     removable,
 )
 from mining_assets.poses.hdf5 import (
@@ -64,6 +62,7 @@ from resources.blob_store import BlobStore
 from resources.faults import InfrastructureError, LocalDiskError
 from resources.warehouse import Warehouse
 
+STAGE = "pose_datasets"
 KEYWORD_FILE = "keyword"  # file name of the keyword's HDF5; media names never equal it (see media_name)
 POSES = (
     "SELECT frame_id, sequence_index, timestamp_s, image_width, image_height, pose_found, pose_landmarks, "
@@ -178,6 +177,25 @@ def store_verified(
     frames = document["attributes"]["frames"]
     media_id = KEYWORD_ROW if isinstance(content, KeywordPoses) else content.attributes["media_id"]
     return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"])
+
+
+def record_deletions(
+    warehouse: Warehouse, partition_key: str, going: dict[str, str], deleted: list[str], errors: list[tuple[str, str]]
+) -> None:
+    """After deleting: drop the records of the originals still there (refused, or not reached when the store
+    failed), mark the deleted ones in ``pose_datasets``, and record why each that was to go stayed."""
+    still_there = [media_id for media_id in going if media_id not in deleted]
+    for attempt in warehouse.retrying(lease=partition_key):
+        with attempt as conn:
+            if still_there:
+                conn.execute("DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [still_there])
+            if deleted:
+                conn.execute(
+                    "UPDATE pose_datasets SET source_deleted = true "
+                    "WHERE partition_key = ? AND list_contains(?, media_id)",
+                    [partition_key, deleted],
+                )
+            record_errors(conn, partition_key, STAGE, errors)  # a shared video above all: the status shows why
 
 
 @dg.asset(

@@ -1,12 +1,9 @@
 """Deleting the downloaded originals of a keyword's videos once their extraction was verified (``pose_datasets``
 with ``delete_sources``): which may go, who else needs them, and the ``deleted_sources`` records, which always say
-exactly what is gone."""
+exactly what is gone. The rows are written by ``pose_datasets``, the owner of both tables."""
 
-from mining_assets.warehouse import record_errors
 from resources.blob_store import BlobDeleteError, BlobStore
-from resources.warehouse import Warehouse
 
-STAGE = "pose_datasets"
 KEYWORD_ROW = "*"  # media_id of the keyword file's row in pose_datasets
 # who else needs an original: another keyword's item that is (or, not fetched yet, names) the media item, or
 # another media item stored in the same blob
@@ -88,22 +85,3 @@ def delete_originals(
             kept.append((media_id, "the store still holds it after delete"))
         else:
             deleted.append(media_id)
-
-
-def record_deletions(
-    warehouse: Warehouse, partition_key: str, going: dict[str, str], deleted: list[str], errors: list[tuple[str, str]]
-) -> None:
-    """After deleting: drop the records of the originals still there (refused, or not reached when the store
-    failed), mark the deleted ones in ``pose_datasets``, and record why each that was to go stayed."""
-    still_there = [media_id for media_id in going if media_id not in deleted]
-    for attempt in warehouse.retrying(lease=partition_key):
-        with attempt as conn:
-            if still_there:
-                conn.execute("DELETE FROM deleted_sources WHERE list_contains(?, media_id)", [still_there])
-            if deleted:
-                conn.execute(
-                    "UPDATE pose_datasets SET source_deleted = true "
-                    "WHERE partition_key = ? AND list_contains(?, media_id)",
-                    [partition_key, deleted],
-                )
-            record_errors(conn, partition_key, STAGE, errors)  # a shared video above all: the status shows why
