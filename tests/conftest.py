@@ -12,8 +12,9 @@ import threading
 import uuid
 from pathlib import Path
 
-# a step that fails on the store or the warehouse is retried at once in tests (the policy is read at import)
+# a step that fails on the store or the warehouse is retried once, at once, in tests (read at import)
 os.environ.setdefault("MINING_STEP_RETRY_DELAY_S", "0")
+os.environ.setdefault("MINING_STEP_RETRIES", "1")
 
 import dagster as dg
 import pytest
