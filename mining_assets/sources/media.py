@@ -177,8 +177,9 @@ def media(
             ids = sorted({r["member_of"] or r["media_id"] for r in registry if r["member_of"] or r["media_id"]})
             stored = {row["media_id"]: row for row in query_dicts(
                 conn, "SELECT * FROM media WHERE media_id IN (SELECT unnest(?::VARCHAR[]))", [ids])}  # fmt: skip
-            # uploads' ids are known only from their content: every deleted original is asked for, not only these
-            deleted = {media_id for (media_id,) in conn.execute("SELECT media_id FROM deleted_sources").fetchall()}
+            deleted = {media_id for (media_id,) in conn.execute(
+                "SELECT media_id FROM deleted_sources WHERE media_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+            ).fetchall()}  # fmt: skip
     resources = {"youtube": youtube, "uploads": uploads, "pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
 
     members: list[dict] = []  # membership rows of this run, written at the next flush

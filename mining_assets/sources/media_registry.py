@@ -113,8 +113,7 @@ def s3_uploads(
         except UploadError as error:
             where = uploads.location(uploads.root)
             return [], [(where, str(error))], {"s3", where}, []
-    items, errors, scope = s3_items(uploads, list(etags) if named or uploads.configured else None, partition_key,
-                                    keyword)  # fmt: skip
+    items, errors, scope = s3_items(uploads, list(etags), partition_key, keyword)
     if not uploads.configured:
         return items, errors, scope, []
     keys = {uploads.location(key): key for key in etags}

@@ -112,37 +112,27 @@ def folder_belongs(folder: str | None, partition_key: str, keyword: str) -> bool
 
 
 def s3_items(
-    uploads: UploadBucket, keys: list[str] | None, partition_key: str, keyword: str
+    uploads: UploadBucket, keys: list[str], partition_key: str, keyword: str
 ) -> tuple[list[Item], list[tuple[str, str]], set[str]]:
-    """The bucket's objects for this partition: the given keys, or (None) a listing of the keyword's folders.
+    """The bucket's objects of these keys that belong to this partition's folders.
 
     Returns:
-        the items, (item, reason) for keys refused or a failed listing, and the names under which errors of the
-        bucket itself are recorded (so that a run that looked at the bucket again replaces them).
+        the items, (item, reason) for keys refused, and the names under which errors of the bucket itself are
+        recorded (so that a run that looked at the bucket again replaces them).
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     if not uploads.configured:
         skipped = [("s3", f"no upload bucket configured: {len(keys)} S3 keys skipped")] if keys else []
         return [], skipped, {"s3"} if keys else set()
     where = uploads.location(uploads.root)
-    errors: list[tuple[str, str]] = []
 
     def belongs(key: str) -> bool:
         return folder_belongs(uploads.keyword_folder(key), partition_key, keyword)
 
-    if keys is None:
-        try:
-            keys = [obj.key for obj in uploads.list_objects()]
-        except (BotoCoreError, ClientError, UploadError) as error:
-            return [], [(where, f"listing failed: {error}")], {"s3", where}
-        keys = [key for key in keys if belongs(key)]
-    else:
-        wanted = list(dict.fromkeys(keys))
-        keys = [key for key in wanted if belongs(key)]
-        errors = [(uploads.location(key), f"not an upload of this keyword (not in a {where}<keyword>/ folder)")
-                  for key in wanted if not belongs(key)]  # fmt: skip
-    items = [Item("s3", uploads.location(key), functools.partial(uploads.download, key)) for key in keys]
+    wanted = list(dict.fromkeys(keys))
+    errors = [(uploads.location(key), f"not an upload of this keyword (not in a {where}<keyword>/ folder)")
+              for key in wanted if not belongs(key)]  # fmt: skip
+    items = [Item("s3", uploads.location(key), functools.partial(uploads.download, key)) for key in wanted
+             if belongs(key)]  # fmt: skip
     return items, errors, {"s3", where}
 
 

@@ -116,8 +116,9 @@ def extract_video_frames(
 
 
 def sample_is_whole(sample: dict | None, frame_keys: list[str], blob_store: BlobStore) -> bool:
-    """Whether a stored sample can be used as it is: recorded, and every frame file still in the store."""
-    return sample is not None and all(blob_store.exists(key) for key in frame_keys)
+    """Whether a stored sample can be used as it is: recorded, and every frame file still in the store (one listing
+    of the sample's own folder, not a look-up per frame)."""
+    return sample is not None and not missing_blobs(blob_store, frame_keys)
 
 
 @dg.asset(
@@ -186,7 +187,7 @@ def video_frames(
             if media_id in deleted and not blob_store.exists(video["blob_key"]):
                 if sample is not None:  # its frames are what remains: used as they are, the missing ones named
                     reused += 1
-                    lost = sum(1 for key in frame_keys.get(media_id, []) if not blob_store.exists(key))
+                    lost = len(missing_blobs(blob_store, frame_keys.get(media_id, [])))
                     outcomes.append((media_id, sample["frames"], f"source deleted; {lost} frame file(s) missing"))
                 else:
                     outcomes.append((media_id, 0, "source deleted (deleted_sources) before it was sampled with "
