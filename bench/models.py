@@ -1,6 +1,6 @@
 """Benchmark the model stages (filter, embedder, detector) against a bare forward pass of the same model.
 
-For each role the stage's own loop (``score_frames``, ``embed_frames``, ``detect_frames``: JPEG frames fetched from a
+For each role the stage's own loop (``score_images``, ``embed_frames``, ``detect_frames``: JPEG frames fetched from a
 blob store, decoded, resized and normalised on worker threads while the model runs) is timed over ``--frames``
 640x480 JPEG frames, and so is a bare forward pass of the same model on already-prepared inputs at the same batch
 size, for the same number of batches. Runs alternate stage / bare, ``--repeats`` times; the ratio printed is the
@@ -70,7 +70,7 @@ def roles(models: dict[str, str], device: str, batch: int, detector_batch: int):
 
     from mining_assets.vision.detections import detect_frames
     from mining_assets.vision.embeddings import embed_frames
-    from mining_assets.vision.filtered import score_frames
+    from mining_assets.vision.prompt_scores import score_images
     from resources.models.base import to_device
     from resources.models.detector import OpenVocabDetector
     from resources.models.embedder import ImageEmbedder
@@ -102,7 +102,7 @@ def roles(models: dict[str, str], device: str, batch: int, detector_batch: int):
             "filter",
             text_filter,
             lambda images: text_filter.prepare(images),
-            run(lambda frames, load: score_frames(frames, text_filter, load, prompts)),
+            run(lambda frames, load: score_images(frames, text_filter, load, prompts)),
             forward(text_filter, lambda model, inputs: model.get_image_features(**inputs)),
         ),
         (

@@ -27,7 +27,8 @@ from mining_assets.poses.quality import quality_scores
 from mining_assets.sources.media import media
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import FrameSamplingConfig, frame_blob_key, sampling_id, settings_of, video_frames
-from mining_assets.vision import embeddings as embeddings_module
+from mining_assets.vision import detections as detections_module
+from mining_assets.vision import shards as shards_module
 from mining_assets.vision import filtered as filtered_module
 from mining_assets.vision import unique as unique_module
 from mining_assets.vision.annotations import coco_annotations
@@ -193,7 +194,7 @@ def test_unique_key_fails_for_a_key_planted_twice(vision_resources, instance, tm
             written = real_replace(conn, table, partition_key, rows, *args)
             return written + (insert_rows(conn, table, rows.head(1)) if table == "detections" else 0)
 
-        monkeypatch.setattr(warehouse_module, "replace_partition_rows", writes_one_twice)
+        monkeypatch.setattr(detections_module, "replace_partition_rows", writes_one_twice)
         result = run(vision_resources, instance, key, [detections], detections={"labels": ["door"]})
         expected = {"detections": 1}
     duplicated = failed(result, owner, "unique_key")["duplicated_keys"]
@@ -239,13 +240,14 @@ def test_traceable_to_source_fails_for_a_photo_whose_page_url_is_empty(resources
 
 # ---------------------------------------------------------------------- vision
 def test_every_frame_accounted_fails_for_a_frame_left_without_score(vision_resources, instance, photos, monkeypatch):
-    real_score = filtered_module.score_frames
+    real_score = filtered_module.score_images
 
     def loses_f1(frames, *args):  # a batching bug: one frame's scores never come back, and no reason either
-        scores, errors = real_score(frames, *args)
-        return scores[scores["frame_id"] != "f1"], errors
+        scores, shas, features, failed = real_score(frames, *args)
+        lost = next(frame["sha256"] for frame in frames if frame["frame_id"] == "f1")
+        return scores[scores["frame_sha256"] != lost], shas, features, failed
 
-    monkeypatch.setattr(filtered_module, "score_frames", loses_f1)
+    monkeypatch.setattr(filtered_module, "score_images", loses_f1)
     result = run(vision_resources, instance, photos, [filtered_frames], filtered_frames={"threshold": 0.0})
     metadata = failed(result, "filtered_frames", "every_frame_accounted")
     assert (metadata["frames_without_score_or_reason"], metadata["examples"]) == (1, ["f1"])
@@ -254,14 +256,14 @@ def test_every_frame_accounted_fails_for_a_frame_left_without_score(vision_resou
 @pytest.mark.parametrize("broken", ["nan", "not_unit_norm"])
 def test_finite_unit_norm_fails_for_a_broken_stored_vector(vision_resources, instance, photos, monkeypatch, broken):
     if broken == "nan":  # the shard written holds a NaN the model never returned
-        real_bytes = embeddings_module.shard_bytes
+        real_bytes = shards_module.shard_bytes
 
         def corrupted(vectors):
             vectors = np.array(vectors, np.float32)
             vectors[0, 0] = np.nan
             return real_bytes(vectors)
 
-        monkeypatch.setattr(embeddings_module, "shard_bytes", corrupted)
+        monkeypatch.setattr(shards_module, "shard_bytes", corrupted)
     else:  # a backend that forgets to normalise
         real_embed = ImageEmbedder.embed_prepared
         monkeypatch.setattr(ImageEmbedder, "embed_prepared", lambda self, inputs: 2 * real_embed(self, inputs))

@@ -5,6 +5,7 @@ import json
 import dagster as dg
 
 from mining_assets.checks import output_check, output_spec
+from mining_assets.keyword_settings import settings_by_keyword
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
@@ -70,6 +71,7 @@ def coco_annotations(
                 [partition_key],
             ).fetchall()]  # fmt: skip
             counts = funnel(conn, partition_key)
+            settings = settings_by_keyword(conn, partition_key).get(partition_key, {})
             errors = dict(
                 conn.execute(
                     "SELECT stage, count(*) FROM ingest_errors WHERE partition_key = ? GROUP BY stage", [partition_key]
@@ -94,6 +96,7 @@ def coco_annotations(
                 + markdown_table(["stage", "errors recorded"], sorted(errors.items()), "_no errors recorded_")
             ),
             **{f"count_{stage}": int(value) for stage, value in counts.items()},
+            "keyword_settings": dg.MetadataValue.json(settings),  # each stage's settings stored for the keyword
         },
         check_results=[
             dg.AssetCheckResult(

@@ -1,6 +1,5 @@
 """frame_embeddings: an L2-normalised vector per passed frame, stored as float32 .npy shards in the blob store."""
 
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -13,14 +12,16 @@ from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
 from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.batches import prepared_batches
-from mining_assets.vision.common import content_key, frame_loader, partition_prefix, remove_orphans
+from mining_assets.vision.common import frame_loader, partition_prefix, remove_orphans
 from mining_assets.vision.filtered import filtered_frames
 from mining_assets.vision.images import MIN_SIDE
+from mining_assets.vision.shards import load_vectors, shared_prefix, store_shards
 from mining_assets.warehouse import (
     replace_stage_rows,
     table_definition_metadata,
     unique_key_spec,
 )
+from mining_assets.work import model_settings, work_key
 from resources.blob_store import BlobStore
 from resources.models.embedder import ImageEmbedder
 from resources.warehouse import Warehouse
@@ -33,20 +34,31 @@ class EmbeddingConfig(dg.Config):
     min_side: int = MIN_SIDE
 
 
-def shard_bytes(vectors: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
-    return buffer.getvalue()
+def stored_vectors(conn, partition_key: str, key: str) -> pd.DataFrame:
+    """One stored vector (``frame_sha256``, ``blob_key``, ``uri``, ``shard_row``, ``dim``) per content among the
+    partition's frames, from any keyword's rows of the same work key (this partition's own first)."""
+    return conn.execute(
+        "SELECT e.frame_sha256, e.blob_key, e.uri, e.shard_row, e.dim FROM frame_embeddings e "
+        "WHERE e.work_key = ? AND e.frame_sha256 IN (SELECT sha256 FROM frames WHERE partition_key = ?) "
+        "QUALIFY row_number() OVER (PARTITION BY e.frame_sha256 ORDER BY e.partition_key <> ?, e.blob_key) = 1",
+        [key, partition_key, partition_key],
+    ).df()
 
 
-def load_vectors(blob_store: BlobStore, rows: pd.DataFrame) -> np.ndarray:
-    """The vectors of embedding rows (``blob_key``, ``shard_row``), in the rows' order."""
-    if not len(rows):
-        return np.zeros((0, 0), np.float32)
-    shards = {
-        key: np.load(io.BytesIO(blob_store.get_bytes(key)), allow_pickle=False) for key in rows["blob_key"].unique()
-    }
-    return np.stack([shards[key][row] for key, row in zip(rows["blob_key"], rows["shard_row"], strict=True)])
+def referenced_shards(warehouse: Warehouse, prefix: str) -> list[str]:
+    """Shards under a folder that some keyword's row still names."""
+    for attempt in warehouse.retrying():
+        with attempt as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT blob_key FROM frame_embeddings WHERE starts_with(blob_key, ?)",
+                [prefix.rstrip("/") + "/"],
+            ).fetchall()
+    return [row[0] for row in rows]
+
+
+def missing_shards(blob_store: BlobStore, keys: pd.Series) -> list[str]:
+    """The shards rows name that the store does not hold."""
+    return sorted(key for key in set(keys) if not blob_store.exists(key))
 
 
 def norm_problems(vectors: np.ndarray) -> dict[str, int]:
@@ -109,36 +121,39 @@ def frame_embeddings(
     """Unit-length image embeddings (DINOv2 by default) of the frames that passed the filter, in .npy shards."""
     partition_key = context.partition_key
     model = embedder.describe()
+    key = work_key(stage="frame_embeddings", **model_settings(embedder))
     for attempt in warehouse.retrying():
         with attempt as conn:
-            todo = conn.execute(
+            passed = conn.execute(
                 "SELECT f.frame_id, f.blob_key, f.sha256 FROM filtered_frames p "
                 "JOIN frames f USING (partition_key, frame_id) "
                 "WHERE p.partition_key = ? AND p.passed ORDER BY f.frame_id",
                 [partition_key],
             ).df()
+            done = stored_vectors(conn, partition_key, key)
+    # a vector is computed once per content and model: any keyword's row of the same frame content is reused
+    todo = passed[~passed["sha256"].isin(done["frame_sha256"])]
     load = frame_loader(blob_store, config.min_side)
     ids, vectors, errors = embed_frames(todo.to_dict("records"), embedder, load)
 
-    prefix = partition_prefix("embeddings", partition_key)
-    rows = []
-    for start in range(0, len(ids), max(1, config.shard_rows)):
-        shard = vectors[start : start + config.shard_rows]
-        data = shard_bytes(shard)
-        key = content_key(prefix, data, ".npy")
-        uri = blob_store.put_bytes(key, data)
-        rows += [
-            {"frame_id": frame_id, "blob_key": key, "uri": uri, "shard_row": i}
-            for i, frame_id in enumerate(ids[start : start + config.shard_rows])
-        ]
-    table = pd.DataFrame(rows, columns=["frame_id", "blob_key", "uri", "shard_row"]).assign(
-        partition_key=partition_key, model=model, dim=vectors.shape[1] if len(ids) else 0
+    fresh = store_shards(blob_store, shared_prefix(key), ids, vectors, config.shard_rows)
+    reused = (
+        passed[["frame_id", "sha256"]].merge(done, left_on="sha256", right_on="frame_sha256").drop(columns="sha256")
     )
-    table["frame_sha256"] = table["frame_id"].map(dict(zip(todo["frame_id"], todo["sha256"], strict=True)))
+    table = pd.concat(
+        [
+            reused,
+            fresh.assign(frame_sha256=fresh["frame_id"].map(dict(zip(todo["frame_id"], todo["sha256"], strict=True)))),
+        ],
+        ignore_index=True,
+    ).assign(partition_key=partition_key, model=model, work_key=key)
     stored_metadata, unique_key = replace_stage_rows(
         warehouse, partition_key, "frame_embeddings", table, "frame_embeddings", errors
     )
-    removed, not_removed, missing = remove_orphans(blob_store, prefix, table["blob_key"])
+    # shards of the partition's own folder (written before vectors were shared) that no keyword's row names
+    prefix = partition_prefix("embeddings", partition_key)
+    removed, not_removed, _ = remove_orphans(blob_store, prefix, referenced_shards(warehouse, prefix))
+    missing = missing_shards(blob_store, table["blob_key"])
 
     # the check reads back what was stored, not what was computed
     problems = norm_problems(load_vectors(blob_store, table)) if len(table) and not missing else {}
@@ -148,6 +163,8 @@ def frame_embeddings(
         metadata={
             **stored_metadata,
             "embedded": len(table),
+            "embedded_now": len(ids),
+            "reused": len(reused),
             "failed": len(errors),
             "dim": int(vectors.shape[1]) if len(ids) else 0,
             "shards": int(table["blob_key"].nunique()),
@@ -164,7 +181,7 @@ def frame_embeddings(
             ),
             unique_key,
             output_check(
-                len(todo),
+                len(passed),
                 len(table),
                 "no passed frame could be embedded" + first_reasons(errors),
                 upstream="filtered_frames (passed frames)",

@@ -1,8 +1,5 @@
 """filtered_frames: every frame scored against the keyword's text prompts; frames at or above the threshold pass."""
 
-from collections.abc import Callable
-from typing import Any
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -13,10 +10,12 @@ from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
 from mining_assets.retries import STEP_RETRY
-from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
 from mining_assets.vision.images import MIN_SIDE
+from mining_assets.vision.prompt_scores import score_images, score_kept_features
+from mining_assets.vision.shards import load_vectors, shared_prefix, store_shards
 from mining_assets.warehouse import (
+    insert_rows,
     keyword_text,
     record_errors,
     replace_partition_rows,
@@ -24,11 +23,13 @@ from mining_assets.warehouse import (
     table_report,
     unique_key_spec,
 )
+from mining_assets.work import model_settings, work_key
 from resources.blob_store import BlobStore
 from resources.models.text_filter import TextImageFilter
 from resources.warehouse import Warehouse
 
-OWNED_TABLES = ["filtered_frames", "frame_scores", "prompt_sets"]
+SHARD_ROWS = 8192  # image features per .npy shard
+OWNED_TABLES = ["filtered_frames", "frame_scores", "prompt_sets", "filter_features"]
 
 
 class FilterConfig(dg.Config):
@@ -75,33 +76,25 @@ def best_scores(scores: pd.DataFrame, prompts: list[str], threshold: float, mode
     ).reset_index(drop=True)
 
 
-def score_frames(
-    frames: list[dict], text_filter: TextImageFilter, load: Callable[[dict], Any], prompts: list[str]
-) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Scores of frames (``frame_id``, ``sha256``, ``blob_key``) against prompts, one row per frame and prompt, and
-    the frames that could not be read with the reason. Frames load and preprocess on worker threads meanwhile."""
-    prompt_embeddings = None  # the model loads only when some frame needs it (not for unreadable ones)
-    rows: list[pd.DataFrame] = []
-    errors: list[tuple[str, str]] = []
-    for batch in prepared_batches(frames, load, text_filter.prepare, text_filter.batch_size):
-        errors += [(frame["frame_id"], reason) for frame, reason in batch.failed]
-        if not batch.items:
-            continue
-        if prompt_embeddings is None:
-            prompt_embeddings = text_filter.encode_prompts(prompts)
-        scores = text_filter.score_prepared(batch.inputs, prompt_embeddings)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "frame_id": np.repeat([frame["frame_id"] for frame in batch.items], len(prompts)),
-                    "frame_sha256": np.repeat([frame["sha256"] for frame in batch.items], len(prompts)),
-                    "prompt": np.tile(prompts, len(batch.items)),
-                    "score": scores.reshape(-1),
-                }
-            )
-        )
-    columns = ["frame_id", "frame_sha256", "prompt", "score"]
-    return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)), errors
+def store_features(
+    warehouse: Warehouse, blob_store: BlobStore, key: str, model: str, shas: list[str], features: np.ndarray
+) -> None:
+    """Keep the image features of contents scored now (a shard under ``embeddings/shared.work/<work key>``, and a
+    ``filter_features`` row per content not kept yet), shared by every keyword."""
+    if not shas:
+        return
+    shards = store_shards(blob_store, shared_prefix(key), shas, features, SHARD_ROWS)
+    rows = shards.rename(columns={"frame_id": "frame_sha256"}).assign(work_key=key, model=model)
+    for attempt in warehouse.retrying(lease=f"filter_features:{key}"):
+        with attempt as conn:
+            conn.register("_new", rows)
+            fresh = conn.execute(
+                "SELECT * FROM _new WHERE frame_sha256 NOT IN "
+                "(SELECT frame_sha256 FROM filter_features WHERE work_key = ?)",
+                [key],
+            ).df()
+            conn.unregister("_new")
+            insert_rows(conn, "filter_features", fresh)
 
 
 @dg.asset(
@@ -132,6 +125,8 @@ def filtered_frames(
     """Frames scored against the keyword's prompts (SigLIP sigmoid); all scores kept, those at the threshold pass."""
     partition_key = context.partition_key
     model = text_filter.describe()
+    key = work_key(stage="filtered_frames", **model_settings(text_filter))
+    contents = "SELECT sha256 FROM frames WHERE partition_key = ?"
     for attempt in warehouse.retrying():
         with attempt as conn:
             keyword = keyword_text(conn, partition_key)
@@ -139,40 +134,73 @@ def filtered_frames(
                 "SELECT frame_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id",
                 [partition_key],
             ).df()
-            stored = conn.execute(
-                "SELECT frame_id, frame_sha256, prompt, score FROM frame_scores WHERE partition_key = ? AND model = ?",
-                [partition_key, model],
+            # scores and image features of the same content and model, whichever keyword computed them
+            known = conn.execute(
+                "SELECT frame_sha256, prompt, any_value(score) AS score FROM frame_scores "
+                f"WHERE work_key = ? AND frame_sha256 IN ({contents}) GROUP BY ALL",
+                [key, partition_key],
+            ).df()
+            own = conn.execute(
+                "SELECT frame_id, frame_sha256, prompt, score FROM frame_scores "
+                "WHERE partition_key = ? AND work_key = ?",
+                [partition_key, key],
+            ).df()
+            kept = conn.execute(
+                "SELECT frame_sha256, blob_key, shard_row FROM filter_features "
+                f"WHERE work_key = ? AND frame_sha256 IN ({contents}) "
+                "QUALIFY row_number() OVER (PARTITION BY frame_sha256 ORDER BY blob_key) = 1",
+                [key, partition_key],
             ).df()
     prompts = prompt_set(keyword, config)
     texts = [prompt for _, _, prompt in prompts]
     errors: list[tuple[str, str]] = []
+    if config.rescore:  # the model runs again on every frame, image tower included
+        known, kept = known[~known["prompt"].isin(texts)], kept.iloc[:0]
 
-    # scores of the same image content are reused; only frames missing a current prompt go to the model
-    stored = stored.merge(catalog[["frame_id", "sha256"]], left_on=["frame_id", "frame_sha256"],
-                          right_on=["frame_id", "sha256"]).drop(columns="sha256")  # fmt: skip
-    if config.rescore:
-        stored = stored[~stored["prompt"].isin(texts)]
-    have = stored[stored["prompt"].isin(texts)].groupby("frame_id")["prompt"].nunique()
-    todo = catalog[catalog["frame_id"].map(have).fillna(0) < len(texts)] if texts else catalog.iloc[:0]
-    fresh = pd.DataFrame()
+    current = known[known["prompt"].isin(texts)]
+    complete = set(current.groupby("frame_sha256")["prompt"].nunique().loc[lambda n: n == len(texts)].index)
+    missing = [sha for sha in dict.fromkeys(catalog["sha256"]) if sha not in complete] if texts else []
+    from_features = [sha for sha in missing if sha in set(kept["frame_sha256"])]
+    need_images = catalog[catalog["sha256"].isin(set(missing) - set(from_features))].drop_duplicates("sha256")
+    new_scores = pd.DataFrame(columns=["frame_sha256", "prompt", "score"])
+    new_features: tuple[list[str], np.ndarray] = ([], np.zeros((0, 0), np.float32))
     if not texts:
         errors.append((partition_key, "no prompts to score against: the keyword is excluded and no classes or "
                                       "captions were given"))  # fmt: skip
-    elif len(todo):
-        fresh, failed = score_frames(
-            todo.to_dict("records"), text_filter, frame_loader(blob_store, config.min_side), texts
+    else:
+        rows = kept.set_index("frame_sha256").loc[from_features].reset_index()
+        text_scores = score_kept_features(from_features, load_vectors(blob_store, rows), text_filter, texts)
+        image_scores, shas, features, failed = score_images(
+            need_images.to_dict("records"), text_filter, frame_loader(blob_store, config.min_side), texts
         )
-        errors += failed
-    fresh = fresh if len(fresh) else stored.iloc[:0]
-    kept = stored.merge(fresh[["frame_id", "prompt"]], on=["frame_id", "prompt"], how="left", indicator=True)
-    all_scores = pd.concat([kept[kept["_merge"] == "left_only"].drop(columns="_merge"), fresh], ignore_index=True)
-    all_scores = all_scores.assign(partition_key=partition_key, model=model)
+        new_scores = pd.concat([frame for frame in (text_scores, image_scores) if len(frame)] or [new_scores])
+        new_features = (shas, features)
+        by_content = catalog.groupby("sha256")["frame_id"].apply(list)
+        errors += [(frame_id, reason) for frame, reason in failed for frame_id in by_content[frame["sha256"]]]
+    store_features(warehouse, blob_store, key, model, *new_features)
+
+    scores = pd.concat(
+        [frame for frame in (current[current["frame_sha256"].isin(complete)], new_scores) if len(frame)] or [current]
+    )
+    all_scores = catalog[["frame_id", "sha256"]].rename(columns={"sha256": "frame_sha256"}).merge(scores)
+    all_scores = all_scores.assign(partition_key=partition_key, model=model, work_key=key)
     result = best_scores(all_scores, texts, config.threshold, model).assign(partition_key=partition_key)
+    # the partition's scores of earlier prompts stay, for frames of the same content (such a prompt needs no model)
+    earlier = (
+        own[~own["prompt"].isin(texts)]
+        .merge(catalog[["frame_id", "sha256"]].rename(columns={"sha256": "frame_sha256"}))
+        .assign(partition_key=partition_key, model=model, work_key=key)
+    )
     prompt_rows = pd.DataFrame(prompts, columns=["kind", "label", "prompt"]).assign(partition_key=partition_key)
+    scored_now = catalog["sha256"].isin(new_features[0])
+    from_kept = catalog["sha256"].isin(from_features)
 
     for attempt in warehouse.retrying(lease=partition_key):
         with attempt as conn:
-            replace_partition_rows(conn, "frame_scores", partition_key, all_scores, "AND model = ?", [model])
+            replace_partition_rows(
+                conn, "frame_scores", partition_key, pd.concat([earlier, all_scores], ignore_index=True),
+                "AND (work_key = ? OR (work_key IS NULL AND model = ?))", [key, model],
+            )  # fmt: skip
             replace_partition_rows(conn, "filtered_frames", partition_key, result)
             replace_partition_rows(conn, "prompt_sets", partition_key, prompt_rows)
             record_errors(conn, partition_key, "filtered_frames", errors)
@@ -188,8 +216,9 @@ def filtered_frames(
         metadata={
             **stored_metadata,
             "frames": len(catalog),
-            "scored_now": len(fresh) // max(1, len(texts)),
-            "scores_reused": len(catalog) - len(todo) if texts else 0,
+            "scored_now": int(scored_now.sum()),  # frames whose image went through the model this run
+            "scored_from_features": int(from_kept.sum()),  # frames scored from kept image features (text tower only)
+            "scores_reused": int(catalog["sha256"].isin(complete).sum()) if texts else 0,
             "passed": passed,
             "failed": len(errors),
             "threshold": config.threshold,

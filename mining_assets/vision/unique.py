@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 
 from mining_assets.checks import output_check, output_spec
+from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.dedup import deduplicate
-from mining_assets.vision.embeddings import frame_embeddings, load_vectors
+from mining_assets.vision.embeddings import frame_embeddings
+from mining_assets.vision.shards import load_vectors
 from mining_assets.warehouse import (
     replace_partition_rows,
     table_definition_metadata,
@@ -49,6 +51,7 @@ def unique_frames(
     context: dg.AssetExecutionContext, config: DedupConfig, blob_store: BlobStore, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """One frame per group of near-duplicates (cosine >= threshold), chosen by filter score, then frame id."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     for attempt in warehouse.retrying():
         with attempt as conn:

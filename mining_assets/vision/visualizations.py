@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mining_assets.checks import first_reasons, output_check, output_spec
+from mining_assets.keyword_settings import stage_config
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.coco import draw_detections
@@ -34,6 +35,7 @@ def detection_visualizations(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Unique frames with their detections drawn (box, label, score), for a quick look at what the detector found."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     for attempt in warehouse.retrying():
         with attempt as conn:

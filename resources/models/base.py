@@ -99,6 +99,10 @@ class ModelResource(dg.ConfigurableResource):
 
         return torch.float16 if self.half_precision and self.resolved_device().startswith("cuda") else torch.float32
 
+    def precision(self) -> str:
+        """``float16`` or ``float32``: part of every output's work key (``mining_assets.work``); the device is not."""
+        return str(self.dtype()).removeprefix("torch.")
+
     def is_offline(self) -> bool:
         return self.offline or hub_offline()
 

@@ -93,16 +93,24 @@ class TextImageFilter(ModelResource):
             embeds = pooled(loaded.model.get_text_features(**to_device(text, loaded.device, loaded.dtype)))
         return torch.nn.functional.normalize(embeds.float(), dim=-1)
 
-    def score_prepared(self, inputs: dict[str, Any], prompt_embeddings) -> np.ndarray:
-        """Sigmoid scores, shape (images, prompts), from prepared images and ``encode_prompts`` output."""
+    def image_features(self, inputs: dict[str, Any]) -> np.ndarray:
+        """L2-normalised image embeddings of prepared images, float32 (images, dim): kept, so that a new prompt
+        is scored without running the image tower again."""
+        return siglip_image_embeddings(self.load(), inputs).cpu().numpy().astype(np.float32)
+
+    def score_features(self, features: np.ndarray, prompt_embeddings) -> np.ndarray:
+        """Sigmoid scores, shape (images, prompts), from ``image_features`` and ``encode_prompts`` output."""
         import torch
 
-        loaded = self.load()
-        images = siglip_image_embeddings(loaded, inputs)
-        model = loaded.model
+        model = self.load().model
         with torch.inference_mode():
+            images = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(prompt_embeddings.device)
             logits = images @ prompt_embeddings.T * model.logit_scale.float().exp() + model.logit_bias.float()
             return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+
+    def score_prepared(self, inputs: dict[str, Any], prompt_embeddings) -> np.ndarray:
+        """Sigmoid scores, shape (images, prompts), from prepared images and ``encode_prompts`` output."""
+        return self.score_features(self.image_features(inputs), prompt_embeddings)
 
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         """Scores of images against prompts in one call (the asset overlaps ``prepare`` with the model instead)."""

@@ -117,11 +117,11 @@ def test_vision_path_end_to_end(vision_resources, instance, door_frames):
         return [query(vision_resources, f"SELECT count(*) FROM {table}")[0][0] for table in tables]
 
     before = counts()
-    shards = store.list_keys("embeddings/glass-door")
+    shards = store.list_keys("embeddings/")
     result, _ = run(vision_resources, instance, door_frames, **config)
-    assert all(checks_by_asset(result).values())
+    assert [check for check, passed in checks_by_asset(result).items() if not passed] == []
     assert counts() == before
-    assert store.list_keys("embeddings/glass-door") == shards
+    assert store.list_keys("embeddings/") == shards
     assert meta(result, "filtered_frames")["scored_now"] == 0  # same frames, same prompts: scores reused
 
 
@@ -294,7 +294,9 @@ def test_unique_key_fails_on_a_duplicate_the_asset_does_not_rewrite(vision_resou
     result, _ = run(vision_resources, instance, door_frames, [filtered_frames], filtered_frames={"threshold": 0.0})
     check = evaluations(result)[("filtered_frames", "unique_key")]
     assert not check.passed
-    assert check.metadata["duplicated_keys"].value == {"filtered_frames": 0, "frame_scores": 1, "prompt_sets": 0}
+    assert check.metadata["duplicated_keys"].value == {
+        "filtered_frames": 0, "frame_scores": 1, "prompt_sets": 0, "filter_features": 0
+    }
 
 
 def test_unique_key_check_counts_a_planted_duplicate_in_each_owned_table(vision_resources, instance, door_frames):
