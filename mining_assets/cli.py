@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import dagster as dg
 
+from mining_assets import keyword_settings
 from mining_assets.keywords import add_keyword_partitions, register_keywords
 from mining_assets.lake_import import import_export
 from mining_assets.partitions import keyword_partitions, keyword_slug
@@ -252,17 +253,94 @@ def keywords_preset(name: str) -> None:
 
 @keywords.command("list")
 def keywords_list() -> None:
-    """Keyword partitions and their text, tab-separated."""
-    ensure_dagster_home()
-    with dg.DagsterInstance.get() as instance:
-        keys = instance.get_dynamic_partitions(keyword_partitions.name)
+    """Keyword partitions and their text, tab-separated; a third column lists the settings a keyword keeps."""
+    keys = _keyword_partitions()
     texts: dict[str, str] = {}
+    stored: dict[str, dict] = {}
+
+    def read(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, str], dict[str, dict]]:
+        texts = dict(conn.execute("SELECT partition_key, keyword FROM keywords").fetchall())
+        return texts, keyword_settings.settings_by_keyword(conn)
+
     if keys:
-        texts = dict(_in_warehouse(lambda conn: conn.execute("SELECT partition_key, keyword FROM keywords").fetchall()))
+        texts, stored = _in_warehouse(read)
     if not keys:
         click.echo("no keyword partitions yet", err=True)
     for key in keys:
-        click.echo(f"{key}\t{_cell(texts.get(key, key), None)}")
+        settings = "; ".join(keyword_settings.assignments(stored.get(key, {})))
+        shown = f"\t{_cell(settings, 2 * CELL_WIDTH)}" if settings else ""  # keywords without settings: two columns
+        click.echo(f"{key}\t{_cell(texts.get(key, key), None)}{shown}")
+
+
+def _keyword_partitions() -> list[str]:
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        return instance.get_dynamic_partitions(keyword_partitions.name)
+
+
+def _settings_key(value: str) -> str:
+    """The keyword partition KEY names (a partition key, or keyword text), or a usage error."""
+    key = keyword_settings.resolve_partition_key(value, _keyword_partitions())
+    if key is None:
+        raise click.BadParameter(
+            f"no keyword partition {value!r} (add it with `mining keywords add`)", param_hint="KEY"
+        )
+    return key
+
+
+def _echo_settings(key: str, by_asset: dict[str, dict]) -> None:
+    lines = keyword_settings.assignments(by_asset)
+    for line in lines:
+        click.echo(_cell(line, None))
+    if not lines:
+        click.echo(f"no settings stored for {key}: every stage uses its defaults", err=True)
+
+
+@keywords.command("configure")
+@click.argument("key")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="STAGE.FIELD=VALUE",
+    help="A setting (VALUE as JSON when it parses, else text), e.g. video_frames.every_s=0.5.",
+)
+@click.option("--unset", multiple=True, metavar="STAGE.FIELD", help="Drop one stored setting.")
+@click.option("--clear", multiple=True, metavar="STAGE", help="Drop every stored setting of a stage.")
+@click.option("--replace", is_flag=True, help="Each stage --set names keeps only the settings given here.")
+def keywords_configure(key: str, assignments: tuple[str, ...], unset: tuple[str, ...], clear: tuple[str, ...],
+                       replace: bool) -> None:  # fmt: skip
+    """Store KEY's own settings of its stages (KEY: a partition key or keyword text); prints what is stored."""
+    partition = _settings_key(key)
+    try:
+        changes, drops = keyword_settings.parse_assignments(assignments), keyword_settings.parse_fields(unset)
+        for asset in dict.fromkeys([*clear, *changes, *drops]):  # all checked before anything is written
+            keyword_settings.check_fields(asset, drops.get(asset, []))
+            keyword_settings.validated(asset, changes.get(asset, {}), partition)
+    except keyword_settings.SettingsError as error:
+        raise click.UsageError(str(error)) from error
+    if not (changes or drops or clear):
+        raise click.UsageError("nothing to change: give --set, --unset or --clear")
+
+    def write(warehouse: Warehouse) -> dict[str, dict]:
+        for asset in clear:
+            keyword_settings.configure(warehouse, partition, asset, {}, replace=True)
+        for asset in dict.fromkeys([*changes, *drops]):
+            keyword_settings.configure(
+                warehouse, partition, asset, changes.get(asset, {}), replace, drops.get(asset, [])
+            )
+        return keyword_settings.settings_by_keyword(warehouse, partition).get(partition, {})
+
+    _echo_settings(partition, _with_warehouse(write, create=True))
+
+
+@keywords.command("show")
+@click.argument("key")
+def keywords_show(key: str) -> None:
+    """The settings KEY keeps (KEY: a partition key or keyword text), one STAGE.FIELD=VALUE a line."""
+    partition = keyword_settings.resolve_partition_key(key, _keyword_partitions()) or key
+    stored = _in_warehouse(lambda conn: keyword_settings.settings_by_keyword(conn, partition)).get(partition, {})
+    _echo_settings(partition, stored)
 
 
 @main.group()

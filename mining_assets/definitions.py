@@ -6,12 +6,15 @@ import os
 
 import dagster as dg
 
+from mining_assets.automation import apply_policies, automation_sensor
 from mining_assets.blob_gc import blob_gc, blob_gc_job, blob_gc_schedule
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
 from mining_assets.jobs import (
     add_keywords,
+    configure_keyword,
     curation_pipeline,
+    model_job_tags,
     mongo_export_job,
     photo_pipeline,
     pose_pipeline,
@@ -132,24 +135,27 @@ def resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=[
-        media_registry,
-        media,
-        video_frames,
-        frames,
-        filtered_frames,
-        frame_embeddings,
-        unique_frames,
-        detections,
-        coco_annotations,
-        detection_visualizations,
-        quality_scores,
-        poses,
-        pose_datasets,
-        mongo_export,
-        lake_maintenance,
-        blob_gc,
-    ],
+    # automation conditions and freshness policies as the environment sets them (mining_assets/automation.py)
+    assets=apply_policies(
+        [
+            media_registry,
+            media,
+            video_frames,
+            frames,
+            filtered_frames,
+            frame_embeddings,
+            unique_frames,
+            detections,
+            coco_annotations,
+            detection_visualizations,
+            quality_scores,
+            poses,
+            pose_datasets,
+            mongo_export,
+            lake_maintenance,
+            blob_gc,
+        ]
+    ),
     jobs=[
         video_pipeline,
         photo_pipeline,
@@ -159,11 +165,12 @@ defs = dg.Definitions(
         curation_pipeline,
         mongo_export_job,
         add_keywords,
+        configure_keyword,
         add_preset_keywords,
         lake_maintenance_job,
         blob_gc_job,
     ],
     schedules=[lake_maintenance_schedule, blob_gc_schedule],
-    sensors=[keyword_file_sensor, s3_uploads_sensor],
+    sensors=[keyword_file_sensor, s3_uploads_sensor, automation_sensor(run_tags=model_job_tags())],
     resources=resources(),
 )

@@ -19,10 +19,14 @@ Assets materialized from the asset graph use the Definitions' default (multiproc
 
 import json
 import os
+from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
+from mining_assets.keyword_settings import SettingsError, configure, resolve_partition_key, settings_value
 from mining_assets.keywords import add_keyword_partitions, register_keywords
+from mining_assets.partitions import keyword_partitions
 from mining_assets.sources.media_registry import SOURCES_TAG
 from resources.warehouse import Warehouse
 
@@ -155,3 +159,42 @@ def register_keyword_partitions(
 )
 def add_keywords() -> None:
     register_keyword_partitions()
+
+
+class ConfigureKeywordConfig(dg.Config):
+    partition_key: str = Field(description="The keyword's partition key, or its text.")
+    asset: str = Field(description="The stage: media_registry, video_frames, filtered_frames, detections ...")
+    settings: Any = Field(default={}, description="{field: value}, or its JSON text; merged into what is stored.")
+    replace: bool = Field(default=False, description="Store exactly these settings, dropping the others.")
+    unset: list[str] = Field(default=[], description="Fields to drop from what is stored.")
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def configure_keyword_settings(
+    context: dg.OpExecutionContext, config: ConfigureKeywordConfig, warehouse: Warehouse
+) -> dg.Output:
+    """Validate a keyword's settings of one stage against the stage's config and store them."""
+    partitions = context.instance.get_dynamic_partitions(keyword_partitions.name)
+    key = resolve_partition_key(config.partition_key, partitions)
+    if key is None:
+        raise dg.Failure(f"no keyword partition {config.partition_key!r}: add the keyword first (add_keywords)")
+    try:
+        stored = configure(warehouse, key, config.asset, settings_value(config.settings), config.replace,
+                           config.unset)  # fmt: skip
+    except SettingsError as error:
+        raise dg.Failure(f"settings of {key} refused: {error}", allow_retries=False) from error
+    context.log.info(f"{key}: {config.asset} settings stored: {json.dumps(stored) if stored else 'none (defaults)'}")
+    return dg.Output(
+        None,
+        metadata={"partition_key": key, "asset": config.asset, "settings": dg.MetadataValue.json(stored)},
+    )
+
+
+@dg.job(
+    description="Store a keyword's own settings of one stage, used by every later run of that stage for the keyword "
+    "over the stage's defaults (a run's config still wins for that run). Launchpad config: "
+    "ops.configure_keyword_settings.config: {partition_key, asset, settings: {field: value}, replace, unset}",
+    executor_def=dg.in_process_executor,
+)
+def configure_keyword() -> None:
+    configure_keyword_settings()

@@ -15,6 +15,9 @@ from pathlib import Path
 # a step that fails on the store or the warehouse is retried once, at once, in tests (read at import)
 os.environ.setdefault("MINING_STEP_RETRY_DELAY_S", "0")
 os.environ.setdefault("MINING_STEP_RETRIES", "1")
+# the daemons the run-queue and monitoring tests start request only what each test launches (tests/test_automation.py
+# evaluates the automation conditions themselves)
+os.environ.setdefault("MINING_AUTOMATION_SENSOR", "stopped")
 
 import dagster as dg
 import pytest

@@ -97,12 +97,13 @@ def test_jobs_sensors_and_resources_are_registered():
         "curation_pipeline",
         "mongo_export_job",
         "add_keywords",
+        "configure_keyword",
         "add_preset_keywords",
         "lake_maintenance_job",
         "blob_gc_job",
     }
     assert [schedule.name for schedule in defs.schedules] == ["lake_maintenance_schedule", "blob_gc_schedule"]
-    assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor", "s3_uploads_sensor"]
+    assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor", "s3_uploads_sensor", "automation_sensor"]
     assert set(defs.resources) == {
         "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",
         "uploads", "pose_estimator", "mongo",

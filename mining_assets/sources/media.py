@@ -10,12 +10,13 @@ import dagster as dg
 import pandas as pd
 
 from mining_assets.checks import first_reasons, output_check, output_spec
+from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.sources.stock import STOCK_SOURCES, fetch_photo, hit_of
-from mining_assets.sources.uploads import Rejected, inspect_media, item_for
+from mining_assets.sources.uploads import Rejected, inspect_media, item_for, local_version
 from mining_assets.sources.videos import fetch_video, video_blob_key
 from mining_assets.video.probe import file_sha256
 from mining_assets.vision.images import MIN_SIDE
@@ -59,6 +60,9 @@ WHEN NOT MATCHED THEN INSERT ({", ".join(MEDIA_COLUMNS)}, stored_at)
 MEMBER_COLUMNS = ["partition_key", "item", "media_id", "duplicate_of"]
 ADD_MEMBERS = """INSERT INTO keyword_media (partition_key, item, media_id, duplicate_of, fetched_at)
 SELECT partition_key, item, media_id, duplicate_of, now()::TIMESTAMP FROM _incoming"""
+RECORD_CONTENTS = """INSERT INTO upload_contents (location, etag, media_id, recorded_at)
+SELECT DISTINCT location, etag, media_id, now()::TIMESTAMP FROM _incoming i WHERE NOT EXISTS
+    (SELECT 1 FROM upload_contents c WHERE c.location = i.location AND c.etag = i.etag)"""
 FLUSH_EVERY = 8  # results recorded in batches: a run that dies keeps what it stored up to the last batch
 
 
@@ -74,6 +78,21 @@ class Fetched(Exception):
     def __init__(self, media_id: str):
         super().__init__(media_id)
         self.media_id = media_id
+
+
+def upload_media_id(row: dict, etags: dict[str, str], contents: dict[tuple[str, str], str]) -> tuple[str | None, bool]:
+    """The media id a registry item is known to be, and whether its content changed since it was read.
+
+    An upload-bucket object read before under the ETag it is listed with now (a local file: under its size and
+    modification time) is that content: it is not read again, for this keyword or any other. One read under another
+    ETag only (new content under the same key) is read again. Anything else is what its membership, or the source's
+    own id, says."""
+    etag = etags.get(row["url"]) if row["source"] in ("s3", "local") else None
+    if etag is not None and (row["url"], etag) in contents:
+        return contents[(row["url"], etag)], False
+    if etag is not None and any(location == row["url"] for location, _ in contents):
+        return None, True
+    return row["member_of"] or row["media_id"], False
 
 
 def is_stored(known: dict | None, deleted: set[str], blob_store: BlobStore) -> bool:
@@ -160,6 +179,7 @@ def media(
 ) -> dg.MaterializeResult:
     """The keyword's videos and photos (downloads and uploads alike) in the blob store, each stored once per media id
     whatever keywords find it, with what probing found (size, duration, fps, codec)."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     for attempt in warehouse.retrying():
         with attempt as conn:
@@ -174,7 +194,16 @@ def media(
                     "SELECT item, reason FROM media_errors WHERE partition_key = ?", [partition_key]
                 ).fetchall()
             )
-            ids = sorted({r["member_of"] or r["media_id"] for r in registry if r["member_of"] or r["media_id"]})
+            # the ETag each upload of the keyword was last listed with, and the media id of each (object, ETag) read
+            etags = dict(conn.execute(
+                "SELECT 's3://' || bucket || '/' || key, arg_max(etag, registered_at) FROM upload_objects "
+                "WHERE partition_key = ? GROUP BY ALL", [partition_key]).fetchall())  # fmt: skip
+            etags |= {r["url"]: local_version(r["url"]) for r in registry if r["source"] == "local"}
+            contents = {(location, etag): media_id for location, etag, media_id in conn.execute(
+                "SELECT location, etag, media_id FROM upload_contents WHERE location IN (SELECT unnest(?::VARCHAR[]))",
+                [list(etags)]).fetchall()}  # fmt: skip
+            ids = sorted({r["member_of"] or r["media_id"] for r in registry if r["member_of"] or r["media_id"]}
+                         | set(contents.values()))  # fmt: skip
             stored = {row["media_id"]: row for row in query_dicts(
                 conn, "SELECT * FROM media WHERE media_id IN (SELECT unnest(?::VARCHAR[]))", [ids])}  # fmt: skip
             deleted = {media_id for (media_id,) in conn.execute(
@@ -193,15 +222,21 @@ def media(
     reused = 0
     todo: list[dict] = []
     for row in registry:
-        known = stored.get(row["member_of"] or row["media_id"] or "")
+        media_id, changed = upload_media_id(row, etags, contents)
+        known = stored.get(media_id or "")
         if is_stored(known, deleted, blob_store):
-            if row["member_of"] is None:  # stored by another keyword: only the membership is new
-                reused += 1
+            if row["member_of"] != known["media_id"]:  # stored by another keyword, or this upload's content is
+                reused += 1  # known: only the membership is new
                 add_member(row["item"], known["media_id"])
-        elif row["item"] in failed_before and not config.retry_failed:
+        elif row["item"] in failed_before and not config.retry_failed and not changed:
             continue
         else:
             todo.append(row)
+    read: list[dict] = []  # (location, etag, media_id) of the uploads read this run, recorded at the next flush
+
+    def record_read(row: dict, media_id: str) -> None:
+        if etags.get(row["url"]) is not None:
+            read.append({"location": row["url"], "etag": etags[row["url"]], "media_id": media_id})
 
     failures: list[tuple[str, str]] = [] if config.retry_failed else sorted(failed_before.items())
     notes: list[tuple[str, str]] = []
@@ -219,6 +254,11 @@ def media(
                 with attempt as conn:
                     execute_with_rows(conn, STORE_MEDIA, media_rows)
         new_media.clear()
+        if read:  # which content each (upload, ETag) is: under its media id's lease, so it is recorded once
+            for attempt in warehouse.retrying(lease=media_leases(row["media_id"] for row in read)):
+                with attempt as conn:
+                    execute_with_rows(conn, RECORD_CONTENTS, pd.DataFrame(read))
+            read.clear()
         rows = pd.DataFrame(members, columns=MEMBER_COLUMNS[1:]).assign(partition_key=partition_key)
         report = None
         if len(rows) or final:
@@ -254,6 +294,7 @@ def media(
                 media_row = future.result()
             except Fetched as same:
                 add_member(row["item"], same.media_id)
+                record_read(row, same.media_id)
                 continue
             except InfrastructureError:  # the store or the warehouse failed, not the item: the step fails
                 raise
@@ -275,6 +316,7 @@ def media(
                 stored[media_id] = media_row
                 fetched += 1
             add_member(row["item"], media_id)
+            record_read(row, media_id)
             if done % FLUSH_EVERY == 0:
                 flush()
     table, unique, summary = flush(final=True)

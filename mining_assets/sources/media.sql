@@ -29,3 +29,10 @@ CREATE TABLE IF NOT EXISTS media_errors (  -- key: partition_key, item; registry
     reason VARCHAR NOT NULL,
     recorded_at TIMESTAMP
 );
+
+CREATE TABLE IF NOT EXISTS upload_contents (  -- key: location, etag; which media each upload-bucket object or local file is, by the ETag it was read under: read once, whatever keywords list it
+    location VARCHAR NOT NULL,        -- s3://bucket/key, or file:///path
+    etag VARCHAR NOT NULL,            -- as listed when it was registered (no quotes); a local file's <bytes>-<mtime ns>
+    media_id VARCHAR NOT NULL,        -- the content read: s3-<sha256[:16]>
+    recorded_at TIMESTAMP
+);

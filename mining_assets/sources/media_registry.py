@@ -1,14 +1,18 @@
 """media_registry: every item a keyword's sources name — YouTube search and URLs, a local folder, the upload
 bucket's keyword folders, the stock-photo APIs — one row each, before anything is fetched."""
 
+import functools
+
 import dagster as dg
 import pandas as pd
 
 from mining_assets.checks import first_reasons, output_check, output_spec, sources_asked
+from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.retries import STEP_RETRY
 from mining_assets.sources.stock import STOCK_SOURCES, collect_hits, registry_row
+from mining_assets.sources.templates import TemplateError, resolve_template
 from mining_assets.sources.uploads import Item, folder_belongs, local_items, remember_keyword, s3_items
 from mining_assets.sources.videos import youtube_candidates
 from mining_assets.warehouse import (
@@ -42,6 +46,7 @@ RECORD_UPLOADS = """
 MERGE INTO upload_objects USING (SELECT * FROM _incoming) AS incoming
 ON upload_objects.bucket = incoming.bucket AND upload_objects.key = incoming.key
     AND upload_objects.etag = incoming.etag
+WHEN MATCHED THEN UPDATE SET registered_at = now()::TIMESTAMP
 WHEN NOT MATCHED THEN INSERT (bucket, key, etag, partition_key, registered_at)
     VALUES (incoming.bucket, incoming.key, incoming.etag, incoming.partition_key, now()::TIMESTAMP)
 """
@@ -64,8 +69,10 @@ class MediaRegistryConfig(dg.Config):
     youtube_search: bool | None = None  # search YouTube for the keyword
     max_results: int = 10
     urls: list[str] = []  # video pages to add (YouTube or any page yt-dlp reads)
-    local_dir: str | None = None  # a folder of photos and videos, read recursively; hidden files skipped
+    local_dir: str | None = None  # a folder of photos and videos, read recursively (hidden files skipped); a
+    # template: {partition_key} stands for the keyword's partition key (/photos/{partition_key})
     uploads: bool | None = None  # the upload bucket's folders of this keyword, when a bucket is configured
+    s3_prefixes: list[str] = []  # more prefixes of the upload bucket read for this keyword; templates, like local_dir
     s3_keys: list[str] | None = None  # only these objects of the bucket (their ETags asked of S3); None: list folders
     s3_objects: list[ListedObject] | None = None  # only these objects, with their listed ETags (the uploads sensor)
     stock_sources: list[str] | None = None  # of pexels, unsplash, pixabay
@@ -132,6 +139,55 @@ def s3_uploads(
     return items, errors, scope, records
 
 
+def prefix_uploads(
+    uploads: UploadBucket, templates: list[str], partition_key: str
+) -> tuple[list[Item], list[tuple[str, str]], set[str]]:
+    """The objects under each of the upload bucket's ``s3_prefixes`` templates for this partition, the (item,
+    reason) failures (a template refused for this key, a listing that failed: that prefix's failure, the rest go
+    on), and the names their errors are recorded under.
+
+    They are not recorded in ``upload_objects``: that table tells the uploads sensor which objects of the keyword
+    folders it has brought, and a prefix may lie inside another keyword's folder."""
+    if not uploads.configured:
+        return [], [("s3_prefixes", f"no upload bucket configured: {len(templates)} prefixes skipped")], {"s3_prefixes"}
+    items: list[Item] = []
+    errors: list[tuple[str, str]] = []
+    asked = {"s3_prefixes"}
+    for template in dict.fromkeys(templates):
+        name = uploads.location(template)
+        asked.add(name)
+        try:
+            prefix = resolve_template(template, partition_key, "s3")
+        except TemplateError as error:
+            errors.append((name, f"s3_prefixes: {error}"))
+            continue
+        where = uploads.location(prefix)
+        asked.add(where)
+        try:
+            keys = [obj.key for obj in uploads.list_objects(prefix)]
+        except UploadError as error:
+            errors.append((where, str(error)))
+            continue
+        items += [Item("s3", uploads.location(key), functools.partial(uploads.download, key)) for key in keys]
+    return items, errors, asked
+
+
+def prefixes_read(config: MediaRegistryConfig) -> bool:
+    """Whether the run lists ``s3_prefixes``: it has some, and names no objects (a run that names them brings
+    only those)."""
+    return bool(config.s3_prefixes) and config.s3_keys is None and config.s3_objects is None
+
+
+def local_uploads(config: MediaRegistryConfig, partition_key: str) -> tuple[list[dict], list[tuple[str, str]], str]:
+    """Registry rows of the local folder (``local_dir``, a template resolved for this partition), the failure of
+    the folder (refused or unreadable), and the name its errors are recorded under (the folder as configured)."""
+    try:
+        folder = resolve_template(config.local_dir, partition_key)
+        return upload_rows(local_items(folder), config.license), [], config.local_dir
+    except (TemplateError, UploadError) as error:
+        return [], [(config.local_dir, str(error))], config.local_dir
+
+
 def resolved(config: MediaRegistryConfig, tags: dict[str, str]) -> MediaRegistryConfig:
     """The config with each unset source filled in from the run's job (``SOURCES_TAG``), or on when untagged."""
     tagged = tags.get(SOURCES_TAG)
@@ -171,13 +227,17 @@ def gather(
             for c in candidates
         ]  # fmt: skip
     if config.local_dir:
-        asked.add(config.local_dir)
-        try:
-            rows += upload_rows(local_items(config.local_dir), config.license)
-        except UploadError as error:
-            errors.append((config.local_dir, str(error)))
+        found, failures, name = local_uploads(config, partition_key)
+        asked.add(name)
+        errors += failures
+        rows += found
     if config.uploads or config.s3_keys or config.s3_objects:
         items, failures, scope, records = s3_uploads(config, uploads, partition_key, keyword)
+        asked |= scope
+        errors += failures
+        rows += upload_rows(items, config.license)
+    if prefixes_read(config):
+        items, failures, scope = prefix_uploads(uploads, config.s3_prefixes, partition_key)
         asked |= scope
         errors += failures
         rows += upload_rows(items, config.license)
@@ -223,6 +283,7 @@ def media_registry(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Everything a keyword's sources name (videos, uploads, stock photos), one row per item, fetched or not."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     note = remember_keyword(warehouse, partition_key, config.keyword)
     if note:
@@ -258,7 +319,7 @@ def media_registry(
     for item, reason in errors:
         context.log.warning(f"{item}: {reason}")
     new = [row for row in rows if row["item"] not in known]
-    names = sources_asked(config)
+    names = sources_asked(config) + [f"upload bucket prefix {t}" for t in config.s3_prefixes if prefixes_read(config)]
     found = f"no item found by {', '.join(names)}" if names else "no source was asked (run config, job's sources tag)"
     return dg.MaterializeResult(
         metadata={

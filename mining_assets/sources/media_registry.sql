@@ -32,5 +32,5 @@ CREATE TABLE IF NOT EXISTS upload_objects (  -- key: bucket, key, etag; each upl
     key VARCHAR NOT NULL,             -- the object's key in the bucket, as listed
     etag VARCHAR NOT NULL,            -- its ETag as listed (no quotes): new content under the same key is a new row
     partition_key VARCHAR NOT NULL,   -- the keyword partition whose registry row (s3://bucket/key) names it
-    registered_at TIMESTAMP
+    registered_at TIMESTAMP           -- when a registry last named it: the latest is the object's content now (media)
 );

@@ -150,6 +150,22 @@ def remember_keyword(warehouse: Warehouse, partition_key: str, text: str | None)
     return rejected[0][1] if rejected else None
 
 
+def local_path(location: str) -> Path:
+    """The file a ``file://`` location names: the inverse of Path.as_uri (which quotes the file system's bytes), so
+    a name that is not UTF-8 opens again."""
+    return Path(os.fsdecode(urllib.parse.unquote_to_bytes(urllib.parse.urlparse(location).path)))
+
+
+def local_version(location: str) -> str | None:
+    """A local file's counterpart of an ETag: its size and modification time (``<bytes>-<mtime ns>``); None when it
+    can't be read. A file rewritten in place gets a new version."""
+    try:
+        stat = local_path(location).stat()
+    except (OSError, ValueError):
+        return None
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
 def item_for(uploads: UploadBucket, source: str, location: str) -> Item:
     """The item a registry row names, ready to open: a file under ``file://`` or an object of the upload bucket.
 
@@ -157,9 +173,7 @@ def item_for(uploads: UploadBucket, source: str, location: str) -> Item:
         UploadError: an S3 location outside the configured bucket, or no bucket configured.
     """
     if source == "local":
-        # the inverse of Path.as_uri (which quotes the file system's bytes): a name that is not UTF-8 opens again
-        path = Path(os.fsdecode(urllib.parse.unquote_to_bytes(urllib.parse.urlparse(location).path)))
-        return Item("local", location, functools.partial(contextlib.nullcontext, path))
+        return Item("local", location, functools.partial(contextlib.nullcontext, local_path(location)))
     prefix = f"s3://{uploads.bucket}/"
     if not uploads.configured or not location.startswith(prefix):
         raise UploadError(f"not an object of the configured upload bucket: {location[:200]!r}")

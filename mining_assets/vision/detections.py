@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from mining_assets.checks import first_reasons, output_check, output_spec
+from mining_assets.keyword_settings import stage_config
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
 from mining_assets.retries import STEP_RETRY
@@ -152,6 +153,7 @@ def detections(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Boxes (pixels), score and label per unique frame from an open-vocabulary detector (Grounding DINO default)."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     for attempt in warehouse.retrying():
         with attempt as conn:

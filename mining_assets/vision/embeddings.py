@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mining_assets.checks import first_reasons, output_check, output_spec
+from mining_assets.keyword_settings import stage_config
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
 from mining_assets.retries import STEP_RETRY
@@ -119,6 +120,7 @@ def frame_embeddings(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Unit-length image embeddings (DINOv2 by default) of the frames that passed the filter, in .npy shards."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     model = embedder.describe()
     key = work_key(stage="frame_embeddings", **model_settings(embedder))

@@ -6,6 +6,7 @@ import pandas as pd
 
 from mining_assets.checks import nothing_passed, output_check, output_spec
 from mining_assets.frames import frames
+from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import VISION_MODELS
@@ -123,6 +124,7 @@ def filtered_frames(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Frames scored against the keyword's prompts (SigLIP sigmoid); all scores kept, those at the threshold pass."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     model = text_filter.describe()
     key = work_key(stage="filtered_frames", **model_settings(text_filter))
