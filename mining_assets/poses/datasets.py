@@ -12,6 +12,7 @@ stored in the same blob; each deletion is a ``deleted_sources`` row. Photos are 
 go and was kept is recorded in ``pose_datasets_errors`` with the reason.
 """
 
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from mining_assets.checks import first_reasons, output_check, output_spec
+from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.poses.deletes import (
@@ -106,6 +109,7 @@ class StoredFile:
     uri: str
     sidecar_key: str
     sha256: str
+    content_digest: str = ""  # ``content_digest`` of what it holds
 
 
 def media_provenance(conn, partition_key: str) -> dict[str, dict[str, Any]]:
@@ -146,6 +150,23 @@ def build_items(
     return items, problems
 
 
+def content_digest(content: MediaPoses | KeywordPoses) -> str:
+    """What a file holds, without the time it was written (``created_at``): equal digests, equal files but for that
+    attribute. A file whose digest is unchanged is not written again."""
+    digest = hashlib.sha256()
+    attributes = {k: v for k, v in content.attributes.items() if k != "created_at"}
+    digest.update(json.dumps(attributes, sort_keys=True, default=str).encode())
+    if isinstance(content, KeywordPoses):
+        for item in content.items:
+            digest.update(content_digest(item).encode())
+        return digest.hexdigest()
+    for name in sorted(content.arrays):
+        array = np.asarray(content.arrays[name])
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes() if array.dtype != object else json.dumps(array.tolist()).encode())
+    return digest.hexdigest()
+
+
 def store_verified(
     blob_store: BlobStore, prefix: str, name: str, content: MediaPoses | KeywordPoses, tmp: Path
 ) -> StoredFile:
@@ -176,7 +197,25 @@ def store_verified(
         raise RuntimeError(f"{name}.h5 failed verification: " + "; ".join(problems[:5]))
     frames = document["attributes"]["frames"]
     media_id = KEYWORD_ROW if isinstance(content, KeywordPoses) else content.attributes["media_id"]
-    return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"])
+    return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"], content_digest(content))
+
+
+def store_unless_unchanged(
+    blob_store: BlobStore,
+    prefix: str,
+    name: str,
+    content: MediaPoses | KeywordPoses,
+    tmp: Path,
+    earlier: dict[str, StoredFile],
+    present: set[str],
+) -> tuple[StoredFile, bool]:
+    """The file of this content: the one stored and verified before when what it holds is unchanged and it is still
+    in the store (True), else a new one (``store_verified``, False)."""
+    media_id = KEYWORD_ROW if isinstance(content, KeywordPoses) else content.attributes["media_id"]
+    before = earlier.get(media_id)
+    if before and before.content_digest == content_digest(content) and {before.blob_key, before.sidecar_key} <= present:
+        return before, True
+    return store_verified(blob_store, prefix, name, content, tmp), False
 
 
 def record_deletions(
@@ -219,6 +258,7 @@ def pose_datasets(
     context: dg.AssetExecutionContext, config: PoseDatasetsConfig, blob_store: BlobStore, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """The keyword's poses as HDF5 datasets for robot learning, one file per video or photo and one per keyword."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
     prefix = partition_prefix(STAGE, partition_key)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -227,15 +267,24 @@ def pose_datasets(
             keyword = keyword_text(conn, partition_key)
             provenance = media_provenance(conn, partition_key)
             items, problems = build_items(conn, provenance, keyword, partition_key, created_at)
+            earlier = {row["media_id"]: StoredFile(**{k: row[k] or "" if k == "content_digest" else row[k]
+                                                      for k in StoredFile.__dataclass_fields__})
+                       for row in query_dicts(conn, "SELECT * FROM pose_datasets WHERE partition_key = ?",
+                                              [partition_key])}  # fmt: skip
             deleted_before = dict(conn.execute(
                 "SELECT media_id, blob_key FROM deleted_sources WHERE list_contains(?, media_id)", [list(provenance)]
             ).fetchall())  # fmt: skip
     stored: dict[str, StoredFile] = {}
+    unchanged: set[str] = set()  # files kept as they were: what they hold did not change
+    present = set(blob_store.list_keys(prefix)) if earlier else set()
     with tempfile.TemporaryDirectory(prefix="pose-datasets-") as tmp:
         for item in items:
             media_id = item.attributes["media_id"]
             try:
-                stored[media_id] = store_verified(blob_store, prefix, media_name(media_id), item, Path(tmp))
+                stored[media_id], same = store_unless_unchanged(
+                    blob_store, prefix, media_name(media_id), item, Path(tmp), earlier, present
+                )
+                unchanged |= {media_id} if same else set()
             except InfrastructureError:  # the store or the disk failed, not the item: the step fails
                 raise
             except Exception as error:  # recorded with its reason; the other items go on
@@ -244,9 +293,10 @@ def pose_datasets(
         attributes = {"schema_version": SCHEMA_VERSION, "file_kind": "keyword", "keyword": keyword,
                       "partition_key": partition_key, "models": models, "created_at": created_at}  # fmt: skip
         try:
-            stored[KEYWORD_ROW] = store_verified(
-                blob_store, prefix, KEYWORD_FILE, KeywordPoses(attributes, items), Path(tmp)
+            stored[KEYWORD_ROW], same = store_unless_unchanged(
+                blob_store, prefix, KEYWORD_FILE, KeywordPoses(attributes, items), Path(tmp), earlier, present
             )
+            unchanged |= {KEYWORD_ROW} if same else set()
         except InfrastructureError:
             raise
         except Exception as error:
@@ -308,6 +358,7 @@ def pose_datasets(
         metadata={
             **table_meta,
             "files": len(stored),
+            "files_written_now": len(set(stored) - unchanged),  # the others hold what they held: kept as they were
             "frames": keyword_file.frames if keyword_file else sum(item.frames for item in items),
             "media_items": len(provenance),
             "deleted_sources": len(deleted),

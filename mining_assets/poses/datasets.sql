@@ -6,6 +6,7 @@ CREATE TABLE IF NOT EXISTS pose_datasets (  -- key: partition_key, media_id; HDF
     uri VARCHAR NOT NULL,
     sidecar_key VARCHAR NOT NULL,
     sha256 VARCHAR NOT NULL,
+    content_digest VARCHAR,           -- what the file holds but for its created_at: unchanged, the file is kept
     source_deleted BOOLEAN NOT NULL   -- set by its writer (DuckLake takes only literal defaults, and false is not one)
 );
 

@@ -216,10 +216,38 @@ def test_rerun_replaces_rows_and_removes_orphaned_files(resources, instance):
     assert checks == {"files_verified": True, "unique_key": True}
     kept = {key for pair in query(resources, "SELECT blob_key, sidecar_key FROM pose_datasets") for key in pair}
     assert resources["blob_store"].list_keys(prefix) == sorted(kept)
-    # the stale pair, and every earlier file no row names now: the photo's pair, and the video's and keyword's
-    # when their content (their created_at) changed, which gave them new names
-    assert meta["orphans_removed"] == 2 + len(first - kept) and len(first - kept) >= 2
+    # the stale pair, and every earlier file no row names now: the photo's pair and the keyword's (it holds one
+    # item less); the video's file holds what it held and is kept as it was
+    assert meta["orphans_removed"] == 2 + len(first - kept) and len(first - kept) == 4
+    assert meta["files_written_now"] == 1
     assert query(resources, "SELECT media_id, frames FROM pose_datasets ORDER BY media_id") == [("*", 5), (VIDEO, 5)]
+
+
+def test_an_unchanged_rerun_writes_no_file_and_a_changed_item_only_its_own(resources, instance):
+    partition_key, _ = seed(resources, "glass door")
+    prefix = partition_prefix("pose_datasets", partition_key)
+    first_meta, _ = run(resources, instance, partition_key)
+    assert first_meta["files_written_now"] == 3
+    rows = query(resources, "SELECT * FROM pose_datasets ORDER BY ALL")
+    files = resources["blob_store"].list_keys(prefix)
+    meta, checks = run(resources, instance, partition_key)
+    assert all(checks.values()) and (meta["files_written_now"], meta["orphans_removed"]) == (0, 0)
+    assert query(resources, "SELECT * FROM pose_datasets ORDER BY ALL") == rows
+    assert resources["blob_store"].list_keys(prefix) == files
+
+    query(resources, "UPDATE poses SET image_width = 800 WHERE media_id = ?", PHOTO)
+    meta, checks = run(resources, instance, partition_key)
+    assert all(checks.values()) and meta["files_written_now"] == 2  # the photo's file and the keyword's
+    after = dict(query(resources, "SELECT media_id, blob_key FROM pose_datasets"))
+    assert after[VIDEO] == dict((row[1], row[3]) for row in rows)[VIDEO]
+    assert after[PHOTO] != dict((row[1], row[3]) for row in rows)[PHOTO]
+    assert resources["blob_store"].list_keys(prefix) == sorted(
+        key for pair in query(resources, "SELECT blob_key, sidecar_key FROM pose_datasets") for key in pair
+    )
+
+    resources["blob_store"].delete([after[VIDEO]])  # a file gone from the store is written again
+    meta, _ = run(resources, instance, partition_key)
+    assert meta["files_written_now"] == 1
 
 
 def kept_sources(meta) -> dict[str, str]:
@@ -463,6 +491,7 @@ def test_a_full_local_disk_fails_the_step_and_blames_no_item(resources, instance
     partition_key, _ = seed(resources, "glass door")
     run(resources, instance, partition_key)
     before = query(resources, "SELECT * FROM pose_datasets ORDER BY ALL")
+    query(resources, "UPDATE poses SET image_width = image_width + 1")  # new content: the files are written again
 
     def full_disk(path, content):
         raise OSError(28, "No space left on device")
