@@ -153,3 +153,38 @@ def test_the_keyword_partition_is_not_part_of_any_key(vision_resources, instance
         for table in ("frame_scores", "frame_embeddings", "detected_frames", "filter_features")
     }
     assert all(len(found) == 1 for found in keys.values()), keys
+
+
+def test_a_setting_changed_between_runs_applies_to_the_next_run_only(vision_resources, instance, calls):
+    """Settings are read when a step starts: of two runs of one keyword (a backfill's), each makes and keys its
+    rows with the settings of its own moment."""
+    from mining_assets.keyword_settings import configure
+
+    key = seed_frames(vision_resources, "glass door", PICTURES)
+    configure(vision_resources["warehouse"], key, "detections", {"threshold": 0.5, "labels": ["door"]})
+    run(vision_resources, instance, key, detections={})
+    first = query_dicts(vision_resources, "SELECT DISTINCT work_key FROM detected_frames")
+    configure(vision_resources["warehouse"], key, "detections", {"threshold": 0.2})
+    calls.update(dict.fromkeys(calls, 0))
+    result = run(vision_resources, instance, key, detections={})
+    assert calls["detector"] == 5 and meta(result, "detections")["threshold"] == 0.2
+    second = query_dicts(vision_resources, "SELECT DISTINCT work_key FROM detected_frames")
+    assert len(first) == len(second) == 1 and first != second
+    assert meta(result, "detections")["settings_from"]["threshold"]["from"] == "keyword"
+
+
+def test_two_keywords_keeping_the_same_features_at_once_keep_one_row_each(vision_resources):
+    """Two runs that computed one frame's image features at the same moment: one row per content is kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from mining_assets.vision.filtered import store_features
+
+    shas = [f"{i:064x}" for i in range(6)]
+    features = np.eye(6, 8, dtype=np.float32)
+    warehouse, store = vision_resources["warehouse"], vision_resources["blob_store"]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: store_features(warehouse, store, "k" * 16, "m", shas, features), range(4)))
+    rows = query_dicts(vision_resources, "SELECT frame_sha256, count(*) AS n FROM filter_features GROUP BY ALL")
+    assert sorted(row["frame_sha256"] for row in rows) == shas and {row["n"] for row in rows} == {1}
