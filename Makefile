@@ -30,5 +30,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/poses.py
 	$(BIN)/python bench/warehouse.py
 	$(BIN)/python bench/backfill.py
-	$(BIN)/python bench/warehouse.py
-	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/rerun.py

@@ -48,7 +48,10 @@ NOT_PER_KEYWORD = {
         "s3_objects": _ONE_RUN,
         "keyword": "it is the text a new partition is recorded with, once (the keywords table keeps it)",
     },
-    "filtered_frames": {"rescore": "it is a one-time action of a run (score every frame again), not a setting"},
+    **{
+        stage: {"rescore": "it is a one-time action of a run (run the model on every frame again), not a setting"}
+        for stage in ("filtered_frames", "frame_embeddings", "detections", "quality_scores", "poses")
+    },
 }
 # fields holding {partition_key} templates, and what they resolve to (sources.templates)
 TEMPLATE_FIELDS = {"media_registry": {"local_dir": "path", "s3_prefixes": "s3"}}

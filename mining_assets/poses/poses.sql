@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS poses (  -- key: partition_key, frame_id; one row per
     left_hand_score FLOAT,
     right_hand FLOAT[],
     right_hand_score FLOAT,
-    models VARCHAR NOT NULL
+    models VARCHAR NOT NULL,
+    work_key VARCHAR                  -- video frame: sequence_work_key of its video's whole sequence; photo: image_work_key (its quality row's when copied); NULL: never reused
 );
 
 CREATE TABLE IF NOT EXISTS poses_errors (  -- key: partition_key, item; the frames poses could not use, and why

@@ -1,4 +1,11 @@
-"""quality_scores: every frame of a keyword scored 0-100 as a pose-training sample (formula in poses/scoring.py)."""
+"""quality_scores: every frame of a keyword scored 0-100 as a pose-training sample (formula in poses/scoring.py).
+
+A frame's measures and IMAGE-mode landmarks depend only on its content and the landmarker settings
+(``image_work_key``), never on the keyword or the threshold: a row of any partition with the same ``frame_sha256``
+and ``work_key`` is reused (its rating and acceptance taken again from its score under this run's threshold), and
+only frames without one are loaded and run through MediaPipe. A frame that failed is tried again on the next run:
+errors are not reused.
+"""
 
 from collections.abc import Callable
 from typing import Any
@@ -8,10 +15,18 @@ import numpy as np
 import pandas as pd
 
 from mining_assets.checks import nothing_passed, output_check, output_spec
+from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
 from mining_assets.pools import POSE_MODELS
-from mining_assets.poses.scoring import DEFAULT_THRESHOLD, RATING_NAMES, ImageMeasures, image_measures, quality_score
+from mining_assets.poses.scoring import (
+    DEFAULT_THRESHOLD,
+    RATING_NAMES,
+    ImageMeasures,
+    image_measures,
+    quality_score,
+    rating,
+)
 from mining_assets.retries import STEP_RETRY
 from mining_assets.vision.batches import prepared_batches
 from mining_assets.vision.common import frame_loader
@@ -20,6 +35,7 @@ from mining_assets.warehouse import (
     table_definition_metadata,
     unique_key_spec,
 )
+from mining_assets.work import work_key
 from resources.blob_store import BlobStore
 from resources.models.pose import LANDMARK_COLUMNS, PoseEstimator, PreparedImage, prepare_image
 from resources.warehouse import Warehouse
@@ -47,11 +63,65 @@ QUALITY_COLUMNS = [
     "megapixels",
     *LANDMARK_COLUMNS,
 ]
+# what a stored row gives a frame of the same content and settings; these are taken again from its score under
+# the current threshold
+RECOMPUTED = ("rating", "accepted", "threshold")
+REUSED_COLUMNS = [name for name in QUALITY_COLUMNS if name not in ("frame_id", "media_id", *RECOMPUTED)]
+CATALOG = "SELECT frame_id, media_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id"
+# one stored result per frame of the partition, of any partition (this one's first), by content and settings
+STORED_SCORES = f"""
+SELECT f.frame_id, {", ".join(f"q.{name}" for name in REUSED_COLUMNS)}
+FROM frames f JOIN quality_scores q ON q.frame_sha256 = f.sha256 AND q.work_key = ?
+WHERE f.partition_key = ?
+QUALIFY row_number() OVER (
+    PARTITION BY f.frame_id ORDER BY q.partition_key = f.partition_key DESC, q.partition_key, q.frame_id) = 1
+"""
 
 
 class QualityConfig(dg.Config):
     threshold: float = DEFAULT_THRESHOLD  # a frame is accepted (goes on to `poses`) at or above this score
     min_side: int = MIN_POSE_SIDE  # frames with a smaller side are recorded as too small
+    rescore: bool = False  # ignore stored results and run MediaPipe on every frame
+
+
+def landmarker_settings(estimator: PoseEstimator, video: bool = False) -> dict[str, Any]:
+    """What of the pose estimator changes its landmarks: the bundles (``describe()``: names and sha256 prefixes)
+    and the detection options; the tracking confidence only in VIDEO mode. Not the device or the cache folder."""
+    settings: dict[str, Any] = {
+        "models": estimator.describe(),
+        "num_poses": estimator.num_poses,
+        "num_hands": estimator.num_hands,
+        "min_detection_confidence": estimator.min_detection_confidence,
+        "min_presence_confidence": estimator.min_presence_confidence,
+    }
+    if video:
+        settings["min_tracking_confidence"] = estimator.min_tracking_confidence
+    return settings
+
+
+def image_work_key(estimator: PoseEstimator, min_side: int) -> str:
+    """The key of a frame's measures and IMAGE-mode landmarks: ``quality_scores.work_key``, and that of the photo
+    rows ``poses`` copies from it. The acceptance threshold is not part of it (it is applied to the stored score)."""
+    return work_key(mode="image", min_side=min_side, **landmarker_settings(estimator))
+
+
+def stored_scores(warehouse: Warehouse, partition_key: str, key: str) -> dict[str, dict]:
+    """Stored results (``REUSED_COLUMNS``) for the partition's frames by frame id: a row of any partition with the
+    frame's content and ``key``, this partition's own first; frames without one are left out."""
+    return {row.pop("frame_id"): row for row in warehouse.query_dicts(STORED_SCORES, [key, partition_key])}
+
+
+def reused_row(frame: dict, stored: dict, threshold: float) -> dict:
+    """A frame's row from a result of the same content and settings: measures and landmarks as they are, the
+    frame's own ids, and the rating and acceptance of the score under ``threshold``."""
+    return {
+        **stored,
+        "frame_id": frame["frame_id"],
+        "media_id": frame["media_id"],
+        "rating": rating(stored["score"]),
+        "accepted": stored["score"] >= threshold,
+        "threshold": threshold,
+    }
 
 
 def prepare_for_scoring(images: list) -> list[tuple[PreparedImage, ImageMeasures]]:
@@ -138,19 +208,32 @@ def quality_scores(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Every frame scored 0-100 for pose training (pose, hands, lighting, sharpness, resolution) and rated."""
+    config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
-    for attempt in warehouse.retrying():
-        with attempt as conn:
-            catalog = conn.execute(
-                "SELECT frame_id, media_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id",
-                [partition_key],
-            ).df()
-    rows, errors, models = [], [], None
-    if len(catalog):
+    frames = warehouse.query_dicts(CATALOG, [partition_key])
+    models = key = None
+    stored: dict[str, dict] = {}
+    if frames:
         models = pose_estimator.describe()  # resolves (or downloads) the bundles only when there is work
+        key = image_work_key(pose_estimator, config.min_side)
+        if not config.rescore:
+            stored = stored_scores(warehouse, partition_key, key)
+    by_frame: dict[str, dict] = {}
+    todo: list[dict] = []
+    for frame in frames:
+        if frame["frame_id"] in stored:
+            by_frame[frame["frame_id"]] = reused_row(frame, stored[frame["frame_id"]], config.threshold)
+        else:
+            todo.append(frame)
+    errors, computed = [], 0
+    if todo:
         load = frame_loader(blob_store, config.min_side)
-        rows, errors = score_frames(catalog.to_dict("records"), pose_estimator, load, config.threshold)
-    table = pd.DataFrame(rows, columns=QUALITY_COLUMNS).assign(partition_key=partition_key, models=models)
+        fresh, errors = score_frames(todo, pose_estimator, load, config.threshold)
+        by_frame |= {row["frame_id"]: row for row in fresh}
+        computed = len(fresh)
+    rows = [by_frame[frame["frame_id"]] for frame in frames if frame["frame_id"] in by_frame]
+    catalog = pd.DataFrame(frames, columns=["frame_id", "media_id", "blob_key", "sha256"])
+    table = pd.DataFrame(rows, columns=QUALITY_COLUMNS).assign(partition_key=partition_key, models=models, work_key=key)
     table["frame_sha256"] = table["frame_id"].map(dict(zip(catalog["frame_id"], catalog["sha256"], strict=True)))
     table_meta, unique_key = replace_stage_rows(warehouse, partition_key, "quality_scores", table, STAGE, errors)
 
@@ -167,10 +250,13 @@ def quality_scores(
             **table_meta,
             "frames": len(catalog),
             "scored": len(table),
+            "computed_now": computed,  # frames run through MediaPipe in this run
+            "reused": len(table) - computed,  # frames whose result came from a stored row of the same content
             "accepted": accepted,
             "failed": len(errors),
             "threshold": config.threshold,
             "models": models or "",
+            "work_key": key or "",
             "ratings": dg.MetadataValue.json(summary["ratings"]),
             "score_quantiles": dg.MetadataValue.json(summary["quantiles"]),
             "score_histogram": dg.MetadataValue.md(markdown_table(["score", "frames"], summary["histogram"])),

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS quality_scores (  -- key: partition_key, frame_id; 0-
     left_hand_score FLOAT,
     right_hand FLOAT[],
     right_hand_score FLOAT,
-    models VARCHAR NOT NULL
+    models VARCHAR NOT NULL,
+    work_key VARCHAR                  -- image_work_key: bundles, detection options, min_side (not the threshold); NULL: never reused
 );
 
 CREATE TABLE IF NOT EXISTS quality_scores_errors (  -- key: partition_key, item; the frames quality_scores could not use, and why

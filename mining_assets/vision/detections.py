@@ -37,6 +37,7 @@ class DetectionConfig(dg.Config):
     labels: list[str] | None = None  # None: the keyword and the classes filtered_frames scored
     threshold: float = 0.3
     min_side: int = MIN_SIDE
+    rescore: bool = False  # ignore stored boxes and run the detector on every unique frame
 
 
 def detection_labels(conn, partition_key: str, config: DetectionConfig) -> list[str]:
@@ -166,6 +167,8 @@ def detections(
                 [partition_key],
             ).df()
             done, boxes = stored_detections(conn, partition_key, key)
+    if config.rescore:
+        done, boxes = done.iloc[:0], boxes.iloc[:0]
     rows: list[dict] = []
     errors: list[tuple[str, str]] = []
     records: list[dict] = []

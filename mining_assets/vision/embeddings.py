@@ -32,6 +32,7 @@ UNIT_NORM_TOLERANCE = 1e-3
 
 class EmbeddingConfig(dg.Config):
     shard_rows: int = 8192  # vectors per .npy file
+    rescore: bool = False  # ignore stored vectors and run the model on every passed frame
     min_side: int = MIN_SIDE
 
 
@@ -134,6 +135,7 @@ def frame_embeddings(
             ).df()
             done = stored_vectors(conn, partition_key, key)
     # a vector is computed once per content and model: any keyword's row of the same frame content is reused
+    done = done.iloc[:0] if config.rescore else done
     todo = passed[~passed["sha256"].isin(done["frame_sha256"])]
     load = frame_loader(blob_store, config.min_side)
     ids, vectors, errors = embed_frames(todo.to_dict("records"), embedder, load)

@@ -41,7 +41,10 @@ CONFIG = {
     "video_frames": {"strategy": "interval", "every_n_frames": 30, "max_frames_per_video": 3},
     "filtered_frames": {"threshold": 0.0, "rescore": True},  # every frame on, and read again on every run
     "unique_frames": {"threshold": 1.0},
-    "quality_scores": {"threshold": 0.0},
+    "frame_embeddings": {"rescore": True},
+    "detections": {"rescore": True},
+    "quality_scores": {"threshold": 0.0, "rescore": True},
+    "poses": {"rescore": True},
 }
 
 

@@ -27,7 +27,9 @@ def reads(monkeypatch) -> list[str]:
 
 
 def media_of(resources, partition_key: str) -> list[str]:
-    rows = query_dicts(resources, "SELECT media_id FROM keyword_media WHERE partition_key = ? ORDER BY 1", partition_key)
+    rows = query_dicts(
+        resources, "SELECT media_id FROM keyword_media WHERE partition_key = ? ORDER BY 1", partition_key
+    )
     return [row["media_id"] for row in rows]
 
 
