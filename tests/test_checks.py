@@ -28,8 +28,8 @@ from mining_assets.sources.media import media
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import FrameSamplingConfig, frame_blob_key, sampling_id, settings_of, video_frames
 from mining_assets.vision import detections as detections_module
-from mining_assets.vision import shards as shards_module
 from mining_assets.vision import filtered as filtered_module
+from mining_assets.vision import shards as shards_module
 from mining_assets.vision import unique as unique_module
 from mining_assets.vision.annotations import coco_annotations
 from mining_assets.vision.detections import detections

@@ -295,7 +295,10 @@ def test_unique_key_fails_on_a_duplicate_the_asset_does_not_rewrite(vision_resou
     check = evaluations(result)[("filtered_frames", "unique_key")]
     assert not check.passed
     assert check.metadata["duplicated_keys"].value == {
-        "filtered_frames": 0, "frame_scores": 1, "prompt_sets": 0, "filter_features": 0
+        "filtered_frames": 0,
+        "frame_scores": 1,
+        "prompt_sets": 0,
+        "filter_features": 0,
     }
 
 
