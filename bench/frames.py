@@ -1,30 +1,42 @@
-"""Benchmark the frame sampler (mining_assets.video.sampling.sample_frames): speed and memory.
+"""Benchmark the frame sampler and the video_frames work: speed against a bare decode and ffmpeg, and memory.
 
-Speed: for each strategy (interval every 30 frames, time every 1 s, keyframes) the sampler is timed against a
-bare PyAV loop written here that decodes the same way and converts exactly the same frames to RGB. Runs
-alternate sampler / bare in back-to-back pairs, are repeated ``--repeats`` times, and the ratio is the median of
-the pairs' ratios (goal: ratio >= 0.9). The ratio of the best runs and of CPU time are printed beside it.
+Speed, on a 640x480 H.264 video with GOP 300 (3 minutes unless ``--seconds``), for each strategy (interval every 30
+frames, time every 1 s, keyframes):
+- sampler (``sample_frames``) against a bare PyAV loop written here that decodes the same way and converts exactly
+  the same frames to RGB (goal: bare/sampler >= 0.9);
+- the whole video_frames work (``extract_video_frames``: decode, select, JPEG-encode, store in a LocalBlobStore),
+  in process after the imports, against Debian's ``ffmpeg`` command line making the same selection, with as many
+  decoder threads of the same kind and a ``-q:v`` matched to our JPEG quality by PSNR, writing JPEGs to a temp
+  dir (goal: ours/ffmpeg <= 1.0). The work as it was done before (RGB conversion on the decode thread, PIL JPEG,
+  frame threads for keyframes too) runs beside it as ``before``.
+Runs alternate in back-to-back rounds, are repeated ``--repeats`` times, and each ratio is the median of the
+rounds' ratios; a very short run is repeated back to back so that one sample lasts >= 0.5 s. On a shared machine
+a ratio moves by about 10% from run to run: ``--repeats 5`` narrows it.
 
 Memory: peak RSS of sampling a short and a 10x longer video (strategy ``time``, no cap) in fresh subprocesses,
 next to the peak RSS of a subprocess that only does the imports (goal: long / short <= 1.2).
 
 Run from the repository root:
 
-    .venv/bin/python bench/frames.py [--repeats N] [--quick] [--keep DIR]
+    .venv/bin/python bench/frames.py [--seconds S] [--repeats N] [--quick] [--no-memory] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,10 +46,13 @@ FPS = 30
 GOP = 300
 EVERY_N = 30
 EVERY_S = 1.0
+JPEG_QUALITY = 90
 STRATEGIES = ("interval", "time", "keyframes")
 SPEED_GOAL = 0.9
+FFMPEG_GOAL = 1.0
 MIN_SAMPLE_S = 0.5
 MEMORY_GOAL = 1.2
+RUNNERS = ("sampler", "bare", "ours", "before", "ffmpeg")
 
 # Run in a fresh interpreter: imports only (argv[1] == "-") or sample a video, counting frames and dropping them.
 # Prints: kept, ru_maxrss (KiB), VmHWM after the imports (KiB), VmHWM at the end (KiB). VmHWM is the peak RSS of
@@ -60,44 +75,59 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, after_imports, h
 
 
 @dataclass
+class Ffmpeg:
+    """Debian's ffmpeg command line, set up as our decoder is."""
+
+    executable: str
+    version: str
+    threads: int  # decoder threads, as many as ours uses
+    thread_types: dict[str, str]  # strategy -> ffmpeg's -thread_type for the decoder, the kind ours uses
+    passthrough: list[str]  # one output image per selected frame, none duplicated or dropped
+    q: int = 2  # -q:v, matched to our JPEG quality
+
+    def command(self, video: Path, strategy: str, out_dir: Path, seconds: float | None = None) -> list[str]:
+        decoder = ["-threads", str(self.threads), "-thread_type", self.thread_types[strategy]]
+        if strategy == "keyframes":
+            decoder += ["-skip_frame", "nokey"]
+        limit = ["-t", f"{seconds:g}"] if seconds else []
+        if strategy == "interval":
+            select = ["-vf", f"select='not(mod(n,{EVERY_N}))'"]
+        elif strategy == "time":  # ours: the first frame at or after each multiple of S, the same as this
+            period = f"floor(%s/{EVERY_S:g}+1e-6)"
+            select = ["-vf", f"select='isnan(prev_t)+gt({period % 't'},{period % 'prev_t'})'"]
+        else:
+            select = []
+        return [self.executable, "-nostdin", "-v", "error", *decoder, *limit, "-i", str(video), *select,
+                *self.passthrough, "-qmin", "1", "-q:v", str(self.q), str(out_dir / "%06d.jpg")]  # fmt: skip
+
+
+@dataclass
 class SpeedResult:
     strategy: str
     video_frames: int
-    kept: int
-    indices_match: bool
-    sampler_s: list[float]  # seconds per run (mean over `inner` back-to-back runs)
-    bare_s: list[float]
-    inner: int
-    sampler_cpu_s: list[float]  # CPU seconds of this process (all decoder threads) per run
-    bare_cpu_s: list[float]
-    stage_s: list[float]  # sampler + JPEG encode + store, as the video_frames asset does it
+    kept: dict[str, int]  # runner -> frames it kept
+    indices_match: dict[str, bool]  # runner -> kept the same frames (by barcode for ffmpeg) as the sampler
+    seconds: dict[str, list[float]]  # runner -> seconds per run (mean over `inner` back-to-back runs)
+    cpu: dict[str, list[float]]  # runner -> CPU seconds per run (all threads; ffmpeg's process for ffmpeg)
+    inner: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def stage_ratio(self) -> float:
-        return statistics.median(bare / stage for bare, stage in zip(self.bare_s, self.stage_s, strict=True))
+    def ratio(self, numerator: str, denominator: str) -> float:
+        """Median over the rounds of one runner's time over another's, each pair run in the same round: other
+        load on a shared machine drifts over seconds, so the runs of a round see nearly the same conditions."""
+        pairs = zip(self.seconds[numerator], self.seconds[denominator], strict=True)
+        return statistics.median(a / b for a, b in pairs)
 
-    @property
-    def sampler_fps(self) -> float:
-        return self.video_frames / min(self.sampler_s)
+    def best_ratio(self, numerator: str, denominator: str) -> float:
+        return min(self.seconds[numerator]) / min(self.seconds[denominator])
 
-    @property
-    def bare_fps(self) -> float:
-        return self.video_frames / min(self.bare_s)
+    def cpu_ratio(self, numerator: str, denominator: str) -> float:
+        return statistics.median(self.cpu[numerator]) / statistics.median(self.cpu[denominator])
 
-    @property
-    def ratio(self) -> float:
-        """Median over repeats of bare time / sampler time, each pair run back to back: other load on a shared
-        machine drifts over seconds, so the two runs of a pair see nearly the same conditions."""
-        return statistics.median(bare / sampler for bare, sampler in zip(self.bare_s, self.sampler_s, strict=True))
+    def fps(self, runner: str) -> float:
+        return self.video_frames / min(self.seconds[runner])
 
-    @property
-    def best_ratio(self) -> float:
-        return self.sampler_fps / self.bare_fps
-
-    @property
-    def cpu_ratio(self) -> float:
-        """Bare CPU time over sampler CPU time: less sensitive than wall time to other load on a shared machine."""
-        return statistics.median(self.bare_cpu_s) / statistics.median(self.sampler_cpu_s)
+    def median_s(self, runner: str) -> float:
+        return statistics.median(self.seconds[runner])
 
 
 @dataclass
@@ -140,6 +170,20 @@ def _count_frames(path: Path) -> int:
         return sum(1 for packet in container.demux(stream) if packet.size)
 
 
+def _decoder_of(path: Path, strategy: str) -> tuple[str, int]:
+    """The thread kind (ffmpeg's name) and count that our decoder resolves to for a strategy."""
+    import av
+
+    from mining_assets.video.sampling import configure_decoder
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        configure_decoder(stream, strategy)
+        next(container.decode(stream))
+        kinds = {"FRAME": "frame", "SLICE": "slice", "AUTO": "frame+slice"}
+        return kinds[stream.thread_type.name], stream.codec_context.thread_count
+
+
 def run_sampler(path: Path, strategy: str) -> list[int]:
     """The project's sampler, fully consumed; returns the kept frames' indices."""
     from mining_assets.video.sampling import sample_frames
@@ -148,103 +192,211 @@ def run_sampler(path: Path, strategy: str) -> list[int]:
     return [frame.index for frame in frames]
 
 
-def run_stage(path: Path, strategy: str) -> list[int]:
+def run_ours(path: Path, strategy: str) -> list[int]:
     """The whole video_frames work for one video: sample, JPEG-encode and store each kept frame (local store)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from mining_assets.video.frames import FrameSamplingConfig, extract_video_frames
     from resources.blob_store import LocalBlobStore
 
-    config = FrameSamplingConfig(strategy=strategy, every_n_frames=EVERY_N, every_s=EVERY_S, max_frames_per_video=0)
-    video = {"partition_key": "bench", "keyword": "bench", "media_id": "bench-video", "source": "local"}
+    config = FrameSamplingConfig(
+        strategy=strategy, every_n_frames=EVERY_N, every_s=EVERY_S, max_frames_per_video=0, jpeg_quality=JPEG_QUALITY
+    )
+    video = {"media_id": "bench-video", "sampling": "bench"}
     with tempfile.TemporaryDirectory(prefix="bench_store_") as root, ThreadPoolExecutor(2) as pool:
         rows, _ = extract_video_frames(path, video, config, LocalBlobStore(root=root), pool)
     return [row["frame_index"] for row in rows]
 
 
-def run_bare(path: Path, strategy: str) -> list[int]:
-    """Bare PyAV: same decoder settings, same selection, RGB conversion of the kept frames only."""
+def _bare_frames(path: Path, strategy: str, before: bool = False):
+    """Decode as the sampler does (``before``: as it did, frame threads for every strategy), select the same
+    frames, and yield (index, frame) for the kept ones."""
     import av
 
-    kept: list[int] = []
-    images = []
+    from mining_assets.video.sampling import configure_decoder
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if strategy == "keyframes":
-            stream.codec_context.skip_frame = "NONKEY"
+        configure_decoder(stream, strategy)
+        if before:
+            stream.thread_type = "AUTO"
         time_base = float(stream.time_base)
         start_pts = stream.start_time or 0
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate)
-        next_second = 0.0
+        fps = float(stream.average_rate or stream.guessed_rate)
+        next_time = 0.0
         for position, frame in enumerate(container.decode(stream)):
+            timestamp = (frame.pts - start_pts) * time_base
             if strategy == "interval":
                 if position % EVERY_N:
                     continue
                 index = position
             elif strategy == "time":
-                timestamp = (frame.pts - start_pts) * time_base
-                if timestamp + 1e-6 < next_second:
+                if timestamp + 1e-6 < next_time:
                     continue
-                next_second = math.floor(timestamp + 1e-6) + 1.0
+                next_time = (math.floor(timestamp / EVERY_S + 1e-6) + 1) * EVERY_S
                 index = position
             else:
-                index = round((frame.pts - start_pts) * time_base * fps)
-            images.append(frame.to_ndarray(format="rgb24"))
-            kept.append(index)
+                index = round(timestamp * fps)
+            yield index, frame
+
+
+def run_bare(path: Path, strategy: str) -> list[int]:
+    """Bare PyAV: same decoder settings, same selection, RGB conversion of the kept frames only."""
+    from mining_assets.video.sampling import DecodedFrame
+
+    kept, images = [], []
+    for index, frame in _bare_frames(path, strategy):
+        images.append(DecodedFrame(index, 0.0, frame).to_ndarray("rgb24"))
+        kept.append(index)
     return kept
 
 
-def bench_speed(path: Path, repeats: int) -> list[SpeedResult]:
+def run_before(path: Path, strategy: str) -> list[int]:
+    """The video_frames work as it was done before: RGB conversion on the decode thread (PyAV's default threads),
+    PIL JPEG and the store on a pool of two, at most four frames in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mining_assets.video.frames import encode_jpeg, frame_blob_key
+    from resources.blob_store import LocalBlobStore
+
+    def store(index: int, image) -> int:
+        data = encode_jpeg(image, JPEG_QUALITY)
+        blob_store.put_bytes(frame_blob_key("bench-video", "before", index), data)
+        hashlib.sha256(data).hexdigest()
+        return index
+
+    kept: list[int] = []
+    in_flight: deque = deque()
+    with tempfile.TemporaryDirectory(prefix="bench_store_") as root, ThreadPoolExecutor(2) as pool:
+        blob_store = LocalBlobStore(root=root)
+        for index, frame in _bare_frames(path, strategy, before=True):
+            in_flight.append(pool.submit(store, index, frame.to_ndarray(format="rgb24")))
+            if len(in_flight) >= 4:
+                kept.append(in_flight.popleft().result())
+        kept.extend(future.result() for future in in_flight)
+    return kept
+
+
+def run_ffmpeg(ffmpeg: Ffmpeg, path: Path, strategy: str, read_indices: bool = False) -> list[int]:
+    """ffmpeg's command line making the same selection into a temp dir; the images' barcodes, or their count."""
+    from mining_assets.video.synthetic import read_frame_index
+
+    with tempfile.TemporaryDirectory(prefix="bench_ffmpeg_") as out:
+        subprocess.run(ffmpeg.command(path, strategy, Path(out)), check=True)
+        files = sorted(Path(out).iterdir())
+        if not read_indices:
+            return list(range(len(files)))
+        return [read_frame_index(_decode_jpeg(file.read_bytes())) for file in files]
+
+
+def _decode_jpeg(data: bytes):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _psnr(images, references) -> float:
+    import numpy as np
+
+    mse = np.mean(
+        [np.mean((image.astype(np.float64) - ref) ** 2) for image, ref in zip(images, references, strict=True)]
+    )
+    return float(10 * math.log10(255**2 / mse)) if mse else float("inf")
+
+
+def find_ffmpeg(path: Path) -> Ffmpeg | None:
+    executable = shutil.which("ffmpeg")
+    if executable is None:
+        return None
+    version = subprocess.run([executable, "-version"], capture_output=True, text=True, check=True).stdout
+    options = subprocess.run([executable, "-hide_banner", "-h", "long"], capture_output=True, text=True).stdout
+    decoders = {strategy: _decoder_of(path, strategy) for strategy in STRATEGIES}
+    return Ffmpeg(
+        executable=executable,
+        version=version.split("\n")[0],
+        threads=decoders["time"][1],
+        thread_types={strategy: kind for strategy, (kind, _) in decoders.items()},
+        passthrough=["-fps_mode", "passthrough"] if "-fps_mode" in options else ["-vsync", "0"],
+    )
+
+
+def match_quality(ffmpeg: Ffmpeg, path: Path, seconds: float) -> None:
+    """Pick ffmpeg's -q:v whose PSNR against the reference RGB conversion is nearest to our JPEG quality's, on the
+    time-sampled frames of the first seconds of the video, and print both with their mean bytes. (No one
+    quantisation table compares: ffmpeg quantises chroma with its luma table, libjpeg with a coarser one.)"""
+    from mining_assets.video.frames import encode_frame_jpeg
+    from mining_assets.video.sampling import select_frames
+
+    count = max(1, int(seconds / EVERY_S))
+    frames = list(select_frames(path, "time", every_s=EVERY_S, max_frames=count))
+    references = [frame.to_ndarray("rgb24") for frame in frames]
+
+    def measure(label: str, images: list[bytes]) -> float:
+        psnr = _psnr([_decode_jpeg(data) for data in images], references)
+        print(f"  {label:<16} {statistics.mean(map(len, images)):>7.0f} B, PSNR {psnr:.2f} dB", flush=True)
+        return psnr
+
+    print(f"  {len(frames)} frames of the first {count * EVERY_S:g} s:")
+    ours = measure(f"jpeg_quality {JPEG_QUALITY}", [encode_frame_jpeg(frame, JPEG_QUALITY) for frame in frames])
+    candidates = []
+    for q in range(1, 7):
+        ffmpeg.q = q
+        with tempfile.TemporaryDirectory(prefix="bench_quality_") as out:
+            subprocess.run(ffmpeg.command(path, "time", Path(out), seconds=count * EVERY_S), check=True)
+            images = [file.read_bytes() for file in sorted(Path(out).iterdir())]
+        if len(images) != len(frames):
+            raise RuntimeError(f"ffmpeg -q:v {q} wrote {len(images)} frames, ours {len(frames)}")
+        candidates.append((abs(measure(f"ffmpeg -q:v {q}", images) - ours), q))
+    ffmpeg.q = min(candidates)[1]
+    print(f"  matched: -q:v {ffmpeg.q} to jpeg_quality {JPEG_QUALITY} (nearest PSNR in RGB)", flush=True)
+
+
+def _cpu_now() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _timed(runner, path: Path, strategy: str, inner: int) -> tuple[list[int], float, float]:
+    started, cpu_started = time.perf_counter(), _cpu_now()
+    for _ in range(inner):
+        kept = runner(path, strategy)
+    return kept, (time.perf_counter() - started) / inner, (_cpu_now() - cpu_started) / inner
+
+
+def bench_speed(path: Path, clip: Path, repeats: int, ffmpeg: Ffmpeg | None) -> list[SpeedResult]:
     video_frames = _count_frames(path)
     print(f"  {path.name}: {video_frames} video frames", flush=True)
+    runners = {"sampler": run_sampler, "bare": run_bare, "ours": run_ours, "before": run_before}
+    if ffmpeg:
+        runners["ffmpeg"] = lambda video, strategy: run_ffmpeg(ffmpeg, video, strategy)
+    for strategy in STRATEGIES:  # imports, decoder and encoder set-up, ffmpeg's libraries: warmed on a short clip
+        for runner in runners.values():
+            runner(clip, strategy)
     results = []
     for strategy in STRATEGIES:
-        # warm-up (page cache, imports, decoder init) for both, not timed
-        sampler_indices = run_sampler(path, strategy)
-        bare_indices = run_bare(path, strategy)
-        assert len(sampler_indices) == len(bare_indices), (
-            f"{strategy}: sampler kept {len(sampler_indices)} frames, bare loop kept {len(bare_indices)}"
-        )
-        # a very short run (keyframes: a few decodes) is repeated back to back so one sample lasts >= MIN_SAMPLE_S
+        result = SpeedResult(strategy, video_frames, {}, {}, {name: [] for name in runners}, {n: [] for n in runners})
         started = time.perf_counter()
-        run_bare(path, strategy)
-        inner = max(1, math.ceil(MIN_SAMPLE_S / max(time.perf_counter() - started, 1e-6)))
-        sampler_times: list[float] = []
-        bare_times: list[float] = []
-        stage_times: list[float] = []
-        cpu_times: dict[str, list[float]] = {"sampler": [], "bare": [], "stage": []}
+        expected = run_sampler(path, strategy)  # and the page cache
+        short = time.perf_counter() - started < 2 * MIN_SAMPLE_S
+        for name, runner in runners.items():
+            elapsed = _timed(runner, path, strategy, 1)[1] if short else MIN_SAMPLE_S  # long runs: not again
+            result.inner[name] = max(1, math.ceil(MIN_SAMPLE_S / max(elapsed, 1e-6)))
+        if ffmpeg:
+            indices = run_ffmpeg(ffmpeg, path, strategy, read_indices=True)
+            result.kept["ffmpeg"], result.indices_match["ffmpeg"] = len(indices), indices == expected
         for repeat in range(repeats):
-            order = (("sampler", run_sampler), ("bare", run_bare), ("stage", run_stage))
-            if repeat % 2:
-                order = order[::-1]
-            for name, runner in order:
-                started, cpu_started = time.perf_counter(), time.process_time()
-                for _ in range(inner):
-                    kept = runner(path, strategy)
-                elapsed = (time.perf_counter() - started) / inner
-                cpu_times[name].append((time.process_time() - cpu_started) / inner)
-                assert len(kept) == len(sampler_indices), f"{strategy}/{name}: kept {len(kept)} frames this time"
-                {"sampler": sampler_times, "bare": bare_times, "stage": stage_times}[name].append(elapsed)
-        result = SpeedResult(
-            strategy=strategy,
-            video_frames=video_frames,
-            kept=len(sampler_indices),
-            indices_match=sampler_indices == bare_indices,
-            sampler_s=sampler_times,
-            bare_s=bare_times,
-            inner=inner,
-            sampler_cpu_s=cpu_times["sampler"],
-            bare_cpu_s=cpu_times["bare"],
-            stage_s=stage_times,
-        )
-        print(
-            f"  {strategy:<9} kept={result.kept} (indices {'match' if result.indices_match else 'DIFFER'})"
-            f" sampler s={[round(t, 4) for t in sampler_times]} bare s={[round(t, 4) for t in bare_times]}"
-            f"{f' (each the mean of {inner} runs)' if inner > 1 else ''}",
-            flush=True,
-        )
+            for name in list(runners)[:: -1 if repeat % 2 else 1]:
+                kept, elapsed, cpu = _timed(runners[name], path, strategy, result.inner[name])
+                if name != "ffmpeg" and name not in result.kept:
+                    result.kept[name], result.indices_match[name] = len(kept), kept == expected
+                assert len(kept) == result.kept[name], f"{strategy}/{name}: kept {len(kept)} frames this time"
+                result.seconds[name].append(elapsed)
+                result.cpu[name].append(cpu)
+        result.kept = {name: result.kept[name] for name in runners}
+        print(f"  {strategy:<9} kept={result.kept}"
+              + "".join(f" {name} s={[round(t, 3) for t in times]}" for name, times in result.seconds.items()),
+              flush=True)  # fmt: skip
         results.append(result)
     return results
 
@@ -287,21 +439,51 @@ def _minutes(frames: int) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
-def report(speed: list[SpeedResult], memory: list[MemoryResult], repeats: int) -> None:
+def report_speed(speed: list[SpeedResult], repeats: int, ffmpeg: Ffmpeg | None) -> None:
     print()
     print(f"speed: {speed[0].video_frames} frames {SIZE[0]}x{SIZE[1]} @ {FPS} fps, H.264 veryfast GOP {GOP};")
     print(f"       f/s = video frames covered / wall s of the best of {repeats} runs; ratio = median of the")
-    print(f"       {repeats} back-to-back pairs' bare/sampler time; best = ratio of the best runs; cpu = of CPU time;")
-    print("       stage+jpeg = the video_frames work (sample, JPEG-encode, store) against the same bare decode")
+    print(f"       {repeats} rounds' bare/sampler time; best = ratio of the best runs; cpu = of CPU time;")
+    print("       stage+jpeg = bare/ours, ours = the video_frames work (sample, JPEG-encode, store)")
     header = f"  {'strategy':<10} {'kept':>5}  {'sampler f/s':>11}  {'bare f/s':>9}  {'ratio':>5}  {'best':>6}"
     print(f"{header}  {'cpu':>5}  {'stage+jpeg':>10}  (goal: ratio >= {SPEED_GOAL:.2f})")
     for result in speed:
-        verdict = "ok" if result.ratio >= SPEED_GOAL else "BELOW GOAL"
+        ratio = 1 / result.ratio("sampler", "bare")
         print(
-            f"  {result.strategy:<10} {result.kept:>5}  {result.sampler_fps:>11.1f}  {result.bare_fps:>9.1f}"
-            f"  {result.ratio:>5.2f}  {result.best_ratio:>6.2f}  {result.cpu_ratio:>5.2f}"
-            f"  {result.stage_ratio:>10.2f}  {verdict}"
+            f"  {result.strategy:<10} {result.kept['sampler']:>5}  {result.fps('sampler'):>11.1f}"
+            f"  {result.fps('bare'):>9.1f}  {ratio:>5.2f}  {1 / result.best_ratio('sampler', 'bare'):>6.2f}"
+            f"  {1 / result.cpu_ratio('sampler', 'bare'):>5.2f}  {1 / result.ratio('ours', 'bare'):>10.2f}"
+            f"  {'ok' if ratio >= SPEED_GOAL else 'BELOW GOAL'}"
         )
+    print()
+    if ffmpeg is None:
+        print("whole work vs ffmpeg: skipped, no `ffmpeg` on PATH (Debian: apt-get install -y ffmpeg)")
+        for r in speed:
+            print(f"  {r.strategy:<10} before {r.median_s('before'):.3f} s, ours {r.median_s('ours'):.3f} s,"
+                  f" ours/before {r.ratio('ours', 'before'):.2f}")  # fmt: skip
+        return
+    print(f"whole work (decode, select, JPEG, store; median s of {repeats}) vs {ffmpeg.version}:")
+    print(f"  ours: jpeg_quality {JPEG_QUALITY}, {ffmpeg.threads} decoder threads ({ffmpeg.thread_types});")
+    print(f"  ffmpeg: -q:v {ffmpeg.q} (matched by PSNR), -threads {ffmpeg.threads} -thread_type as ours,")
+    print(f"  {' '.join(ffmpeg.passthrough)}, selections by `select` (interval, time) or -skip_frame nokey;")
+    print("  x/ffmpeg = median of the rounds' time ratios; cpu = ratio of median CPU time (ffmpeg: its process)")
+    print(f"  {'strategy':<10} {'kept':>5} {'ffmpeg kept':>11}  {'same':>4}  {'before s':>8}  {'ours s':>7}"
+          f"  {'ffmpeg s':>8}  {'before/ffmpeg':>13}  {'ours/ffmpeg':>11}  {'cpu':>5}  {'ours/before':>11}"
+          f"  {'ours/bare':>9}"
+          f"  (goal: ours/ffmpeg <= {FFMPEG_GOAL:.2f})")  # fmt: skip
+    for r in speed:
+        ratio = r.ratio("ours", "ffmpeg")
+        same = "yes" if r.indices_match["ffmpeg"] and r.indices_match["ours"] and r.indices_match["before"] else "NO"
+        print(
+            f"  {r.strategy:<10} {r.kept['ours']:>5} {r.kept['ffmpeg']:>11}  {same:>4}  {r.median_s('before'):>8.3f}"
+            f"  {r.median_s('ours'):>7.3f}  {r.median_s('ffmpeg'):>8.3f}  {r.ratio('before', 'ffmpeg'):>13.2f}"
+            f"  {ratio:>11.2f}  {r.cpu_ratio('ours', 'ffmpeg'):>5.2f}  {r.ratio('ours', 'before'):>11.2f}"
+            f"  {r.ratio('ours', 'bare'):>9.2f}"
+            f"  {'ok' if ratio <= FFMPEG_GOAL else 'ABOVE GOAL'}"
+        )
+
+
+def report_memory(memory: list[MemoryResult]) -> None:
     baseline, short, long = memory
     mib = 1024
     ratio = long.peak_kib / short.peak_kib
@@ -322,20 +504,27 @@ def report(speed: list[SpeedResult], memory: list[MemoryResult], repeats: int) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs of each of sampler and bare (default 7)")
+    parser.add_argument("--seconds", type=float, help="length of the speed video (default 180; --quick: 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds of every runner (default 3)")
     parser.add_argument("--quick", action="store_true", help="10 s speed video, 1 vs 3 minute memory videos")
+    parser.add_argument("--no-memory", action="store_true", help="speed only")
     parser.add_argument("--keep", type=Path, help="write (and reuse) the videos here instead of a removed temp dir")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    seconds = args.seconds or (10 if args.quick else 180)
+    if seconds < 1:
+        parser.error("--seconds must be at least 1")
     _ensure_repo_on_path()
     import av
 
-    speed_frames = (10 if args.quick else 60) * FPS
+    started = time.perf_counter()
+    speed_frames = round(seconds * FPS)
     short_frames = 60 * FPS
     long_frames = (3 if args.quick else 10) * 60 * FPS
     print(
-        f"python {sys.version.split()[0]}, PyAV {av.__version__}, {os.cpu_count()} CPUs;"
+        f"python {sys.version.split()[0]}, PyAV {av.__version__} (FFmpeg libavcodec"
+        f" {'.'.join(map(str, av.library_versions['libavcodec']))}), {os.cpu_count()} CPUs;"
         f" repeats={args.repeats}{' (quick)' if args.quick else ''}",
         flush=True,
     )
@@ -345,22 +534,34 @@ def main(argv: list[str] | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     else:
         directory = Path(tempfile.mkdtemp(prefix="bench_frames_"))
+    memory = None
     try:
         print("speed videos:", flush=True)
         speed_video = _video(directory, f"speed_{speed_frames}f_gop{GOP}_veryfast.mp4", speed_frames, "veryfast", True)
+        ffmpeg = find_ffmpeg(speed_video)
+        if ffmpeg is None:
+            print("note: no `ffmpeg` on PATH: the ffmpeg columns are skipped (Debian: apt-get install -y ffmpeg)")
+        else:
+            print(f"ffmpeg: {ffmpeg.executable} ({ffmpeg.version}); JPEG quality matching:", flush=True)
+            match_quality(ffmpeg, speed_video, min(20.0, seconds))
+        clip = _video(directory, f"clip_{FPS}f_gop{GOP}_veryfast.mp4", FPS, "veryfast", True)
         print("speed runs:", flush=True)
-        speed = bench_speed(speed_video, args.repeats)
+        speed = bench_speed(speed_video, clip, args.repeats, ffmpeg)
 
-        print("memory videos:", flush=True)
-        short = _video(directory, f"memory_{short_frames}f_gop{GOP}_ultrafast.mp4", short_frames, "ultrafast", True)
-        long = _video(directory, f"memory_{long_frames}f_gop{GOP}_ultrafast.mp4", long_frames, "ultrafast", True)
-        print("memory runs (fresh subprocess each):", flush=True)
-        memory = bench_memory(short, short_frames, long, long_frames)
+        if not args.no_memory:
+            print("memory videos:", flush=True)
+            short = _video(directory, f"memory_{short_frames}f_gop{GOP}_ultrafast.mp4", short_frames, "ultrafast", True)
+            long = _video(directory, f"memory_{long_frames}f_gop{GOP}_ultrafast.mp4", long_frames, "ultrafast", True)
+            print("memory runs (fresh subprocess each):", flush=True)
+            memory = bench_memory(short, short_frames, long, long_frames)
     finally:
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)
 
-    report(speed, memory, args.repeats)
+    report_speed(speed, args.repeats, ffmpeg)
+    if memory:
+        report_memory(memory)
+    print(f"(bench took {time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":
