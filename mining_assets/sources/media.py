@@ -3,6 +3,7 @@ downloads and uploads meet; a keyword's partition holds membership rows (``keywo
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -102,10 +103,17 @@ def is_stored(known: dict | None, deleted: set[str], blob_store: BlobStore) -> b
 
 
 def fetch_item(
-    row: dict, stored: dict[str, dict], deleted: set[str], config: MediaConfig, resources: dict, blob_store: BlobStore
+    row: dict,
+    known: Callable[[str], dict | None],
+    deleted: set[str],
+    config: MediaConfig,
+    resources: dict,
+    blob_store: BlobStore,
 ) -> dict:
     """Fetch one registry item and store it; returns its ``media`` row. A stock photo is returned with its bytes
     (``data``) and not stored yet: only the caller knows whether it repeats another photo of the run.
+
+    ``known`` gives the stored ``media`` row of a media id (any keyword's), or None.
 
     Raises:
         Fetched: an upload whose content is stored already (its media id is on the exception).
@@ -123,7 +131,7 @@ def fetch_item(
         with item.open() as path:
             sha = file_sha256(path)
             media_id = f"{source}-{sha[:16]}"
-            if is_stored(stored.get(media_id), deleted, blob_store):
+            if is_stored(known(media_id), deleted, blob_store):
                 raise Fetched(media_id)
             media = inspect_media(path, config.min_side)
             if media.media_type == "photo":
@@ -284,15 +292,29 @@ def media(
             [partition_key],
         )
 
+    def known(media_id: str) -> dict | None:
+        """The stored media row of an upload's content, once hashed: this keyword's, or any other's (and whether its
+        original was deleted), so the same content found at another location is not stored again."""
+        if media_id in stored:
+            return stored[media_id]
+        for attempt in warehouse.retrying():
+            with attempt as conn:
+                rows = query_dicts(conn, "SELECT * FROM media WHERE media_id = ?", [media_id])
+                gone = conn.execute("SELECT 1 FROM deleted_sources WHERE media_id = ?", [media_id]).fetchall()
+        if gone:
+            deleted.add(media_id)
+        return rows[0] if rows else None
+
     flush()  # memberships of media other keywords stored
     with ThreadPoolExecutor(max_workers=max(1, config.max_concurrent_downloads), thread_name_prefix="fetch") as pool:
-        futures = {pool.submit(fetch_item, row, stored, deleted, config, resources, blob_store): row for row in todo}
+        futures = {pool.submit(fetch_item, row, known, deleted, config, resources, blob_store): row for row in todo}
         # results taken in registry order, not as they finish: of two items with the same content, the one stored
         # (and the one the other is a duplicate_of) is the same on every run
         for done, (future, row) in enumerate(futures.items(), 1):
             try:
                 media_row = future.result()
-            except Fetched as same:
+            except Fetched as same:  # content stored before (by any keyword): read, and not stored again
+                reused += 1
                 add_member(row["item"], same.media_id)
                 record_read(row, same.media_id)
                 continue

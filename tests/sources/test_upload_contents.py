@@ -86,3 +86,22 @@ def test_two_keywords_reading_one_upload_record_it_once(instance, resources, tmp
         run(instance, resources, key, SOURCE_ASSETS, registry={"local_dir": str(folder), "uploads": False})
     rows = query_dicts(resources, "SELECT location, etag, count(*) AS n FROM upload_contents GROUP BY ALL")
     assert [row["n"] for row in rows] == [1]
+
+
+def test_the_same_content_at_another_location_is_read_but_not_stored_again(instance, resources, tmp_path, monkeypatch):
+    from resources.blob_store import LocalBlobStore
+
+    photo = encode(scene(5))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.jpg").write_bytes(photo)
+    run(instance, resources, registry={"local_dir": str(tmp_path / "a"), "uploads": False})
+    stored: list[str] = []
+    real_put = LocalBlobStore.put_file
+    monkeypatch.setattr(
+        LocalBlobStore, "put_file", lambda self, key, path: stored.append(key) or real_put(self, key, path)
+    )
+    other = run(instance, resources, "door", registry={"local_dir": str(tmp_path / "b"), "uploads": False})
+    assert stored == [] and meta(other, "media")["fetched_now"] == 0
+    assert meta(other, "media")["reused_from_other_keywords"] == 1
+    assert media_of(resources, "door") == media_of(resources, "glass-door")
