@@ -262,8 +262,42 @@ def replace_partition_rows(
     Call it inside a retried block (``warehouse.retrying(lease=partition_key)``): the block is the transaction,
     and the lease keeps a second writer of the same partition from committing beside this one.
     """
+    if unchanged(conn, table, partition_key, rows, where, params):
+        return len(rows)
     conn.execute(f"DELETE FROM {table} WHERE partition_key = ? {where}", [partition_key, *params])
     return insert_rows(conn, table, rows)
+
+
+def unchanged(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    partition_key: str,
+    rows: pd.DataFrame,
+    where: str = "",
+    params: Sequence[Any] = (),
+) -> bool:
+    """Whether the partition's rows (matching ``where``) already are exactly ``rows``, as the table's types hold
+    them (timestamps the writer sets left out): then a replace would only rewrite them, so it is left undone and an
+    unchanged re-run writes no data file."""
+    scope = f"FROM {table} WHERE partition_key = ? {where}"
+    stored = conn.execute(f"SELECT count(*) {scope}", [partition_key, *params]).fetchone()[0]
+    if stored != len(rows) or not len(rows):
+        return stored == len(rows) == 0
+    kinds = tables()[table]["columns"]
+    names = [name for name in rows.columns if name in kinds]
+    if len(names) != len(rows.columns):
+        return False
+    incoming = ", ".join(f'CAST("{name}" AS {kinds[name][0]}) AS "{name}"' for name in names)
+    columns = ", ".join(f'"{name}"' for name in names)
+    conn.register("_compared", rows)
+    try:
+        differing = conn.execute(
+            f"SELECT count(*) FROM (SELECT {columns} {scope} EXCEPT ALL SELECT {incoming} FROM _compared)",
+            [partition_key, *params],
+        ).fetchone()[0]
+    finally:
+        conn.unregister("_compared")
+    return differing == 0
 
 
 def record_errors(
