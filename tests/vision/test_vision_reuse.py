@@ -6,6 +6,7 @@ import pytest
 from harness import materialize_partition, meta, query_dicts
 from vision_support import encode, scene, seed_frames
 
+from mining_assets.keyword_settings import configure
 from mining_assets.vision.detections import detections
 from mining_assets.vision.embeddings import frame_embeddings
 from mining_assets.vision.filtered import filtered_frames
@@ -75,6 +76,23 @@ def test_an_unchanged_rerun_runs_no_model_and_leaves_the_same_rows(vision_resour
         columns = "* EXCLUDE (scored_at)" if table == "frame_scores" else "*"
         assert rows(vision_resources, table, key, columns) == expected, table
 
+    # a setting changed between two runs (of a backfill, say): the next run redoes exactly the work it affects, and
+    # keys its rows with the new setting
+    keys_before = query_dicts(vision_resources, "SELECT DISTINCT work_key FROM detected_frames")
+    configure(vision_resources["warehouse"], key, "detections", {"threshold": 0.5, "labels": ["door"]})
+    calls.update(dict.fromkeys(calls, 0))
+    result = run(vision_resources, instance, key, detections={})
+    assert calls == {"image_tower": 0, "text_tower": 0, "embedder": 0, "detector": 5}
+    assert meta(result, "detections")["detected_now"] == 5
+    assert meta(result, "detections")["settings_from"]["threshold"] == {"value": 0.5, "from": "keyword"}
+    keys_after = query_dicts(vision_resources, "SELECT DISTINCT work_key FROM detected_frames")
+    assert len(keys_after) == 1 and keys_after != keys_before
+
+    calls.update(dict.fromkeys(calls, 0))
+    result = run(vision_resources, instance, key, filtered_frames={"threshold": 0.0, "rescore": True}, detections={})
+    assert calls["image_tower"] == 5 and calls["embedder"] == 0 and calls["detector"] == 0  # same passed frames
+    assert meta(result, "frame_embeddings")["reused"] == 5
+
 
 def test_a_second_keyword_with_the_same_frames_reuses_every_output(vision_resources, instance, calls):
     first = seed_frames(vision_resources, "glass door", PICTURES)
@@ -93,32 +111,24 @@ def test_a_second_keyword_with_the_same_frames_reuses_every_output(vision_resour
     assert mine == rows(vision_resources, "detections", first, columns)
     shards = {row["blob_key"] for row in rows(vision_resources, "frame_embeddings", second, "blob_key")}
     assert all(shard.startswith("embeddings/shared.work/") for shard in shards)
+    keys = {  # the keyword is part of no key: one work key per table for both keywords
+        table: {row["work_key"] for row in query_dicts(vision_resources, f"SELECT DISTINCT work_key FROM {table}")}
+        for table in ("frame_scores", "frame_embeddings", "detected_frames", "filter_features")
+    }
+    assert all(len(found) == 1 for found in keys.values()), keys
 
 
 def test_a_new_prompt_runs_only_the_text_tower(vision_resources, instance, calls):
     key = seed_frames(vision_resources, "glass door", PICTURES)
-    run(vision_resources, instance, key, filtered_frames={"threshold": 0.0})
+    materialize_partition(vision_resources, instance, key, [filtered_frames], filtered_frames={"threshold": 0.0})
     calls.update(dict.fromkeys(calls, 0))
-    result = run(vision_resources, instance, key, filtered_frames={"threshold": 0.0, "classes": ["handle"]})
+    result, _ = materialize_partition(vision_resources, instance, key, [filtered_frames],
+                                      filtered_frames={"threshold": 0.0, "classes": ["handle"]})  # fmt: skip
     filtered = meta(result, "filtered_frames")
     assert (filtered["scored_now"], filtered["scored_from_features"], filtered["scores_reused"]) == (0, 5, 0)
     assert calls["image_tower"] == 0 and calls["text_tower"] == 2  # prompts encoded; no image runs again
     scores = rows(vision_resources, "frame_scores", key, "frame_id, prompt")
     assert len(scores) == 10  # the keyword's and the class's prompt for each frame
-
-
-def test_changing_a_setting_redoes_exactly_the_work_it_affects(vision_resources, instance, calls):
-    key = seed_frames(vision_resources, "glass door", PICTURES)
-    run(vision_resources, instance, key)
-    calls.update(dict.fromkeys(calls, 0))
-    result = run(vision_resources, instance, key, detections={"threshold": 0.5, "labels": ["door"]})
-    assert calls == {"image_tower": 0, "text_tower": 0, "embedder": 0, "detector": 5}
-    assert meta(result, "detections")["detected_now"] == 5
-
-    calls.update(dict.fromkeys(calls, 0))
-    result = run(vision_resources, instance, key, filtered_frames={"threshold": 0.0, "rescore": True})
-    assert calls["image_tower"] == 5 and calls["embedder"] == 0  # new scores, the same passed frames
-    assert meta(result, "frame_embeddings")["reused"] == 5
 
 
 def test_a_frame_whose_file_failed_is_tried_again(vision_resources, instance, calls):
@@ -141,36 +151,6 @@ def test_the_work_key_names_model_and_precision_not_the_device():
     half = dict(model_settings(cpu), precision="float16")
     assert work_key(**half) != work_key(**model_settings(cpu))
     assert work_key(a=1, b=[1, 2]) == work_key(b=[1, 2], a=1) != work_key(a=1, b=[2, 1])
-
-
-def test_the_keyword_partition_is_not_part_of_any_key(vision_resources, instance):
-    first = seed_frames(vision_resources, "glass door", PICTURES)
-    second = seed_frames(vision_resources, "door", PICTURES)
-    for key in (first, second):
-        run(vision_resources, instance, key)
-    keys = {
-        table: {row["work_key"] for row in query_dicts(vision_resources, f"SELECT DISTINCT work_key FROM {table}")}
-        for table in ("frame_scores", "frame_embeddings", "detected_frames", "filter_features")
-    }
-    assert all(len(found) == 1 for found in keys.values()), keys
-
-
-def test_a_setting_changed_between_runs_applies_to_the_next_run_only(vision_resources, instance, calls):
-    """Settings are read when a step starts: of two runs of one keyword (a backfill's), each makes and keys its
-    rows with the settings of its own moment."""
-    from mining_assets.keyword_settings import configure
-
-    key = seed_frames(vision_resources, "glass door", PICTURES)
-    configure(vision_resources["warehouse"], key, "detections", {"threshold": 0.5, "labels": ["door"]})
-    run(vision_resources, instance, key, detections={})
-    first = query_dicts(vision_resources, "SELECT DISTINCT work_key FROM detected_frames")
-    configure(vision_resources["warehouse"], key, "detections", {"threshold": 0.2})
-    calls.update(dict.fromkeys(calls, 0))
-    result = run(vision_resources, instance, key, detections={})
-    assert calls["detector"] == 5 and meta(result, "detections")["threshold"] == 0.2
-    second = query_dicts(vision_resources, "SELECT DISTINCT work_key FROM detected_frames")
-    assert len(first) == len(second) == 1 and first != second
-    assert meta(result, "detections")["settings_from"]["threshold"]["from"] == "keyword"
 
 
 def test_two_keywords_keeping_the_same_features_at_once_keep_one_row_each(vision_resources):
