@@ -150,15 +150,16 @@ def build_items(
     return items, problems
 
 
-def content_digest(content: MediaPoses | KeywordPoses) -> str:
+def content_digest(content: MediaPoses | KeywordPoses, item_digests: list[str] | None = None) -> str:
     """What a file holds, without the time it was written (``created_at``): equal digests, equal files but for that
-    attribute. A file whose digest is unchanged is not written again."""
+    attribute. A file whose digest is unchanged is not written again. A keyword file's digest is made of its items'
+    (``item_digests``, in file order, when they were computed already)."""
     digest = hashlib.sha256()
     attributes = {k: v for k, v in content.attributes.items() if k != "created_at"}
     digest.update(json.dumps(attributes, sort_keys=True, default=str).encode())
     if isinstance(content, KeywordPoses):
-        for item in content.items:
-            digest.update(content_digest(item).encode())
+        for item_digest in item_digests or [content_digest(item) for item in content.items]:
+            digest.update(item_digest.encode())
         return digest.hexdigest()
     for name in sorted(content.arrays):
         array = np.asarray(content.arrays[name])
@@ -168,7 +169,7 @@ def content_digest(content: MediaPoses | KeywordPoses) -> str:
 
 
 def store_verified(
-    blob_store: BlobStore, prefix: str, name: str, content: MediaPoses | KeywordPoses, tmp: Path
+    blob_store: BlobStore, prefix: str, name: str, content: MediaPoses | KeywordPoses, tmp: Path, digest: str = ""
 ) -> StoredFile:
     """Write a file locally, store it and its sidecar, fetch both back from the store and verify them.
 
@@ -197,7 +198,7 @@ def store_verified(
         raise RuntimeError(f"{name}.h5 failed verification: " + "; ".join(problems[:5]))
     frames = document["attributes"]["frames"]
     media_id = KEYWORD_ROW if isinstance(content, KeywordPoses) else content.attributes["media_id"]
-    return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"], content_digest(content))
+    return StoredFile(media_id, frames, key, uri, sidecar_key, document["sha256"], digest or content_digest(content))
 
 
 def store_unless_unchanged(
@@ -208,14 +209,15 @@ def store_unless_unchanged(
     tmp: Path,
     earlier: dict[str, StoredFile],
     present: set[str],
+    digest: str,
 ) -> tuple[StoredFile, bool]:
-    """The file of this content: the one stored and verified before when what it holds is unchanged and it is still
-    in the store (True), else a new one (``store_verified``, False)."""
+    """The file of this content (``digest``: its ``content_digest``): the one stored and verified before when what
+    it holds is unchanged and it is still in the store (True), else a new one (``store_verified``, False)."""
     media_id = KEYWORD_ROW if isinstance(content, KeywordPoses) else content.attributes["media_id"]
     before = earlier.get(media_id)
-    if before and before.content_digest == content_digest(content) and {before.blob_key, before.sidecar_key} <= present:
+    if before and before.content_digest == digest and {before.blob_key, before.sidecar_key} <= present:
         return before, True
-    return store_verified(blob_store, prefix, name, content, tmp), False
+    return store_verified(blob_store, prefix, name, content, tmp, digest), False
 
 
 def record_deletions(
@@ -277,12 +279,13 @@ def pose_datasets(
     stored: dict[str, StoredFile] = {}
     unchanged: set[str] = set()  # files kept as they were: what they hold did not change
     present = set(blob_store.list_keys(prefix)) if earlier else set()
+    digests = [content_digest(item) for item in items]  # each item's once: its file's, and the keyword file's part
     with tempfile.TemporaryDirectory(prefix="pose-datasets-") as tmp:
-        for item in items:
+        for item, digest in zip(items, digests, strict=True):
             media_id = item.attributes["media_id"]
             try:
                 stored[media_id], same = store_unless_unchanged(
-                    blob_store, prefix, media_name(media_id), item, Path(tmp), earlier, present
+                    blob_store, prefix, media_name(media_id), item, Path(tmp), earlier, present, digest
                 )
                 unchanged |= {media_id} if same else set()
             except InfrastructureError:  # the store or the disk failed, not the item: the step fails
@@ -292,9 +295,17 @@ def pose_datasets(
         models = sorted({model for item in items for model in item.attributes["models"]})
         attributes = {"schema_version": SCHEMA_VERSION, "file_kind": "keyword", "keyword": keyword,
                       "partition_key": partition_key, "models": models, "created_at": created_at}  # fmt: skip
+        keyword_poses = KeywordPoses(attributes, items)
         try:
             stored[KEYWORD_ROW], same = store_unless_unchanged(
-                blob_store, prefix, KEYWORD_FILE, KeywordPoses(attributes, items), Path(tmp), earlier, present
+                blob_store,
+                prefix,
+                KEYWORD_FILE,
+                keyword_poses,
+                Path(tmp),
+                earlier,
+                present,
+                content_digest(keyword_poses, digests),
             )
             unchanged |= {KEYWORD_ROW} if same else set()
         except InfrastructureError:

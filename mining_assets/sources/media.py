@@ -81,17 +81,19 @@ class Fetched(Exception):
         self.media_id = media_id
 
 
-def upload_media_id(row: dict, etags: dict[str, str], contents: dict[tuple[str, str], str]) -> tuple[str | None, bool]:
+def upload_media_id(
+    row: dict, etags: dict[str, str], contents: dict[tuple[str, str], str], read: set[str]
+) -> tuple[str | None, bool]:
     """The media id a registry item is known to be, and whether its content changed since it was read.
 
     An upload-bucket object read before under the ETag it is listed with now (a local file: under its size and
     modification time) is that content: it is not read again, for this keyword or any other. One read under another
     ETag only (new content under the same key) is read again. Anything else is what its membership, or the source's
-    own id, says."""
+    own id, says. ``read``: the locations of ``contents``."""
     etag = etags.get(row["url"]) if row["source"] in ("s3", "local") else None
     if etag is not None and (row["url"], etag) in contents:
         return contents[(row["url"], etag)], False
-    if etag is not None and any(location == row["url"] for location, _ in contents):
+    if etag is not None and row["url"] in read:
         return None, True
     return row["member_of"] or row["media_id"], False
 
@@ -229,8 +231,9 @@ def media(
 
     reused = 0
     todo: list[dict] = []
+    read_locations = {location for location, _ in contents}
     for row in registry:
-        media_id, changed = upload_media_id(row, etags, contents)
+        media_id, changed = upload_media_id(row, etags, contents, read_locations)
         known = stored.get(media_id or "")
         if is_stored(known, deleted, blob_store):
             if row["member_of"] != known["media_id"]:  # stored by another keyword, or this upload's content is

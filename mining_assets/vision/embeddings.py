@@ -154,9 +154,12 @@ def frame_embeddings(
     stored_metadata, unique_key = replace_stage_rows(
         warehouse, partition_key, "frame_embeddings", table, "frame_embeddings", errors
     )
-    # shards of the partition's own folder (written before vectors were shared) that no keyword's row names
+    # shards of the partition's own folder (written before vectors were shared) that no keyword's row names; the
+    # table is asked only when the folder holds any
     prefix = partition_prefix("embeddings", partition_key)
-    removed, not_removed, _ = remove_orphans(blob_store, prefix, referenced_shards(warehouse, prefix))
+    removed, not_removed = 0, []
+    if blob_store.list_keys(prefix):
+        removed, not_removed, _ = remove_orphans(blob_store, prefix, referenced_shards(warehouse, prefix))
     missing = missing_shards(blob_store, table["blob_key"])
 
     # the check reads back what was stored, not what was computed

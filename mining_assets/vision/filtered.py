@@ -162,7 +162,8 @@ def filtered_frames(
     current = known[known["prompt"].isin(texts)]
     complete = set(current.groupby("frame_sha256")["prompt"].nunique().loc[lambda n: n == len(texts)].index)
     missing = [sha for sha in dict.fromkeys(catalog["sha256"]) if sha not in complete] if texts else []
-    from_features = [sha for sha in missing if sha in set(kept["frame_sha256"])]
+    with_features = set(kept["frame_sha256"])
+    from_features = [sha for sha in missing if sha in with_features]
     need_images = catalog[catalog["sha256"].isin(set(missing) - set(from_features))].drop_duplicates("sha256")
     new_scores = pd.DataFrame(columns=["frame_sha256", "prompt", "score"])
     new_features: tuple[list[str], np.ndarray] = ([], np.zeros((0, 0), np.float32))
