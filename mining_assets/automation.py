@@ -8,12 +8,14 @@ for the same keyword go into one run, so a new ``frames`` partition brings its w
 - The source stages (media_registry, media, video_frames) are not automated: the source jobs, which the sensors and
   the UI start with their run config (sources, sampling settings), always materialize them with frames. A condition
   on them could only fire after a source run failed part-way, and would re-run the stage with the default config.
-- ``frames`` and the stages that only de-duplicate, convert or write what the models produced (unique_frames,
-  coco_annotations, detection_visualizations, pose_datasets) always follow.
+- ``frames`` and the stages that only de-duplicate, convert, count or write what the models produced (unique_frames,
+  coco_annotations, detection_visualizations, pose_datasets, unique_categories) always follow.
 - The model stages follow as ``MINING_AUTOMATE_MODEL_STAGES`` says: ``auto`` (default) the MediaPipe stages
   (quality_scores, poses: about 30 ms a frame on a CPU), and the torch stages (filtered_frames, frame_embeddings,
   detections) only where they have an NVIDIA GPU; ``all``; ``none``; or a comma list of model stages.
 - mongo_export is never automated: it needs a MongoDB (MONGODB_URI), which the embedded defaults do not have.
+- descriptions is never automated: each image it sends costs money (Gemini); category_reports compares datasets
+  a person chooses. ``categories`` is a torch stage (SigLIP zero-shot without a Gemini key).
 
 Dagster creates a ``default_automation_condition_sensor`` by itself, but stopped; ``automation_sensor`` takes its
 place and runs from the start (``MINING_AUTOMATION_SENSOR=stopped`` to start it stopped), so the stages move with
@@ -34,8 +36,10 @@ from datetime import timedelta
 
 import dagster as dg
 
-FOLLOWING_STAGES = ("frames", "unique_frames", "coco_annotations", "detection_visualizations", "pose_datasets")
-TORCH_STAGES = ("filtered_frames", "frame_embeddings", "detections")
+FOLLOWING_STAGES = (
+    "frames", "unique_frames", "coco_annotations", "detection_visualizations", "pose_datasets", "unique_categories"
+)
+TORCH_STAGES = ("filtered_frames", "frame_embeddings", "detections", "categories")
 MEDIAPIPE_STAGES = ("quality_scores", "poses")
 MODEL_STAGES = TORCH_STAGES + MEDIAPIPE_STAGES
 FRESHNESS_ASSETS = ("media_registry", "frames", "coco_annotations", "pose_datasets", "mongo_export")

@@ -10,10 +10,16 @@ from mining_assets.automation import apply_policies, automation_sensor
 from mining_assets.blob_gc import blob_gc, blob_gc_job, blob_gc_schedule
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
+from mining_assets.language.categories import categories
+from mining_assets.language.descriptions import descriptions
+from mining_assets.language.unique_categories import unique_categories
 from mining_assets.jobs import (
     add_keywords,
+    category_reports_job,
     configure_keyword,
     curation_pipeline,
+    dataset_pipeline,
+    labeling_pipeline,
     model_job_tags,
     mongo_export_job,
     photo_pipeline,
@@ -27,6 +33,7 @@ from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.poses import poses
 from mining_assets.poses.quality import quality_scores
 from mining_assets.presets import add_preset_keywords
+from mining_assets.reports.category_reports import category_reports
 from mining_assets.sources.media import media
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import video_frames
@@ -37,6 +44,7 @@ from mining_assets.vision.filtered import filtered_frames
 from mining_assets.vision.unique import unique_frames
 from mining_assets.vision.visualizations import detection_visualizations
 from resources.blob_store import BlobStore, LocalBlobStore, S3BlobStore
+from resources.gemini import GeminiResource
 from resources.models.detector import OpenVocabDetector
 from resources.models.embedder import ImageEmbedder
 from resources.models.pose import PoseEstimator
@@ -115,6 +123,20 @@ def model_resources() -> dict:
     }
 
 
+def gemini_resource(warehouse) -> GeminiResource:
+    """Gemini with the key from GEMINI_API_KEY (read only when a request is made: without it the descriptions are
+    skipped and categories use SigLIP); MINING_GEMINI_BASE_URL points the client at another endpoint, and
+    MINING_GEMINI_MAX_SPEND_USD sets the spend cap per run (0: none)."""
+    settings = {
+        "base_url": os.environ.get("MINING_GEMINI_BASE_URL"),
+        "description_model": os.environ.get("MINING_GEMINI_DESCRIPTION_MODEL"),
+        "category_model": os.environ.get("MINING_GEMINI_CATEGORY_MODEL"),
+        "max_spend_usd": os.environ.get("MINING_GEMINI_MAX_SPEND_USD"),
+        "requests_per_minute": os.environ.get("MINING_GEMINI_REQUESTS_PER_MINUTE"),
+    }
+    return GeminiResource(warehouse=warehouse, **{name: value for name, value in settings.items() if value})
+
+
 def resources() -> dict:
     warehouse = warehouse_from_env()
     return {
@@ -130,6 +152,8 @@ def resources() -> dict:
         "pose_estimator": pose_resource(),
         # the URI is read from MONGODB_URI only when mongo_export runs, and never shown
         "mongo": MongoResource(),
+        # the request budget of Gemini is the warehouse's `gemini` row, shared by every run
+        "gemini": gemini_resource(warehouse),
         **model_resources(),
     }
 
@@ -151,6 +175,10 @@ defs = dg.Definitions(
             quality_scores,
             poses,
             pose_datasets,
+            descriptions,
+            categories,
+            unique_categories,
+            category_reports,
             mongo_export,
             lake_maintenance,
             blob_gc,
@@ -163,6 +191,9 @@ defs = dg.Definitions(
         vision_pipeline,
         pose_pipeline,
         curation_pipeline,
+        labeling_pipeline,
+        dataset_pipeline,
+        category_reports_job,
         mongo_export_job,
         add_keywords,
         configure_keyword,

@@ -34,6 +34,7 @@ SOURCE_ASSETS = ["media_registry", "media", "video_frames", "frames"]
 VISION_ASSETS = ["filtered_frames", "frame_embeddings", "unique_frames", "detections", "coco_annotations",
                  "detection_visualizations"]  # fmt: skip
 POSE_ASSETS = ["quality_scores", "poses", "pose_datasets"]
+LABEL_ASSETS = ["descriptions", "categories", "unique_categories"]
 # the sources each job's registry asks, unless its run config says otherwise (media_registry reads the run's tag,
 # which every run of the job carries: launched from the UI, a backfill, a sensor or the CLI)
 VIDEO_SOURCES = "youtube"
@@ -123,6 +124,31 @@ curation_pipeline = dg.define_asset_job(
     "catalog: COCO, drawings and the HDF5 pose datasets.",
     tags=model_job_tags(),
     executor_def=dg.multiprocess_executor.configured({"start_method": FORKSERVER}),
+)
+
+labeling_pipeline = dg.define_asset_job(
+    "labeling_pipeline",
+    selection=dg.AssetSelection.assets(*LABEL_ASSETS),
+    description="Describe one keyword's (or dataset's) frames with Gemini and sort them into the category list; "
+    "without GEMINI_API_KEY the descriptions are skipped and SigLIP sorts the images zero-shot.",
+    tags=model_job_tags(),
+    executor_def=dg.in_process_executor,
+)
+
+dataset_pipeline = dg.define_asset_job(
+    "dataset_pipeline",
+    selection=dg.AssetSelection.assets(*SOURCE_ASSETS, *LABEL_ASSETS),
+    tags={SOURCES_TAG: UPLOAD_SOURCES, **model_job_tags()},
+    description="One dataset partition (dataset--<name>, added with add_dataset) from its list of file names: "
+    "the analysis of the list against the bucket, the images fetched, described and categorized.",
+    executor_def=dg.in_process_executor,
+)
+
+category_reports_job = dg.define_asset_job(
+    "category_reports_job",
+    selection=dg.AssetSelection.assets("category_reports"),
+    description="Plot and compare the categories of the datasets (REAL and GEN by default) and write their CSVs.",
+    executor_def=dg.in_process_executor,
 )
 
 mongo_export_job = dg.define_asset_job(

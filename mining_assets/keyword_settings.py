@@ -40,6 +40,8 @@ CONFIG_CLASSES = {
     "quality_scores": "mining_assets.poses.quality:QualityConfig",
     "poses": "mining_assets.poses.poses:PosesConfig",
     "pose_datasets": "mining_assets.poses.datasets:PoseDatasetsConfig",
+    "descriptions": "mining_assets.language.descriptions:DescriptionsConfig",
+    "categories": "mining_assets.language.categories:CategoriesConfig",
 }
 _ONE_RUN = "it names the objects of a single run (the uploads sensor sets it), not a keyword's lasting setting"
 NOT_PER_KEYWORD = {

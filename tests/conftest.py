@@ -282,3 +282,13 @@ def stubbed_s3(monkeypatch):
     with Stubber(client) as stubber:
         yield store, stubber
         stubber.assert_no_pending_responses()
+
+
+@pytest.fixture
+def gemini_server():
+    """A local stand-in for Gemini's REST API on a free loopback port (``tests/gemini_support.py``)."""
+    from gemini_support import GeminiServer
+
+    server = GeminiServer(port=free_port()).start()
+    yield server
+    server.stop()

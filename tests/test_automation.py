@@ -182,7 +182,7 @@ def test_the_loaded_definitions_automate_the_following_stages_and_run_their_sens
     torch = set(TORCH_STAGES) if has_nvidia_gpu() else set()  # this machine's own answer (auto)
     assert {name for name, condition in conditions.items() if condition} == {
         "frames", "unique_frames", "coco_annotations", "detection_visualizations", "pose_datasets", "quality_scores",
-        "poses", *torch,
+        "poses", "unique_categories", *torch,
     }  # fmt: skip
     assert all(c == dg.AutomationCondition.eager() for c in conditions.values() if c)
     sensors = {sensor.name: sensor for sensor in defs.get_repository_def().sensor_defs}

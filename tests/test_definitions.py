@@ -19,6 +19,10 @@ EXPECTED_EDGES = {
     "poses": {"quality_scores"},
     "pose_datasets": {"poses"},
     "mongo_export": {"pose_datasets"},
+    "descriptions": {"frames"},
+    "categories": {"frames", "descriptions"},
+    "unique_categories": {"categories"},
+    "category_reports": {"descriptions", "categories"},
     "lake_maintenance": set(),
     "blob_gc": set(),
 }
@@ -40,7 +44,8 @@ def test_graph_has_the_video_and_vision_paths():
 def test_every_per_keyword_asset_shares_the_keyword_partitions():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
-        if key.to_user_string() in ("lake_maintenance", "blob_gc"):  # the whole lake and store, not one keyword
+        # the whole lake and store, not one keyword; the comparison of datasets
+        if key.to_user_string() in ("lake_maintenance", "blob_gc", "category_reports"):
             assert graph.get(key).partitions_def is None
             continue
         assert graph.get(key).partitions_def == keyword_partitions, key
@@ -50,7 +55,7 @@ def test_only_the_model_stages_are_in_pools():
     pools = {assets_def.key.to_user_string(): assets_def.op.pool for assets_def in defs.assets}
     assert {asset: pool for asset, pool in pools.items() if pool} == {
         "filtered_frames": "vision_models", "frame_embeddings": "vision_models", "detections": "vision_models",
-        "quality_scores": "pose_models", "poses": "pose_models",
+        "quality_scores": "pose_models", "poses": "pose_models", "categories": "vision_models",
     }  # fmt: skip
 
 
@@ -84,6 +89,8 @@ def test_tables_show_their_name_and_columns_before_any_run():
         "filtered_frames": "filtered_frames",
         "frame_embeddings": "frame_embeddings", "unique_frames": "unique_frames", "detections": "detections",
         "quality_scores": "quality_scores", "poses": "poses", "pose_datasets": "pose_datasets",
+        "frame_descriptions": "descriptions", "frame_categories": "categories",
+        "unique_categories": "unique_categories", "category_report_files": "category_reports",
     }  # fmt: skip
 
 
@@ -95,6 +102,9 @@ def test_jobs_sensors_and_resources_are_registered():
         "vision_pipeline",
         "pose_pipeline",
         "curation_pipeline",
+        "labeling_pipeline",
+        "dataset_pipeline",
+        "category_reports_job",
         "mongo_export_job",
         "add_keywords",
         "configure_keyword",
@@ -106,7 +116,7 @@ def test_jobs_sensors_and_resources_are_registered():
     assert [sensor.name for sensor in defs.sensors] == ["keyword_file_sensor", "s3_uploads_sensor", "automation_sensor"]
     assert set(defs.resources) == {
         "blob_store", "warehouse", "youtube", "text_filter", "embedder", "detector", "pexels", "unsplash", "pixabay",
-        "uploads", "pose_estimator", "mongo",
+        "uploads", "pose_estimator", "mongo", "gemini",
     }  # fmt: skip
 
 
