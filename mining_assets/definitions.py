@@ -35,6 +35,7 @@ from mining_assets.poses.quality import quality_scores
 from mining_assets.presets import add_preset_keywords
 from mining_assets.reports.category_reports import category_reports
 from mining_assets.sources.media import media
+from mining_assets.sources.datasets import add_dataset
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import video_frames
 from mining_assets.vision.annotations import coco_annotations
@@ -197,6 +198,7 @@ defs = dg.Definitions(
         mongo_export_job,
         add_keywords,
         configure_keyword,
+        add_dataset,
         add_preset_keywords,
         lake_maintenance_job,
         blob_gc_job,

@@ -92,3 +92,32 @@ def storage_key(partition_key: str) -> str:
         return partition_key
     digest = hashlib.sha256(partition_key.encode("utf-8", "surrogatepass")).hexdigest()[:STORAGE_HASH_CHARS]
     return f"{_readable(partition_key)}__{digest}"
+
+
+# A dataset (a named list of images under a prefix of the upload bucket) is a keyword partition of its own, keyed
+# ``dataset--<slug of its name>``: a keyword's slug never holds ``--``, so the two kinds of key never meet.
+DATASET_PREFIX = "dataset--"
+
+
+def dataset_key(name: str) -> str:
+    """The partition key of a dataset: ``dataset--`` and the slug of its name (the keyword slug rules).
+
+    >>> dataset_key("real photos 2024")
+    'dataset--real-photos-2024'
+    >>> dataset_key("Real Photos").startswith("dataset--real-photos_")
+    True
+
+    Raises:
+        ValueError: the name is empty, too long, or holds control characters (``normalize_keyword``).
+    """
+    return DATASET_PREFIX + keyword_slug(name)
+
+
+def is_dataset_key(key: str) -> bool:
+    """Whether a partition key is a dataset's (any key that starts with ``dataset--``, slug or not: a key added by
+    hand in the UI with that start is a dataset's too, and its registry says no dataset is defined for it).
+
+    >>> is_dataset_key("dataset--cats"), is_dataset_key("cats"), is_dataset_key("dataset-cats")
+    (True, False, False)
+    """
+    return isinstance(key, str) and key.startswith(DATASET_PREFIX)

@@ -108,6 +108,7 @@ def test_jobs_sensors_and_resources_are_registered():
         "mongo_export_job",
         "add_keywords",
         "configure_keyword",
+        "add_dataset",
         "add_preset_keywords",
         "lake_maintenance_job",
         "blob_gc_job",

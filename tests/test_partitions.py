@@ -3,7 +3,15 @@ import re
 
 import pytest
 
-from mining_assets.partitions import is_slug, keyword_slug, normalize_keyword, storage_key
+from mining_assets.partitions import (
+    DATASET_PREFIX,
+    dataset_key,
+    is_dataset_key,
+    is_slug,
+    keyword_slug,
+    normalize_keyword,
+    storage_key,
+)
 
 HOSTILE = [
     "../../etc/passwd",
@@ -80,3 +88,58 @@ def test_a_slug_key_with_its_hash_is_its_own_storage_key_and_never_a_hashed_one(
     slug = keyword_slug("Glass Door")  # glass-door_<12 hex>: a slug, with one underscore
     assert is_slug(slug) and storage_key(slug) == slug
     assert "__" not in slug and all("__" in storage_key(k) for k in COLLIDING if not is_slug(k))
+
+
+def test_the_doctests_hold():
+    import doctest
+
+    import mining_assets.partitions as partitions
+
+    failed, tried = doctest.testmod(partitions)
+    assert tried >= 7 and not failed
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("cats", "dataset--cats"),
+        ("real photos 2024", "dataset--real-photos-2024"),
+        ("  gen   set ", "dataset--gen-set"),
+    ],
+)
+def test_a_dataset_key_is_the_prefix_and_the_slug_of_its_name(name, key):
+    assert dataset_key(name) == key == DATASET_PREFIX + keyword_slug(name)
+    assert is_dataset_key(key)
+
+
+@pytest.mark.parametrize(
+    "text", ["glass door", "dataset", "dataset cats", "dataset--cats", "dataset - - cats", *HOSTILE]
+)
+def test_no_keyword_is_ever_a_dataset_key(text):
+    slug = keyword_slug(text)
+    assert "--" not in slug and not is_dataset_key(slug)
+    assert dataset_key(text) != slug and is_dataset_key(dataset_key(text))
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_dataset_names_become_safe_distinct_keys(text):
+    key = dataset_key(text)
+    assert is_slug(key.removeprefix(DATASET_PREFIX))
+    assert "/" not in key and ".." not in key and "<" not in key and '"' not in key
+    assert storage_key(key) != storage_key(keyword_slug(text))  # a dataset's files are never a keyword's
+
+
+def test_distinct_dataset_names_never_share_a_key():
+    names = ["cats", "Cats", "cats!", "cats 2", "cats  "]
+    assert len({dataset_key(name) for name in names}) == 4  # "cats  " is "cats" once white space is folded
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a\x00b", "x" * 501])
+def test_unusable_dataset_names_are_refused(name):
+    with pytest.raises(ValueError):
+        dataset_key(name)
+
+
+@pytest.mark.parametrize("key", ["cats", "dataset-cats", "datasets--x", "", "DATASET--cats", " dataset--cats"])
+def test_other_keys_are_not_dataset_keys(key):
+    assert not is_dataset_key(key)

@@ -1,5 +1,7 @@
 """media_registry: every item a keyword's sources name — YouTube search and URLs, a local folder, the upload
-bucket's keyword folders, the stock-photo APIs — one row each, before anything is fetched."""
+bucket's keyword folders, the stock-photo APIs — one row each, before anything is fetched. A dataset's partition
+(``dataset--<name>``) asks only its dataset (``sources.datasets``): the objects its list names, and the analysis of
+the list (``dataset_matches``)."""
 
 import functools
 
@@ -9,8 +11,9 @@ import pandas as pd
 from mining_assets.checks import first_reasons, output_check, output_spec, sources_asked
 from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
-from mining_assets.partitions import keyword_partitions
+from mining_assets.partitions import is_dataset_key, keyword_partitions
 from mining_assets.retries import STEP_RETRY
+from mining_assets.sources.datasets import dataset_registry
 from mining_assets.sources.stock import STOCK_SOURCES, collect_hits, registry_row
 from mining_assets.sources.templates import TemplateError, resolve_template
 from mining_assets.sources.uploads import Item, folder_belongs, local_items, remember_keyword, s3_items
@@ -19,6 +22,7 @@ from mining_assets.warehouse import (
     execute_with_rows,
     keyword_text,
     record_errors,
+    replace_partition_rows,
     table_definition_metadata,
     table_report,
     tables,
@@ -31,6 +35,7 @@ from resources.youtube import YouTubeResource
 
 STAGE = "media_registry"
 OWNED = ["registry", "upload_objects"]  # the tables this asset writes, besides its errors
+DATASET_OWNED = [*OWNED, "dataset_matches"]  # and for a dataset's partition, the analysis of its list
 COLUMNS = [name for name in tables()["registry"]["columns"] if name != "discovered_at"]
 # an item known before keeps what was recorded of it; what a source says now fills in what was missing
 UPSERT = f"""
@@ -268,7 +273,7 @@ def gather(
             blocking=False,
             description="Warns when a source asked (a search, a listing, a URL, a stock API) failed.",
         ),
-        unique_key_spec("media_registry", OWNED),
+        unique_key_spec("media_registry", DATASET_OWNED),
         output_spec("media_registry", "items"),
     ],
 )
@@ -285,7 +290,8 @@ def media_registry(
     """Everything a keyword's sources name (videos, uploads, stock photos), one row per item, fetched or not."""
     config, _ = stage_config(context, config, warehouse)
     partition_key = context.partition_key
-    note = remember_keyword(warehouse, partition_key, config.keyword)
+    dataset = None
+    note = None if is_dataset_key(partition_key) else remember_keyword(warehouse, partition_key, config.keyword)
     if note:
         context.log.warning(note)
     for attempt in warehouse.retrying():
@@ -293,7 +299,13 @@ def media_registry(
             keyword = keyword_text(conn, partition_key)
     stock = {"pexels": pexels, "unsplash": unsplash, "pixabay": pixabay}
     config = resolved(config, context.run.tags)
-    rows, errors, asked, records = gather(config, partition_key, keyword, youtube, uploads, stock)
+    names = sources_asked(config) + [f"upload bucket prefix {t}" for t in config.s3_prefixes if prefixes_read(config)]
+    if is_dataset_key(partition_key):  # only the dataset: whatever else the run or its job asks is skipped
+        dataset = dataset_registry(warehouse, uploads, partition_key, config.license)
+        rows, errors, records, keyword = dataset.rows, dataset.errors, dataset.records, dataset.keyword
+        skipped, names, asked = names, [f"dataset {keyword}"], None
+    else:
+        rows, errors, asked, records = gather(config, partition_key, keyword, youtube, uploads, stock)
     uploaded = pd.DataFrame(records, columns=["bucket", "key", "etag"]).drop_duplicates(["bucket", "key", "etag"])
     frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("partition_key", "keyword")])
     frame = frame.assign(partition_key=partition_key, keyword=keyword)[COLUMNS].astype(object)
@@ -307,19 +319,21 @@ def media_registry(
                 execute_with_rows(conn, UPSERT, frame)
             if len(uploaded):  # in the registry's transaction: an object counts as registered once its row is there
                 execute_with_rows(conn, RECORD_UPLOADS, uploaded.assign(partition_key=partition_key))
+            if dataset is not None and dataset.matches is not None:  # the analysis of this run's list
+                replace_partition_rows(conn, "dataset_matches", partition_key, dataset.matches)
             earlier = conn.execute(
                 "SELECT item, reason FROM media_registry_errors WHERE partition_key = ?", [partition_key]
             ).fetchall()
-            kept = [(item, reason) for item, reason in earlier if item not in asked]  # sources not asked this time
+            # the errors of sources not asked this time are kept (a dataset's run asks all of its own)
+            kept = [(item, reason) for item, reason in earlier if asked is not None and item not in asked]
             record_errors(conn, partition_key, STAGE, sorted({*errors, *kept}))
             by_source = dict(conn.execute(
                 "SELECT source, count(*) FROM registry WHERE partition_key = ? GROUP BY source ORDER BY source",
                 [partition_key]).fetchall())  # fmt: skip
-            table, unique = table_report(conn, partition_key, "registry", OWNED)
+            table, unique = table_report(conn, partition_key, "registry", OWNED if dataset is None else DATASET_OWNED)
     for item, reason in errors:
         context.log.warning(f"{item}: {reason}")
     new = [row for row in rows if row["item"] not in known]
-    names = sources_asked(config) + [f"upload bucket prefix {t}" for t in config.s3_prefixes if prefixes_read(config)]
     found = f"no item found by {', '.join(names)}" if names else "no source was asked (run config, job's sources tag)"
     return dg.MaterializeResult(
         metadata={
@@ -329,6 +343,7 @@ def media_registry(
             "new_items": len(new),
             "uploads_recorded": len(uploaded),
             "by_source": dg.MetadataValue.json(by_source),
+            **({} if dataset is None else {**dataset.metadata, "skipped_sources": dg.MetadataValue.json(skipped)}),
             "problems": dg.MetadataValue.json([{"item": i, "reason": r} for i, r in errors[:50]]),
             "new_preview": dg.MetadataValue.md(
                 markdown_table(

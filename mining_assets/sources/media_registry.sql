@@ -34,3 +34,12 @@ CREATE TABLE IF NOT EXISTS upload_objects (  -- key: bucket, key, etag; each upl
     partition_key VARCHAR NOT NULL,   -- the keyword partition whose registry row (s3://bucket/key) names it
     registered_at TIMESTAMP           -- when a registry last named it: the latest is the object's content now (media)
 );
+
+CREATE TABLE IF NOT EXISTS dataset_matches (  -- key: partition_key, listed_name; a dataset's listed names as its latest analysis matched them to the upload bucket's objects
+    partition_key VARCHAR NOT NULL,   -- dataset--<name as a slug>
+    listed_name VARCHAR NOT NULL,     -- as listed (trimmed); a name listed twice is one row
+    status VARCHAR NOT NULL,          -- found, missing, ambiguous (several files match: not fetched) or refused
+    object_key VARCHAR,               -- the object fetched for it: NULL unless found
+    candidates VARCHAR[],             -- the object keys that match an ambiguous name (empty otherwise)
+    analysed_at TIMESTAMP
+);
