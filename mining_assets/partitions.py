@@ -74,6 +74,7 @@ def is_slug(key: str) -> bool:
 
 
 STORAGE_HASH_CHARS = 16
+DATASET_PREFIX = "dataset--"  # a dataset's partition key: this and a slug (dataset_key)
 
 
 def storage_key(partition_key: str) -> str:
@@ -83,12 +84,19 @@ def storage_key(partition_key: str) -> str:
     ``glass door``) is ``<readable slug>__<first 16 hex of sha256(key)>``. Slugs never contain ``__``, so the two
     forms never meet, and two keys that differ only in case, spaces, punctuation or underscores never share files.
 
+    A dataset's key (``dataset--`` and a slug, ``dataset_key``) is its own storage key too: neither a slug nor a
+    hashed form ever holds ``--``.
+
     >>> storage_key("glass-door")
     'glass-door'
     >>> storage_key("glass door")
     'glass-door__da33056f90504db8'
+    >>> storage_key("dataset--real-photos")
+    'dataset--real-photos'
     """
-    if is_slug(partition_key):
+    if is_slug(partition_key) or (
+        partition_key.startswith(DATASET_PREFIX) and is_slug(partition_key.removeprefix(DATASET_PREFIX))
+    ):
         return partition_key
     digest = hashlib.sha256(partition_key.encode("utf-8", "surrogatepass")).hexdigest()[:STORAGE_HASH_CHARS]
     return f"{_readable(partition_key)}__{digest}"
@@ -96,9 +104,6 @@ def storage_key(partition_key: str) -> str:
 
 # A dataset (a named list of images under a prefix of the upload bucket) is a keyword partition of its own, keyed
 # ``dataset--<slug of its name>``: a keyword's slug never holds ``--``, so the two kinds of key never meet.
-DATASET_PREFIX = "dataset--"
-
-
 def dataset_key(name: str) -> str:
     """The partition key of a dataset: ``dataset--`` and the slug of its name (the keyword slug rules).
 

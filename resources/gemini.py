@@ -379,7 +379,7 @@ class GeminiSession:
         """What the session used, JSON-able, for the run's metadata. ``cap_enforced`` is False when some model had
         no price: its replies count no cost, so the cap can't hold them back."""
         with self._lock:
-            by_model = {name: {**counted, "cost_usd": round(counted["cost_usd"], 6)}
+            by_model = {name: {**counted, "cost_usd": round(counted["cost_usd"], 9)}
                         for name, counted in sorted(self._by_model.items())}  # fmt: skip
             prompt = sum(counted["prompt_tokens"] for counted in by_model.values())
             output = sum(counted["output_tokens"] for counted in by_model.values())
@@ -398,7 +398,7 @@ class GeminiSession:
                 "prompt_tokens": prompt,
                 "output_tokens": output,
                 "total_tokens": prompt + output,
-                "cost_usd": round(self._spent(), 6),
+                "cost_usd": round(self._spent(), 9),
                 "by_model": by_model,
                 "spend_cap_usd": self.spend_cap_usd,
                 "cap_reached": self._cap_reached,
