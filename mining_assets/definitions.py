@@ -10,9 +10,6 @@ from mining_assets.automation import apply_policies, automation_sensor
 from mining_assets.blob_gc import blob_gc, blob_gc_job, blob_gc_schedule
 from mining_assets.exports.mongo import mongo_export
 from mining_assets.frames import frames
-from mining_assets.language.categories import categories
-from mining_assets.language.descriptions import descriptions
-from mining_assets.language.unique_categories import unique_categories
 from mining_assets.jobs import (
     add_keywords,
     category_reports_job,
@@ -29,13 +26,16 @@ from mining_assets.jobs import (
     vision_pipeline,
 )
 from mining_assets.lake_maintenance import lake_maintenance, lake_maintenance_job, lake_maintenance_schedule
+from mining_assets.language.categories import categories
+from mining_assets.language.descriptions import descriptions
+from mining_assets.language.unique_categories import unique_categories
 from mining_assets.poses.datasets import pose_datasets
 from mining_assets.poses.poses import poses
 from mining_assets.poses.quality import quality_scores
 from mining_assets.presets import add_preset_keywords
 from mining_assets.reports.category_reports import category_reports
-from mining_assets.sources.media import media
 from mining_assets.sources.datasets import add_dataset
+from mining_assets.sources.media import media
 from mining_assets.sources.media_registry import media_registry
 from mining_assets.video.frames import video_frames
 from mining_assets.vision.annotations import coco_annotations

@@ -140,7 +140,7 @@ def test_a_run_that_dies_halfway_keeps_every_reply(instance, gemini_resources, g
 
 def test_without_a_key_the_stage_says_it_skipped(instance, keyless_resources, seeded):
     key = seeded("glass door", 2)
-    result, checks = materialize_partition(keyless_resources, instance, key, [descriptions])
+    result, _ = materialize_partition(keyless_resources, instance, key, [descriptions])
     m = meta(result, "descriptions")
     assert m["skipped"] == "no Gemini API key: set GEMINI_API_KEY" and m["frames"] == 2
     assert not checks_by_asset(result)[("descriptions", "described")]
