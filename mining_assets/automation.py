@@ -37,7 +37,12 @@ from datetime import timedelta
 import dagster as dg
 
 FOLLOWING_STAGES = (
-    "frames", "unique_frames", "coco_annotations", "detection_visualizations", "pose_datasets", "unique_categories"
+    "frames",
+    "unique_frames",
+    "coco_annotations",
+    "detection_visualizations",
+    "pose_datasets",
+    "unique_categories",
 )
 TORCH_STAGES = ("filtered_frames", "frame_embeddings", "detections", "categories")
 MEDIAPIPE_STAGES = ("quality_scores", "poses")
