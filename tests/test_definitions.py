@@ -175,11 +175,12 @@ def test_workspace_file_loads_the_same_code_location(tmp_path):
 
 
 def test_loading_the_definitions_loads_no_model_library():
-    """The UI and every run load the code location; model, HDF5 and MongoDB libraries wait until they are used."""
+    """The UI and every run load the code location; model, HDF5, MongoDB, Gemini and plotting libraries wait until
+    they are used."""
     import subprocess
     import sys
 
-    heavy = "{'torch', 'transformers', 'mediapipe', 'cv2', 'h5py', 'pymongo'}"
+    heavy = "{'torch', 'transformers', 'mediapipe', 'cv2', 'h5py', 'pymongo', 'google.genai', 'matplotlib'}"
     code = f"import sys, mining_assets.definitions; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"

@@ -167,7 +167,8 @@ def by_gemini(config, categories, catalog, gemini, warehouse, partition_key):
         )
         new.extend(good)
 
-    failed = send_all(session, todo.to_dict("records"), request, store)
+    with session:  # its connections are closed when every reply is in
+        failed = send_all(session, todo.to_dict("records"), request, store)
     reasons.update({row["frame_sha256"]: reason for row, reason in failed})
     return new, keys, reasons, session.usage(), len(todo)
 

@@ -149,7 +149,8 @@ def descriptions(
         append_shared(warehouse, "descriptions", [key], pd.DataFrame(good), lease=f"descriptions:{key}")
         described_now.extend(row["frame_sha256"] for row in good)
 
-    failed = send_all(session, todo.to_dict("records"), request, store, item_errors=(ImageError,))
+    with session:  # its connections are closed when every reply is in
+        failed = send_all(session, todo.to_dict("records"), request, store, item_errors=(ImageError,))
     outcomes.update({frame["sha256"]: reason for frame, reason in failed})
     outcomes.update({sha: f"not sent: max_frames={config.max_frames} reached" for sha in left_for_later["sha256"]})
 

@@ -162,3 +162,17 @@ def test_an_unreadable_image_is_recorded_and_the_rest_go_on(instance, keyless_re
     assert m["categorized"] == 1 and m["failed"] == 1 and checks["every_frame_accounted"]
     reason = query_dicts(keyless_resources, "SELECT item, reason FROM categories_errors")
     assert reason[0]["item"] == "fake" and reason[0]["reason"]
+
+
+def test_a_keyword_setting_chooses_the_method_and_run_config_wins(instance, gemini_resources, gemini_server, seeded):
+    from mining_assets.keyword_settings import configure
+
+    key = seeded("glass door", 2)
+    configure(gemini_resources["warehouse"], key, "categories", {"method": "siglip", "threshold": 0.9})
+    result, _ = materialize_partition(gemini_resources, instance, key, [categories])
+    m = meta(result, "categories")
+    assert m["method"] == "siglip" and m["settings_from"]["method"]["from"] == "keyword" and not gemini_server.requests
+    numbered_descriptions(gemini_server)
+    materialize_partition(gemini_resources, instance, key, [descriptions])
+    result, _ = materialize_partition(gemini_resources, instance, key, [categories], categories={"method": "gemini"})
+    assert meta(result, "categories")["method"] == "gemini" and meta(result, "categories")["sent"] == 2
