@@ -51,7 +51,16 @@ KEY_VARIABLE = "GEMINI_API_KEY"
 
 class GeminiError(RuntimeError):
     """The service could not answer (a rejected request, retries used up, a budget wait too long); the message is
-    the reason to record, never the key."""
+    the reason to record, never the key. ``status``: the HTTP status of a request the API rejected."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refuses_every_request(self) -> bool:
+        """The key was refused (401, 403) or the model does not exist (404): no other request can do better."""
+        return self.status in (401, 403, 404)
 
 
 class SpendCapReached(GeminiError):
@@ -219,8 +228,8 @@ class GeminiSession:
         """How many requests the caller may have in flight at once."""
         return max(1, self.resource.max_workers)
 
-    def _error(self, message: str, kind: type[GeminiError] = GeminiError) -> GeminiError:
-        return kind(scrub_secret(message, self._key))
+    def _error(self, message: str, kind: type[GeminiError] = GeminiError, status: int | None = None) -> GeminiError:
+        return kind(scrub_secret(message, self._key), status)
 
     def _spent(self) -> float:
         return sum(model["cost_usd"] for model in self._by_model.values())
@@ -306,7 +315,7 @@ class GeminiSession:
             if outcome.status == 429:  # every session of the budget holds back, whether this one retries or not
                 self.budget.push_back(outcome.wait_s)
             if not outcome.retryable:
-                raise self._error(what)
+                raise self._error(what, status=outcome.status)
             if attempt == settings.max_retries:
                 raise self._error(f"{what}; gave up after {attempt + 1} attempts")
             if outcome.wait_s > settings.max_retry_wait_s:

@@ -31,12 +31,17 @@ def send_all(
     Returns the (task, reason) of the tasks without a reply: the service failed for it (``GeminiError``, after its
     retries), its input could not be used (``item_errors``), or the run's spend cap was reached before it was sent.
     A reply whose status is not ``ok`` is stored like any other: ``store`` decides what it keeps.
+
+    Raises:
+        GeminiError: the API refused the key or does not know the model (401, 403, 404): no request can succeed,
+            so the step fails (the replies stored before are kept).
     """
     from resources.gemini import GeminiError, SpendCapReached
 
     pending = iter(tasks)
     failed: list[tuple[T, str]] = []
     capped: str | None = None
+    fatal: GeminiError | None = None
     workers = max(1, int(session.workers))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gemini") as pool:
         running: dict[Future, T] = {}
@@ -60,11 +65,15 @@ def send_all(
                     capped = capped or str(error)
                     failed.append((task, f"not sent: {error}"))
                 except GeminiError as error:
+                    if error.refuses_every_request:  # a refused key or an unknown model: no request can do better
+                        fatal = fatal or error
                     failed.append((task, str(error)))
                 except item_errors as error:
                     failed.append((task, str(error)))
             if answered:
                 store(answered)
+            if fatal is not None:  # the step fails; what came back is stored
+                raise fatal
             fill()
     if capped is not None:
         failed += [(task, f"not sent: {capped}") for task in pending]

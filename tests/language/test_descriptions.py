@@ -157,3 +157,21 @@ def test_a_key_in_another_variable_is_read_from_it(instance, gemini_resources, g
     result, _ = materialize_partition({**gemini_resources, "gemini": gemini}, instance, key, [descriptions])
     assert meta(result, "descriptions")["described_now"] == 2
     assert {request["headers"].get("x-goog-api-key") for request in gemini_server.requests} == {KEY}
+
+
+def test_a_refused_key_fails_the_step_and_keeps_what_came_back(instance, gemini_resources, gemini_server, seeded):
+    from gemini_support import api_error
+
+    key = seeded("glass door", 3)
+    instance.add_dynamic_partitions("keyword", [key])
+    gemini_server.queue(ok(description("a red door")), *[api_error(403, "API key not valid.", "PERMISSION_DENIED")] * 9)
+    import dagster as dg
+
+    result = dg.materialize([descriptions], partition_key=key, resources=gemini_resources, instance=instance,
+                            raise_on_error=False)  # fmt: skip
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "403" in str(failure.event_specific_data.error) and KEY not in str(failure.event_specific_data.error)
+    assert [row["content"] for row in query_dicts(gemini_resources, "SELECT content FROM descriptions")] == [
+        "a red door"
+    ]
