@@ -16,18 +16,16 @@ from vision_support import encode, scene
 from mining_assets.frames import frames
 from mining_assets.partitions import dataset_key
 from mining_assets.sources.datasets import (
-    DatasetError,
     add_dataset,
     analysis_metadata,
     dataset_of,
-    match_names,
     normalized_label,
     normalized_prefix,
     read_list,
-    read_name_list,
 )
 from mining_assets.sources.media import media
 from mining_assets.sources.media_registry import media_registry
+from mining_assets.sources.name_lists import DatasetError, match_names, read_name_list
 from mining_assets.video.frames import video_frames
 from resources.uploads import UploadBucket, UploadError
 
@@ -461,7 +459,7 @@ def test_objects_in_a_keyword_folder_are_fetched_but_left_to_the_uploads_sensor(
 def test_the_doctests_hold():
     import doctest
 
-    import mining_assets.sources.datasets as datasets
+    import mining_assets.sources.name_lists as name_lists
 
-    failed, tried = doctest.testmod(datasets)
+    failed, tried = doctest.testmod(name_lists)
     assert tried >= 2 and not failed
