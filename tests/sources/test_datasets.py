@@ -3,6 +3,7 @@ the list read and matched to the bucket's objects (pure), add_dataset, and the s
 on a moto bucket: the analysis before anything is fetched, only the found files fetched, re-runs and resumed runs
 that fetch only what is new."""
 
+import functools
 import threading
 import uuid
 
@@ -211,8 +212,14 @@ def make_bucket(endpoint: str) -> UploadBucket:
     return UploadBucket(bucket=name, prefix="uploads", s3=S3Resource(endpoint_url=endpoint, **CREDENTIALS))
 
 
+@functools.cache
+def s3_client(endpoint: str):
+    """One client per endpoint: building a boto3 client costs about 0.2 s, and a fixture puts a dozen objects."""
+    return boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
+
+
 def put(bucket: UploadBucket, key: str, data: bytes) -> None:
-    bucket.s3.get_client().put_object(Bucket=bucket.bucket, Key=key, Body=data)
+    s3_client(bucket.s3.endpoint_url).put_object(Bucket=bucket.bucket, Key=key, Body=data)
 
 
 CATS_LIST = "image_name,label\ncat1.jpg,REAL\ncat2.jpg,REAL\ncat3.jpg,REAL\ncat4,REAL\ncat5.jpg,REAL\n" \

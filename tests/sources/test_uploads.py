@@ -3,6 +3,7 @@ S3 bucket (moto on loopback) with photos, videos and files that are neither, tol
 frames and the photos in the frames catalog. Reads of the bucket that fail or are cut off (a proxy in front of moto
 cuts object bodies halfway) are the item's failure, with a reason that names no credentials."""
 
+import functools
 import hashlib
 import http.client
 import http.server
@@ -73,8 +74,14 @@ def make_bucket(endpoint: str) -> UploadBucket:
     return UploadBucket(bucket=name, prefix="uploads", s3=S3Resource(endpoint_url=endpoint, **CREDENTIALS))
 
 
+@functools.cache
+def s3_client(endpoint: str):
+    """One client per endpoint: building a boto3 client costs about 0.2 s, and a fixture puts a dozen objects."""
+    return boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
+
+
 def put(bucket: UploadBucket, key: str, data: bytes) -> None:
-    bucket.s3.get_client().put_object(Bucket=bucket.bucket, Key=key, Body=data)
+    s3_client(bucket.s3.endpoint_url).put_object(Bucket=bucket.bucket, Key=key, Body=data)
 
 
 @pytest.fixture
