@@ -245,7 +245,7 @@ class GeminiSession:
                 if self._cap_reached or spent + average * (self._in_flight + 1) > cap:
                     self._cap_reached = True
                     self._refused_by_cap += 1
-                    raise self._error(f"spend cap of ${cap:.4f} per run reached (${spent:.4f} spent)", SpendCapReached)
+                    raise self._error(f"spend cap of ${cap:g} per run reached (${spent:.6g} spent)", SpendCapReached)
             self._in_flight += 1
 
     def _pace(self) -> None:

@@ -254,7 +254,7 @@ def test_the_spend_cap_stops_requests_before_they_are_sent(gemini_server, clock)
     gemini_server.respond(lambda request: ok(GOOD, prompt_tokens=1000, output_tokens=200))  # $0.00018 each
     session = session_of(gemini_server, clock, max_spend_usd=0.0005)
     assert [session.generate(MODEL, "Describe.", SCHEMA).ok for _ in range(2)] == [True, True]
-    with pytest.raises(SpendCapReached, match=r"spend cap of \$0\.0005 per run reached \(\$0\.0004 spent\)"):
+    with pytest.raises(SpendCapReached, match=r"spend cap of \$0\.0005 per run reached \(\$0\.00036 spent\)"):
         session.generate(MODEL, "Describe.", SCHEMA)  # 0.00036 spent + 0.00018 on average > 0.0005
     with pytest.raises(SpendCapReached):
         session.generate(MODEL, "Describe.", SCHEMA)
