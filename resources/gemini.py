@@ -49,6 +49,11 @@ __all__ = ["GeminiError", "GeminiResource", "GeminiSession", "ModelPrice", "Repl
 KEY_VARIABLE = "GEMINI_API_KEY"
 
 
+def dollars(amount: float) -> str:
+    """An amount in plain decimals to the millionth of a cent: ``0.00004``, not ``4e-05`` or ``0.0000``."""
+    return f"{amount:.8f}".rstrip("0").rstrip(".") or "0"
+
+
 class GeminiError(RuntimeError):
     """The service could not answer (a rejected request, retries used up, a budget wait too long); the message is
     the reason to record, never the key. ``status``: the HTTP status of a request the API rejected."""
@@ -245,7 +250,9 @@ class GeminiSession:
                 if self._cap_reached or spent + average * (self._in_flight + 1) > cap:
                     self._cap_reached = True
                     self._refused_by_cap += 1
-                    raise self._error(f"spend cap of ${cap:g} per run reached (${spent:.6g} spent)", SpendCapReached)
+                    raise self._error(
+                        f"spend cap of ${dollars(cap)} per run reached (${dollars(spent)} spent)", SpendCapReached
+                    )
             self._in_flight += 1
 
     def _pace(self) -> None:
