@@ -11,6 +11,7 @@ this asset deletes the files of the report it supersedes, once the new files and
 # no ``from __future__ import annotations``: Dagster cannot resolve a Config's ``list[str]`` field from a string
 import html
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -34,6 +35,7 @@ ROWS_LEASE = "table:category_report_files"  # not a partition's lease: no slug h
 # run has just stored (or found stored) for the report it records
 FILES_LEASE = "files:category_reports"
 EXAMPLES = 20
+LEFTOVER_AGE = timedelta(hours=1)  # an unrecorded report file older than this was left by a run that died
 
 DATASETS = "SELECT partition_key, name, label FROM datasets ORDER BY partition_key, added_at DESC NULLS LAST"
 # each categorized frame of the partitions, with its listed name (the title of the registry row naming the frame's
@@ -147,7 +149,8 @@ def store_report(
     warehouse: Warehouse, blob_store: BlobStore, report: str, files: list[ReportFile]
 ) -> tuple[dict[str, str], int, int, list[str], int]:
     """Store the files not stored yet, record them (replacing the rows of the report before, unless they already
-    are these), then delete the previous report's files no row records now.
+    are these), then delete the previous report's files no row records now, and any unrecorded file under the
+    prefix older than ``LEFTOVER_AGE`` (stored by a run that died before recording it).
 
     Returns each file's URI by key, how many files were written, how many superseded files were deleted, those the
     store refused to delete (``key: code message``), and the table's row count.
@@ -178,9 +181,11 @@ def store_report(
                     conn.execute("DELETE FROM category_report_files")
                     insert_rows(conn, "category_report_files", rows)
                 total = conn.execute(f"SELECT count(*) FROM {FILES_TABLE}").fetchone()[0]
-        superseded = sorted(
-            {row["blob_key"] for row in previous if row["blob_key"].startswith(PREFIX + "/")} - set(keys)
-        )
+        superseded = {row["blob_key"] for row in previous if row["blob_key"].startswith(PREFIX + "/")} - set(keys)
+        # files a run stored and never recorded (it died first): old enough that no live run is still recording them
+        cutoff = datetime.now(UTC) - LEFTOVER_AGE
+        superseded |= {entry.key for entry in blob_store.list_entries(PREFIX) if entry.modified < cutoff} - set(keys)
+        superseded = sorted(superseded)
         try:
             deleted, refused = blob_store.delete(superseded), []
         except BlobDeleteError as error:

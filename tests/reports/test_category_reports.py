@@ -233,6 +233,23 @@ def test_a_changed_category_makes_new_files_and_deletes_the_old(resources, insta
     assert second["categories_by_partition"][GEN] == {"street": 1, "$x$ cost": 1, "room": 1}
 
 
+def test_files_a_dead_run_left_unrecorded_are_deleted_once_old_and_young_ones_kept(resources, instance):
+    import os
+    import time
+
+    seed(resources)
+    store = resources["blob_store"]
+    old, young = f"{PREFIX}/0123456789abcdef/side_by_side.png", f"{PREFIX}/fedcba9876543210/shares.png"
+    for key in (old, young):
+        store.put_bytes(key, b"a plot a run stored before it died")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(store.path_for(old), (two_hours_ago, two_hours_ago))
+    first, _ = report(resources, instance)
+    assert not store.exists(old) and store.exists(young)  # a young one may belong to a run still recording it
+    assert first["files_deleted"] == 1
+    assert sorted(stored_keys(resources)) == sorted([young, *(row["blob_key"] for row in recorded(resources))])
+
+
 def test_partitions_config_picks_a_keyword_partition(resources, instance):
     seed(resources)
     metadata, check = report(resources, instance, partitions=[KEYWORD])
