@@ -512,3 +512,13 @@ def warehouse_migrate() -> None:
         click.echo(f"{table}: {count} rows")
     for table, count in report["rows_left_out"].items():
         click.echo(f"{table}: {count} rows left out (their frame is in no frames row)")
+
+
+def _add_groups() -> None:
+    """Command groups kept in modules of their own (this one is long enough)."""
+    from mining_assets.cli_datasets import datasets
+
+    main.add_command(datasets)
+
+
+_add_groups()
