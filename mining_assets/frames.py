@@ -11,6 +11,14 @@ from mining_assets.video.frames import video_frames
 from mining_assets.warehouse import table_definition_metadata, table_report, unique_key_spec
 from resources.warehouse import Warehouse
 
+
+def frame_images(conn, partition_key: str):
+    """A keyword's frames as the model stages read them: ``frame_id``, ``blob_key``, ``sha256``, by frame id."""
+    return conn.execute(
+        "SELECT frame_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id", [partition_key]
+    ).df()
+
+
 CATALOG_VIDEO_FRAMES = """
 INSERT INTO frames (partition_key, keyword, frame_id, media_id, source, media_type, frame_index, timestamp_s,
                     width, height, blob_key, uri, sha256, source_url, created_at)

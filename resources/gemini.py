@@ -191,18 +191,10 @@ class GeminiSession:
 
     def __init__(self, resource: GeminiResource, key: str, sleep: Callable[[float], None],
                  clock: Callable[[], float]):  # fmt: skip
-        from google import genai
-        from google.genai import types
-
         self.resource, self._key, self._sleep, self._clock = resource, key, sleep, clock
-        self._types = types
-        self._transport_errors = _transport_errors()
-        options = types.HttpOptions(
-            base_url=resource.base_url,
-            timeout=max(1, round(resource.timeout_s * 1000)),  # milliseconds
-            retry_options=types.HttpRetryOptions(attempts=1),  # one request per attempt: the retries are ours
-        )
-        self._client = genai.Client(api_key=key, vertexai=False, http_options=options)
+        # the SDK and its client wait for the first request: a run with nothing to send never imports them
+        self._client: Any = None
+        self._transport_errors: tuple[type[BaseException], ...] = ()
         self.budget = SharedBudget("gemini", per_period=resource.requests_per_minute, period_s=60.0,
                                    warehouse=resource.warehouse, margin_s=resource.budget_margin_s,
                                    clock=clock, sleep=sleep)  # fmt: skip
@@ -219,8 +211,27 @@ class GeminiSession:
         self._unpriced: set[str] = set()
 
     def close(self) -> None:
-        """Close the client's connections (the session is done with)."""
-        self._client.close()
+        """Close the client's connections, if a request opened them (the session is done with)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _sdk_client(self) -> Any:
+        """The google-genai client, built on the first request: one per session, its own retries off."""
+        with self._lock:
+            if self._client is None:
+                from google import genai
+                from google.genai import types
+
+                options = types.HttpOptions(
+                    base_url=self.resource.base_url,
+                    timeout=max(1, round(self.resource.timeout_s * 1000)),  # milliseconds
+                    retry_options=types.HttpRetryOptions(attempts=1),  # one request per attempt: the retries are ours
+                )
+                self._transport_errors = _transport_errors()
+                self._client = genai.Client(api_key=self._key, vertexai=False, http_options=options)
+            return self._client
 
     def __enter__(self) -> GeminiSession:
         return self
@@ -288,7 +299,9 @@ class GeminiSession:
             GeminiError: no reply: retries used up, a rejected request (4xx), a budget wait too long.
             PIL.UnidentifiedImageError: an image given as bytes isn't one.
         """
-        types, settings = self._types, self.resource
+        from google.genai import types
+
+        settings = self.resource
         self._enter()
         try:
             parts = [types.Part.from_bytes(data=resized_jpeg(image, settings.max_image_side, settings.jpeg_quality),
@@ -339,8 +352,9 @@ class GeminiSession:
 
         settings = self.resource
         backoff = min(settings.retry_backoff_seconds * 2.0**attempt, settings.max_retry_wait_s)
+        client = self._sdk_client()  # built before the try: the transport errors it catches are known from then
         try:
-            return self._client.models.generate_content(model=model, contents=contents, config=config)
+            return client.models.generate_content(model=model, contents=contents, config=config)
         except errors.APIError as error:
             status, body = int(error.code or 0), error.details
             message = f"HTTP {status} {error.status or ''}".rstrip() + f": {error_message(body)}"

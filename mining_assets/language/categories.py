@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from mining_assets.checks import first_reasons, output_check, output_spec
-from mining_assets.frames import frames
+from mining_assets.frames import frame_images, frames
 from mining_assets.keyword_settings import stage_config
 from mining_assets.language.category_list import CategoryList, CategoryListError, load_category_list
 from mining_assets.language.descriptions import TEXT_FIELDS, descriptions
@@ -137,7 +137,7 @@ def by_gemini(config, categories, catalog, gemini, warehouse, partition_key):
             kept, dropped, invalid = checked_categories(reply.data or {}, categories, config.max_categories)
             if reply.status != "ok" or invalid:
                 reasons[row["frame_sha256"]] = (
-                    f"{reply.status}: {reply.reason}" if reply.status != "ok" else (f"invalid reply: {invalid}")
+                    f"{reply.status}: {reply.reason}" if reply.status != "ok" else f"invalid reply: {invalid}"
                 )
                 continue
             good.append(
@@ -158,13 +158,7 @@ def by_gemini(config, categories, catalog, gemini, warehouse, partition_key):
                     request_id=reply.response_id,
                 )
             )
-        append_shared(
-            warehouse,
-            "category_results",
-            sorted(set(keys.values())),
-            pd.DataFrame(good),
-            lease=f"category_results:{categories.version}",
-        )
+        append_shared(warehouse, "category_results", pd.DataFrame(good), lease=f"category_results:{categories.version}")
         new.extend(good)
 
     with session:  # its connections are closed when every reply is in
@@ -204,7 +198,7 @@ def by_siglip(config, categories, catalog, text_filter, blob_store, warehouse, p
     for sha, vector in scores.items():
         picked, _ = chosen(vector, categories.categories, config.threshold)
         rows.append(result_row(sha, key, "siglip", model, categories.version, picked, scores=vector.tolist()))
-    append_shared(warehouse, "category_results", [key], pd.DataFrame(rows), lease=f"category_results:{key}")
+    append_shared(warehouse, "category_results", pd.DataFrame(rows), lease=f"category_results:{categories.version}")
     return rows, keys, {frame["sha256"]: reason for frame, reason in failed}, from_features
 
 
@@ -266,10 +260,7 @@ def categories(
     record_list(warehouse, category_list)
     for attempt in warehouse.retrying():
         with attempt as conn:
-            catalog = conn.execute(
-                "SELECT frame_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id",
-                [partition_key],
-            ).df()
+            catalog = frame_images(conn, partition_key)
     usage, sent, from_features = {}, 0, 0
     if method == "gemini":
         new, keys, reasons, usage, sent = by_gemini(config, category_list, catalog, gemini, warehouse, partition_key)
@@ -295,10 +286,11 @@ def categories(
                 .merge(results, on="frame_sha256")
             )
             rows["categories"] = [list(names) for names in rows["categories"]]
+            categorized = set(rows["frame_sha256"])
             errors = [
                 (frame_id, reasons[sha])
                 for frame_id, sha in zip(catalog["frame_id"], catalog["sha256"], strict=True)
-                if sha in reasons and sha not in set(rows["frame_sha256"])
+                if sha in reasons and sha not in categorized
             ]
             replace_partition_rows(conn, "frame_categories", partition_key, rows.assign(partition_key=partition_key))
             record_errors(conn, partition_key, "categories", errors)

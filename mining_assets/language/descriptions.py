@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from mining_assets.checks import first_reasons, output_check, output_spec
-from mining_assets.frames import frames
+from mining_assets.frames import frame_images, frames
 from mining_assets.keyword_settings import stage_config
 from mining_assets.language.prompts import DESCRIPTION_PROMPT, DESCRIPTION_SCHEMA, DESCRIPTION_VERSION
 from mining_assets.language.requests import append_shared, send_all, usage_metadata
@@ -92,10 +92,7 @@ def descriptions(
     key = description_key(model, gemini.max_image_side)
     for attempt in warehouse.retrying():
         with attempt as conn:
-            catalog = conn.execute(
-                "SELECT frame_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id",
-                [partition_key],
-            ).df()
+            catalog = frame_images(conn, partition_key)
             known = {
                 row[0]
                 for row in conn.execute(
@@ -104,12 +101,11 @@ def descriptions(
                     [key, partition_key],
                 ).fetchall()
             }
+            if skipped:  # what is reported of the tables, read in the same snapshot
+                table, unique = table_report(conn, partition_key, "frame_descriptions", OWNED_TABLES)
     if skipped:
         # nothing is sent and nothing stored is touched: the descriptions a keyed run made stay as they are
         context.log.warning(f"descriptions skipped: {skipped}")
-        for attempt in warehouse.retrying():
-            with attempt as conn:
-                table, unique = table_report(conn, partition_key, "frame_descriptions", OWNED_TABLES)
         return dg.MaterializeResult(
             metadata={
                 **table,
@@ -146,7 +142,7 @@ def descriptions(
         outcomes.update(
             {frame["sha256"]: f"{reply.status}: {reply.reason}" for frame, reply in replies if reply.status != "ok"}
         )
-        append_shared(warehouse, "descriptions", [key], pd.DataFrame(good), lease=f"descriptions:{key}")
+        append_shared(warehouse, "descriptions", pd.DataFrame(good), lease=f"descriptions:{key}")
         described_now.extend(row["frame_sha256"] for row in good)
 
     with session:  # its connections are closed when every reply is in

@@ -3,7 +3,7 @@ keeps every reply it received, and one that reaches its spend cap stops sending 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,7 +80,7 @@ def send_all(
     return failed
 
 
-def append_shared(warehouse: Warehouse, table: str, work_keys: Sequence[str], rows: pd.DataFrame, lease: str) -> int:
+def append_shared(warehouse: Warehouse, table: str, rows: pd.DataFrame, lease: str) -> int:
     """Insert result rows of a table shared by every keyword (key ``frame_sha256, work_key``) that are not there
     yet, in one short transaction under ``lease``; how many were new."""
     if not len(rows):
@@ -89,9 +89,8 @@ def append_shared(warehouse: Warehouse, table: str, work_keys: Sequence[str], ro
         with attempt as conn:
             conn.register("_new", rows)
             fresh = conn.execute(
-                f"SELECT * FROM _new n WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.frame_sha256 = n.frame_sha256 "
-                "AND t.work_key = n.work_key AND t.work_key IN (SELECT unnest(?::VARCHAR[])))",
-                [list(work_keys)],
+                f"SELECT * FROM _new n WHERE NOT EXISTS (SELECT 1 FROM {table} t "
+                "WHERE t.frame_sha256 = n.frame_sha256 AND t.work_key = n.work_key)"
             ).df()
             conn.unregister("_new")
             added = insert_rows(conn, table, fresh)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from mining_assets.checks import nothing_passed, output_check, output_spec
-from mining_assets.frames import frames
+from mining_assets.frames import frame_images, frames
 from mining_assets.keyword_settings import stage_config
 from mining_assets.metadata import markdown_table
 from mining_assets.partitions import keyword_partitions
@@ -132,10 +132,7 @@ def filtered_frames(
     for attempt in warehouse.retrying():
         with attempt as conn:
             keyword = keyword_text(conn, partition_key)
-            catalog = conn.execute(
-                "SELECT frame_id, blob_key, sha256 FROM frames WHERE partition_key = ? ORDER BY frame_id",
-                [partition_key],
-            ).df()
+            catalog = frame_images(conn, partition_key)
             # scores and image features of the same content and model, whichever keyword computed them
             known = conn.execute(
                 "SELECT frame_sha256, prompt, any_value(score) AS score FROM frame_scores "

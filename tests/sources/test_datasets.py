@@ -3,15 +3,13 @@ the list read and matched to the bucket's objects (pure), add_dataset, and the s
 on a moto bucket: the analysis before anything is fetched, only the found files fetched, re-runs and resumed runs
 that fetch only what is new."""
 
-import functools
 import threading
-import uuid
 
-import boto3
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 from harness import meta, query_dicts
+from test_uploads import make_bucket, put
 from vision_support import encode, scene
 
 from mining_assets.frames import frames
@@ -30,7 +28,6 @@ from mining_assets.sources.name_lists import DatasetError, match_names, read_nam
 from mining_assets.video.frames import video_frames
 from resources.uploads import UploadBucket, UploadError
 
-CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
 SOURCE_ASSETS = [media_registry, media, video_frames, frames]
 KEY = "dataset--cats"
 PREFIX = "datasets/cats/"
@@ -206,22 +203,6 @@ def test_read_list_reads_local_files_and_refuses_what_it_cannot_read(tmp_path):
 
 
 # ---------------------------------------------------------------------- Dagster, on a moto bucket
-def make_bucket(endpoint: str) -> UploadBucket:
-    name = f"uploads-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS).create_bucket(Bucket=name)
-    return UploadBucket(bucket=name, prefix="uploads", s3=S3Resource(endpoint_url=endpoint, **CREDENTIALS))
-
-
-@functools.cache
-def s3_client(endpoint: str):
-    """One client per endpoint: building a boto3 client costs about 0.2 s, and a fixture puts a dozen objects."""
-    return boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
-
-
-def put(bucket: UploadBucket, key: str, data: bytes) -> None:
-    s3_client(bucket.s3.endpoint_url).put_object(Bucket=bucket.bucket, Key=key, Body=data)
-
-
 CATS_LIST = "image_name,label\ncat1.jpg,REAL\ncat2.jpg,REAL\ncat3.jpg,REAL\ncat4,REAL\ncat5.jpg,REAL\n" \
             "../../etc/passwd,REAL\ncat2.jpg,REAL\ncat6,REAL\n<i>cat7</i>.jpg,REAL\ncat1.png,REAL\n"  # fmt: skip
 FOUND = {"cat1.jpg": "a/cat1.png", "cat2.jpg": "cat2.jpg", "cat3.jpg": "b/cat3.jpg", "cat6": "cat6.webp",
